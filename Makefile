@@ -1,0 +1,37 @@
+# relay — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/relay serve --config config/dev.toml
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check relay tests
+	$(BIN)/ruff format --check relay tests
+	$(BIN)/mypy --strict relay
+
+bench: $(STAMP)
+	mkdir -p var/bench
+	$(BIN)/python -m tests.bench
+
+soak: $(STAMP)
+	$(BIN)/pytest -q -m soak -o addopts=''
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
