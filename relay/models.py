@@ -1,0 +1,226 @@
+"""Value types shared by every module: statuses, webhooks, events, deliveries, attempts, ids, timestamps."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_ulid(now: float | None = None) -> str:
+    """26 Crockford base32 chars: 48 bits of milliseconds then 80 random bits, so ids sort by time."""
+    millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
+    value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars)).lower()
+
+
+def new_id(prefix: str, now: float | None = None) -> str:
+    return f"{prefix}_{new_ulid(now)}"
+
+
+def format_time(ts: float | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z``, millisecond precision."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_datetime(dt: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``; keeps the sub-second precision the producer gave."""
+    dt = dt.astimezone(UTC)
+    spec = "seconds" if dt.microsecond == 0 else "milliseconds" if dt.microsecond % 1000 == 0 else "microseconds"
+    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+class ErrorKind(StrEnum):
+    TIMEOUT = "timeout"
+    CONNECT_ERROR = "connect_error"
+    TLS_ERROR = "tls_error"
+    OAUTH_ERROR = "oauth_error"
+    BLOCKED_DESTINATION = "blocked_destination"
+    HTTP_ERROR = "http_error"
+
+
+class SignatureScheme(StrEnum):
+    STANDARD = "standard"
+    HMAC_SHA256 = "hmac-sha256"
+    NONE = "none"
+
+
+class BodyFormat(StrEnum):
+    ENVELOPE = "envelope"
+    DATA = "data"
+    FLAT = "flat"
+
+
+class Durability(StrEnum):
+    FULL = "full"
+    NORMAL = "normal"
+
+
+class Secret:
+    """A secret value that never shows itself in a repr, a log line or an f-string by accident."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class BearerAuth:
+    token: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderAuth:
+    name: str
+    value: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    username: str
+    password: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2Auth:
+    grant: str  # "client_credentials" | "refresh_token"
+    token_url: str
+    client_id: str
+    client_secret: Secret | None = None
+    scope: str | None = None
+    audience: str | None = None
+    extra_params: Mapping[str, str] = field(default_factory=dict)
+    client_auth: str = "basic"  # "basic" | "post"
+    refresh_token: Secret | None = None
+
+
+Auth = BearerAuth | HeaderAuth | BasicAuth | OAuth2Auth
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A subscribed endpoint, declared in the config file (``source="config"``) or through the API."""
+
+    id: str
+    url: str
+    events: tuple[str, ...] = ()
+    secret: Secret | None = None
+    signature: SignatureScheme = SignatureScheme.NONE
+    format: BodyFormat = BodyFormat.ENVELOPE
+    sent_at_field: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    retry_schedule: tuple[float, ...] | None = None
+    timeout: float | None = None
+    rate_limit: float | None = None  # attempts per second
+    auth: Auth | None = None
+    description: str | None = None
+    is_active: bool = True
+    source: str = "config"  # "config" | "api"
+    created_at: float | None = None
+    # During a secret rotation the previous secret keeps signing until this time.
+    previous_secret: Secret | None = None
+    previous_secret_until: float | None = None
+
+    def matches(self, event_type: str) -> bool:
+        return matches_filter(self.events, event_type)
+
+    def signing_secrets(self, now: float) -> list[Secret]:
+        secrets = [self.secret] if self.secret is not None else []
+        if self.previous_secret is not None and (self.previous_secret_until or 0) > now:
+            secrets.append(self.previous_secret)
+        return secrets
+
+
+def matches_filter(patterns: tuple[str, ...], event_type: str) -> bool:
+    """Exact types, ``prefix.*`` (any type starting ``prefix.``), ``*``; no patterns means every type."""
+    if not patterns:
+        return True
+    for pattern in patterns:
+        if pattern == "*" or pattern == event_type:
+            return True
+        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    id: str
+    type: str
+    created_at: str  # RFC 3339, UTC, normalised
+    data: bytes  # the payload as compact JSON
+    ingested_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: ErrorKind | None
+    error_detail: str | None
+    response_body: str | None
+    next_attempt_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    seq: int
+    id: str
+    event_id: str
+    webhook_id: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery leased to this process for one attempt, with what the attempt needs."""
+
+    delivery_seq: int
+    delivery_id: str
+    webhook_id: str
+    attempt_number: int
+    created_at: float
+    event: Event
