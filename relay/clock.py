@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -16,6 +17,10 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
+        """Return when ``event`` is set or the clock reaches ``deadline`` (None: no deadline)."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -23,6 +28,12 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
+        timeout = None if deadline is None else max(0.0, deadline - time.time())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
 
 class FakeClock:
@@ -43,6 +54,21 @@ class FakeClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), future))
         await future
+
+    async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
+        if deadline is None:
+            await event.wait()
+            return
+        if deadline <= self._now or event.is_set():
+            await asyncio.sleep(0)
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        sleeper = asyncio.ensure_future(self.sleep(deadline - self._now))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
 
     def advance(self, seconds: float) -> None:
         self._now += seconds

@@ -25,13 +25,13 @@ _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 def parse_duration(value: object) -> float:
     """``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"`` or a number of seconds -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("must be a duration such as \"30s\" or a number of seconds")
+        raise ValueError('must be a duration such as "30s" or a number of seconds')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
-        raise ValueError(f"must be a duration such as \"30s\" or a number of seconds, not {value!r}")
+        raise ValueError(f'must be a duration such as "30s" or a number of seconds, not {value!r}')
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError("must be a finite, non-negative duration")
     return seconds
@@ -40,13 +40,13 @@ def parse_duration(value: object) -> float:
 def parse_size(value: object) -> int:
     """A number of bytes, or ``"512KiB"``, ``"1MiB"``, ``"10MB"``."""
     if isinstance(value, bool):
-        raise ValueError("must be a size such as \"1MiB\" or a number of bytes")
+        raise ValueError('must be a size such as "1MiB" or a number of bytes')
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (match := _SIZE.match(value)):
         size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
     else:
-        raise ValueError(f"must be a size such as \"1MiB\" or a number of bytes, not {value!r}")
+        raise ValueError(f'must be a size such as "1MiB" or a number of bytes, not {value!r}')
     if size <= 0:
         raise ValueError("must be a positive size")
     return size
@@ -55,13 +55,13 @@ def parse_size(value: object) -> int:
 def parse_rate(value: object) -> float:
     """``"50/s"``, ``"600/m"``, ``"1000/h"`` or a number per second -> attempts per second."""
     if isinstance(value, bool):
-        raise ValueError("must be a rate such as \"50/s\"")
+        raise ValueError('must be a rate such as "50/s"')
     if isinstance(value, int | float):
         rate = float(value)
     elif isinstance(value, str) and (match := _RATE.match(value)):
         rate = float(match.group(1)) / _RATE_UNITS[match.group(2)]
     else:
-        raise ValueError(f"must be a rate such as \"50/s\", \"600/m\" or \"1000/h\", not {value!r}")
+        raise ValueError(f'must be a rate such as "50/s", "600/m" or "1000/h", not {value!r}')
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError("must be a positive rate")
     return rate

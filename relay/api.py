@@ -1,0 +1,226 @@
+"""The HTTP API: ingest (CONTRACT §4), event lookup, health, behind one error envelope and API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from relay.clock import Clock
+from relay.config import Config
+from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
+from relay.ingest import InvalidJson, TooLarge, parse_body
+from relay.registry import Registry
+from relay.scheduler import Scheduler
+from relay.store import Store
+from relay.views import event_view
+
+log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Services:
+    """What the request handlers need from the running daemon."""
+
+    config: Config
+    store: Store
+    registry: Registry
+    scheduler: Scheduler
+    clock: Clock
+    accepting: bool = True
+    ready: Callable[[], Awaitable[str | None]] | None = None
+    on_ingest: list[Callable[[int], None]] = field(default_factory=list)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or []
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> web.Response:
+    payload: dict[str, Any] = {"success": True, "data": data}
+    if meta:
+        payload["meta"] = meta
+    return json_response(payload, status)
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, str]] | None = None
+) -> web.Response:
+    error = {"code": code, "message": message, "details": details or []}
+    return json_response({"success": False, "error": error}, status)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except ValidationError as exc:
+        details = [{"path": p.path, "message": p.message} for p in exc.problems]
+        return error_response(400, "validation_error", str(exc), details)
+    except NotFound as exc:
+        return error_response(404, "not_found", str(exc))
+    except Conflict as exc:
+        return error_response(409, "conflict", str(exc))
+    except StoreUnavailable as exc:
+        log.error("store_unavailable", path=request.path, error=str(exc))
+        return error_response(
+            503, "unavailable", "the store cannot write right now; nothing was acknowledged"
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("request_failed", path=request.path, method=request.method)
+        return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+def _presented_key(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/"):
+        presented = (_presented_key(request) or "").encode()
+        keys = request.app[SERVICES].config.server.api_keys
+        # Compare against every key, always, so timing says nothing about which (if any) matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(presented, key.reveal().encode())
+        if not presented or not matched:
+            raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
+    return await handler(request)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(
+            413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(
+                413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _require_json(request: web.Request) -> None:
+    ctype = request.content_type
+    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        raise ApiError(
+            415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
+        )
+
+
+async def post_events(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if not services.accepting:
+        raise ApiError(503, "unavailable", "relay is shutting down; nothing was acknowledged")
+    _require_json(request)
+    server = services.config.server
+    body = await _read_body(request, server.max_body_size)
+    now = services.clock.now()
+    try:
+        parsed = parse_body(body, now=now, max_batch=server.max_batch, registry=services.registry)
+    except InvalidJson as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from exc
+    except TooLarge as exc:
+        raise ApiError(413, "payload_too_large", str(exc)) from exc
+    results = await services.store.ingest(parsed.events, now)
+    created = 0
+    for event, result in zip(parsed.events, results, strict=True):
+        if result.created:
+            created += 1
+            if event.webhook_ids:
+                services.scheduler.notify(event.webhook_ids, now)
+    for hook in services.on_ingest:
+        hook(created)
+    data = [{"id": r.id, "deliveries": r.deliveries} for r in results]
+    return ok(data if parsed.batch else data[0], status=202)
+
+
+async def get_event(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    found = await services.store.get_event(request.match_info["event_id"])
+    if found is None:
+        raise NotFound(f"no event with id {request.match_info['event_id']!r}")
+    event, deliveries = found
+    return ok(event_view(event, deliveries))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    reason = await services.ready() if services.ready is not None else None
+    if reason is not None:
+        return json_response({"status": "unavailable", "reason": reason}, status=503)
+    return json_response({"status": "ready"})
+
+
+def add_health_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def build_app(services: Services, *, with_health: bool) -> web.Application:
+    # aiohttp's own size check is set above ours so that ours (with the JSON error) is the one that answers.
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=services.config.server.max_body_size + 1024,
+    )
+    app[SERVICES] = services
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/v1/events/{event_id}", get_event)
+    if with_health:
+        add_health_routes(app)
+    return app
+
+
+def build_health_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[SERVICES] = services
+    add_health_routes(app)
+    return app

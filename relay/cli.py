@@ -1,0 +1,102 @@
+"""The ``relay`` command: serve, check-config, receive (and, through the API, the management commands)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from relay import __version__
+from relay.config import Config, load_config, summarize
+from relay.errors import ConfigError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = args.config or os.environ.get("RELAY_CONFIG")
+    if not path:
+        print("relay: no configuration: pass --config PATH or set RELAY_CONFIG", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    return Path(path)
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"relay: config error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from relay.daemon import Daemon
+    from relay.logs import configure_logging
+
+    path = _config_path(args)
+    config = _load(path)
+    configure_logging(args.log_level, args.log_format)
+    daemon = Daemon(config, reload_config=lambda: load_config(path))
+    return asyncio.run(daemon.run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args))
+    print(summarize(config))
+    return EXIT_OK
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from relay.receiver import run_receiver
+
+    try:
+        asyncio.run(run_receiver(args.host, args.port, args.secret, args.scheme, args.fail_with, sys.stdout))
+    except KeyboardInterrupt:
+        pass
+    except ValueError as exc:
+        print(f"relay receive: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"relay receive: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description="A durable webhook relay.")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", help="the TOML file (default: $RELAY_CONFIG)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    serve.add_argument("--log-format", choices=["json", "console"], default="json")
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser("check-config", help="validate the configuration file and summarise it")
+    check.add_argument("--config", help="the TOML file (default: $RELAY_CONFIG)")
+    check.set_defaults(func=cmd_check_config)
+
+    receive = commands.add_parser("receive", help="a development receiver that verifies signatures")
+    receive.add_argument("--port", type=int, default=9000)
+    receive.add_argument("--host", default="127.0.0.1")
+    receive.add_argument("--secret", help="verify signatures with this secret")
+    receive.add_argument("--scheme", choices=["standard", "hmac-sha256"], help="default: from the headers")
+    receive.add_argument("--fail-with", type=int, metavar="STATUS", help="answer this status instead of 200")
+    receive.set_defaults(func=cmd_receive)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

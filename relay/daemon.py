@@ -1,0 +1,309 @@
+"""The daemon's lifecycle, in one object: startup -> wait for a stop -> shutdown.
+
+Signal handlers only set events. Every long-lived task has a name; if one dies unexpectedly the daemon stops
+with a non-zero status (and systemd restarts it) instead of limping on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from relay import __version__
+from relay.api import Services, build_app, build_health_app
+from relay.auth import Authenticator, build_authenticator
+from relay.clock import Clock, SystemClock
+from relay.config import Config, Listen
+from relay.delivery import Deliverer
+from relay.errors import ConfigError, RelayError, StoreError
+from relay.models import Webhook
+from relay.registry import Registry
+from relay.scheduler import Scheduler
+from relay.store import Store
+from relay.systemd import Notifier
+
+log = structlog.get_logger()
+
+PRUNE_INTERVAL = 3600.0
+
+
+def webhook_spec(webhook: Webhook) -> bytes:
+    """What the store keeps of a config-declared webhook: its public shape, never a secret."""
+    return orjson.dumps(
+        {
+            "id": webhook.id,
+            "url": webhook.url,
+            "events": list(webhook.events),
+            "signature": webhook.signature,
+            "format": webhook.format,
+        }
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        reload_config: Callable[[], Config] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.reload_config = reload_config
+        self.notifier = notifier or Notifier()
+        self.store = Store(config.storage.path, config.storage.durability)
+        self.registry = Registry()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runners: list[web.AppRunner] = []
+        self._authenticators: dict[str, tuple[object, Authenticator]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.scheduler: Scheduler | None = None
+        self.services: Services | None = None
+        self.exit_code = 0
+
+    # -- the whole life ----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        try:
+            try:
+                await self.start()
+            except (RelayError, OSError) as exc:
+                log.error("startup_failed", error=str(exc))
+                self.exit_code = 1
+                return self.exit_code
+            await self._wait_for_stop()
+        finally:
+            await self.shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return self.exit_code
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set() and sig == signal.SIGINT:
+            log.warning("forced_exit")
+            os._exit(1)  # a second Ctrl-C: the user wants out now
+        log.info("stop_requested", signal=sig.name)
+        self._stop.set()
+
+    def _on_reload_signal(self) -> None:
+        self._spawn(self.reload(), "reload", watched=False)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _wait_for_stop(self) -> None:
+        stopper = asyncio.create_task(self._stop.wait(), name="stop-event")
+        watched = [t for t in self._tasks if t.get_name() != "reload"]
+        done, _ = await asyncio.wait([stopper, *watched], return_when=asyncio.FIRST_COMPLETED)
+        if stopper not in done:
+            stopper.cancel()
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                log.error("task_died", task=task.get_name(), error=repr(error))
+            self.exit_code = 1
+
+    # -- startup -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        await self.store.open()
+        now = self.clock.now()
+        reclaimed = await self.store.reclaim_in_flight(now)
+        await self._apply_webhooks(config.webhooks, now)
+        delivery = config.delivery
+        connector = aiohttp.TCPConnector(limit=delivery.concurrency, limit_per_host=0, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+        deliverer = Deliverer(
+            self._session,
+            clock=self.clock,
+            user_agent=delivery.user_agent,
+            default_timeout=delivery.timeout,
+            allow_http=delivery.allow_http,
+            authenticator_for=self._authenticator_for,
+        )
+        self.scheduler = Scheduler(self.store, self.registry, deliverer, self.clock, delivery)
+        self.services = Services(
+            config, self.store, self.registry, self.scheduler, self.clock, ready=self._ready
+        )
+        server = config.server
+        if server.health_listen is None:
+            await self._serve(build_app(self.services, with_health=True), server.listen)
+        else:
+            await self._serve(build_app(self.services, with_health=False), server.listen)
+            await self._serve(build_health_app(self.services), server.health_listen)
+        self._spawn(self.scheduler.run(), "scheduler")
+        self._spawn(self._prune_loop(), "pruner")
+        self._spawn(self._watch_writer(), "store-writer")
+        if self.notifier.watchdog_interval:
+            self._spawn(self._watchdog_loop(self.notifier.watchdog_interval), "watchdog")
+        log.info(
+            "relay_started",
+            version=__version__,
+            listen=str(server.listen),
+            health_listen=str(server.health_listen or server.listen),
+            store=str(config.storage.path),
+            webhooks=len(self.registry.all()),
+            reclaimed=reclaimed,
+        )
+        self.notifier.notify("READY=1", f"STATUS=listening on {server.listen}", f"MAINPID={os.getpid()}")
+
+    async def _serve(self, app: web.Application, listen: Listen) -> None:
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=75.0,
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        site: web.BaseSite
+        if listen.path is not None:
+            site = web.UnixSite(runner, listen.path)
+            await site.start()
+            os.chmod(listen.path, 0o660)
+        else:
+            site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+            await site.start()
+        self.bound = getattr(self, "bound", [])
+        self.bound.extend(_addresses(site))
+
+    def _spawn(self, coro: object, name: str, *, watched: bool = True) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        task.set_name(name)
+        if watched:
+            self._tasks.append(task)
+
+    async def _ready(self) -> str | None:
+        if self.scheduler is None or not any(
+            t.get_name() == "scheduler" and not t.done() for t in self._tasks
+        ):
+            return "scheduler is not running"
+        try:
+            async with asyncio.timeout(2.0):
+                await self.store.check_writable()
+        except TimeoutError:
+            return "store: a write did not commit within 2s"
+        except StoreError as exc:
+            return f"store is not writable: {exc}"
+        return None
+
+    async def _watch_writer(self) -> None:
+        await self.store.writer_stopped()
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _prune_loop(self) -> None:
+        interval = min(PRUNE_INTERVAL, max(1.0, self.config.storage.retention / 4))
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                pruned = await self.store.prune(self.clock.now() - self.config.storage.retention)
+            except StoreError as exc:
+                log.warning("prune_failed", error=str(exc))
+                continue
+            if pruned:
+                log.info("events_pruned", count=pruned)
+
+    # -- webhooks ----------------------------------------------------------------------------------------
+
+    async def _apply_webhooks(self, webhooks: tuple[Webhook, ...], now: float) -> None:
+        removed = await self.store.sync_config_webhooks({w.id: webhook_spec(w) for w in webhooks}, now)
+        for webhook_id in removed:
+            log.info("webhook_removed", webhook_id=webhook_id, source="config")
+        created = await self.store.webhook_created_at()
+        self.registry.replace(_with_created_at(w, created.get(w.id)) for w in webhooks)
+
+    def _authenticator_for(self, webhook: Webhook) -> Authenticator:
+        cached = self._authenticators.get(webhook.id)
+        if cached is not None and cached[0] == webhook.auth:
+            return cached[1]
+        assert self._session is not None
+        authenticator = build_authenticator(
+            webhook.id,
+            webhook.auth,
+            session=self._session,
+            timeout=webhook.timeout or self.config.delivery.timeout,
+            clock=self.clock,
+            tokens=self.store,
+        )
+        self._authenticators[webhook.id] = (webhook.auth, authenticator)
+        return authenticator
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the file; webhooks are added, changed or removed; an invalid file changes nothing."""
+        if self.reload_config is None or self.services is None or self.scheduler is None:
+            return
+        self.notifier.notify("RELOADING=1")
+        try:
+            try:
+                config = self.reload_config()
+            except ConfigError as exc:
+                log.error("reload_failed", problems=[str(p) for p in exc.problems])
+                return
+            await self._apply_webhooks(config.webhooks, self.clock.now())
+            self.config = config
+            self.services.config = config
+            await self.scheduler.refresh()
+            log.info("config_reloaded", webhooks=len(config.webhooks))
+        except StoreError as exc:
+            log.error("reload_failed", error=str(exc))
+        finally:
+            self.notifier.notify("READY=1")
+
+    # -- shutdown ----------------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        self.notifier.notify("STOPPING=1")
+        if self.services is not None:
+            self.services.accepting = False
+        if self.scheduler is not None:
+            self.scheduler.stop_claiming()
+        for task in self._tasks:
+            if task.get_name() != "scheduler":
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.scheduler is not None:
+            await self.scheduler.drain(self.config.server.shutdown_timeout)
+        for runner in self._runners:
+            await runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        await self.store.close()
+        log.info("relay_stopped", exit_code=self.exit_code)
+
+
+def _with_created_at(webhook: Webhook, created_at: float | None) -> Webhook:
+    from dataclasses import replace
+
+    return replace(webhook, created_at=created_at)
+
+
+def _addresses(site: web.BaseSite) -> list[str]:
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    found = []
+    for sock in sockets:
+        name = sock.getsockname()
+        found.append(name if isinstance(name, str) else f"{name[0]}:{name[1]}")
+    return found

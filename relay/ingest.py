@@ -1,0 +1,132 @@
+"""Ingest: turn a request body into validated events and their fan-out, or a list of problems by path."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from relay.errors import Problem, RelayError, ValidationError
+from relay.models import format_datetime, format_time, new_id
+from relay.registry import Registry
+from relay.store import NewEvent
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_FIELDS = frozenset({"type", "data", "id", "created_at"})
+
+
+class InvalidJson(RelayError):
+    """The body does not parse as JSON; the message says where."""
+
+
+class TooLarge(RelayError):
+    """A batch holds more events than ``max_batch``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    events: list[NewEvent]
+    batch: bool
+
+
+def parse_body(body: bytes, *, now: float, max_batch: int, registry: Registry) -> Parsed:
+    """Parse and validate an ingest body (one event object or an array of them), all or nothing."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from exc
+    if isinstance(value, list):
+        if len(value) > max_batch:
+            raise TooLarge(f"a batch holds at most {max_batch} events, this one {len(value)}")
+        if not value:
+            raise ValidationError([Problem("", "a batch must hold at least one event")])
+        items, batch = [(f"[{i}]", item) for i, item in enumerate(value)], True
+    elif isinstance(value, dict):
+        items, batch = [("", value)], False
+    else:
+        raise ValidationError([Problem("", "the body must be an event object or an array of events")])
+
+    problems: list[Problem] = []
+    events: list[NewEvent] = []
+    seen: dict[str, str] = {}
+    for path, item in items:
+        event = _parse_event(item, path, now, problems, registry)
+        if event is None:
+            continue
+        if event.id in seen:
+            problems.append(
+                Problem(_join(path, "id"), f"duplicates the id of {seen[event.id] or 'the body'}")
+            )
+            continue
+        seen[event.id] = path
+        events.append(event)
+    if problems:
+        raise ValidationError(problems)
+    return Parsed(events, batch)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _parse_event(
+    item: Any, path: str, now: float, problems: list[Problem], registry: Registry
+) -> NewEvent | None:
+    if not isinstance(item, dict):
+        problems.append(Problem(path, "must be an object with at least 'type' and 'data'"))
+        return None
+    before = len(problems)
+    for key in item:
+        if key not in _FIELDS:
+            problems.append(Problem(_join(path, key), "unknown field (allowed: type, data, id, created_at)"))
+
+    event_type = item.get("type")
+    if event_type is None:
+        problems.append(Problem(_join(path, "type"), "required"))
+    elif not isinstance(event_type, str) or not _TOKEN.match(event_type):
+        problems.append(Problem(_join(path, "type"), "must be 1-128 characters of [A-Za-z0-9_.:-]"))
+
+    if "data" not in item:
+        problems.append(Problem(_join(path, "data"), "required"))
+    elif not isinstance(item["data"], dict | list):
+        problems.append(Problem(_join(path, "data"), "must be a JSON object or array"))
+
+    event_id = item.get("id")
+    if event_id is not None and (not isinstance(event_id, str) or not _TOKEN.match(event_id)):
+        problems.append(Problem(_join(path, "id"), "must be 1-128 characters of [A-Za-z0-9_.:-]"))
+
+    created_at: str | None = format_time(now)
+    raw_created = item.get("created_at")
+    if raw_created is not None:
+        created_at = _parse_time(raw_created)
+        if created_at is None:
+            problems.append(
+                Problem(
+                    _join(path, "created_at"), "must be an RFC 3339 timestamp such as 2024-01-15T10:35:00Z"
+                )
+            )
+
+    if len(problems) > before:
+        return None
+    assert isinstance(event_type, str) and created_at is not None
+    return NewEvent(
+        id=event_id if isinstance(event_id, str) else new_id("evt", now),
+        type=event_type,
+        created_at=created_at,
+        data=orjson.dumps(item["data"]),
+        webhook_ids=registry.subscribers(event_type),
+    )
+
+
+def _parse_time(value: Any) -> str | None:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        return None
+    return format_datetime(parsed)

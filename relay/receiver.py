@@ -1,0 +1,225 @@
+"""The development receiver behind ``relay receive``: listens locally, verifies, prints, answers.
+
+Every POST, on any path, is checked against the secret (when one is given) with the scheme named or, when none
+is, the one its headers show (``webhook-signature``: standard, ``X-Signature``: hmac-sha256), printed as a
+readable block, and answered ``401`` when the signature does not verify, else ``--fail-with`` or ``200``.
+The secret and the signature values are never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+from aiohttp import web
+
+from relay.clock import Clock, SystemClock
+from relay.models import SignatureScheme, format_time
+from relay.signing import sign_hmac_sha256, sign_standard
+
+TIMESTAMP_TOLERANCE = 300.0  # seconds either way, as the Standard Webhooks libraries allow
+_NO_BODY_STATUSES = frozenset({204, 205, 304})
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of checking one request's signature; ``reason`` is printable (it holds no secret)."""
+
+    valid: bool
+    scheme: SignatureScheme | None
+    reason: str
+
+    def describe(self) -> str:
+        scheme = f" ({self.scheme})" if self.scheme else ""
+        return f"{'valid' if self.valid else 'INVALID'}{scheme}: {self.reason}"
+
+
+def detect_scheme(headers: Mapping[str, str]) -> SignatureScheme | None:
+    """The scheme a request's headers show, or None. ``headers`` must be case-insensitive (aiohttp's are)."""
+    if "webhook-signature" in headers:
+        return SignatureScheme.STANDARD
+    if "x-signature" in headers:
+        return SignatureScheme.HMAC_SHA256
+    return None
+
+
+def verify_signature(
+    secret: str,
+    scheme: SignatureScheme | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+) -> Verdict:
+    """Check one request against ``secret``; ``scheme=None`` detects the scheme from ``headers``.
+
+    ``headers`` must look names up case-insensitively, as aiohttp's do.
+    """
+    scheme = scheme or detect_scheme(headers)
+    if scheme is SignatureScheme.STANDARD:
+        return _verify_standard(secret, headers, body, now)
+    if scheme is SignatureScheme.HMAC_SHA256:
+        return _verify_hmac_sha256(secret, headers, body)
+    return Verdict(False, None, "no webhook-signature or X-Signature header")
+
+
+def _verify_standard(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
+    scheme = SignatureScheme.STANDARD
+    msg_id = headers.get("webhook-id", "")
+    raw_timestamp = headers.get("webhook-timestamp", "")
+    signatures = headers.get("webhook-signature", "")
+    if not (msg_id and raw_timestamp and signatures):
+        return Verdict(False, scheme, "missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        timestamp = int(raw_timestamp)
+    except ValueError:
+        return Verdict(False, scheme, "webhook-timestamp is not unix seconds")
+    if abs(now - timestamp) > TIMESTAMP_TOLERANCE:
+        return Verdict(False, scheme, f"webhook-timestamp {now - timestamp:+.0f}s off (tolerance 300s)")
+
+    expected = base64.b64decode(sign_standard(secret, msg_id, timestamp, body).removeprefix("v1,"))
+    for entry in signatures.split():
+        version, _, encoded = entry.partition(",")
+        if version != "v1":
+            continue
+        try:
+            given = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if hmac.compare_digest(expected, given):
+            return Verdict(True, scheme, "signature matches")
+    return Verdict(False, scheme, "no v1 signature matches")
+
+
+def _verify_hmac_sha256(secret: str, headers: Mapping[str, str], body: bytes) -> Verdict:
+    scheme = SignatureScheme.HMAC_SHA256
+    given = headers.get("x-signature", "").strip()
+    if not given:
+        return Verdict(False, scheme, "missing X-Signature")
+    expected = sign_hmac_sha256(secret, body)
+    if hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
+        return Verdict(True, scheme, "signature matches")
+    return Verdict(False, scheme, "X-Signature does not match")
+
+
+def format_body(body: bytes) -> str:
+    """Pretty-printed JSON, or the raw text when the body is not JSON."""
+    if not body:
+        return "(empty body)"
+    text = body.decode("utf-8", "replace")
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    secret: str | None
+    scheme: SignatureScheme | None
+    fail_with: int | None
+    out: TextIO
+    clock: Clock
+
+
+_SETTINGS = web.AppKey("receiver_settings", _Settings)
+_SHOWN_HEADERS = ("X-Event-ID", "X-Event-Type", "X-Delivery-Attempt", "User-Agent")
+
+
+def _parse_scheme(scheme: SignatureScheme | str | None) -> SignatureScheme | None:
+    if scheme is None:
+        return None
+    parsed = SignatureScheme(scheme)
+    if parsed is SignatureScheme.NONE:
+        raise ValueError('scheme must be "standard" or "hmac-sha256" (omit it to detect from the headers)')
+    return parsed
+
+
+def build_receiver_app(
+    secret: str | None,
+    scheme: SignatureScheme | str | None,
+    fail_with: int | None,
+    out: TextIO,
+    *,
+    clock: Clock | None = None,
+) -> web.Application:
+    """An app that prints and answers every POST; ``secret=None`` accepts everything unverified."""
+    if fail_with is not None and not 200 <= fail_with <= 599:
+        raise ValueError(f"fail_with must be an HTTP status 200-599, got {fail_with}")
+    settings = _Settings(secret or None, _parse_scheme(scheme), fail_with, out, clock or SystemClock())
+    app = web.Application()
+    app[_SETTINGS] = settings
+    app.router.add_post("/{tail:.*}", _handle)
+    return app
+
+
+async def _handle(request: web.Request) -> web.Response:
+    settings = request.app[_SETTINGS]
+    body = await request.read()
+    now = settings.clock.now()
+    verdict = (
+        None
+        if settings.secret is None
+        else verify_signature(settings.secret, settings.scheme, request.headers, body, now)
+    )
+
+    if verdict is not None and not verdict.valid:
+        response = web.json_response({"error": "invalid signature"}, status=401)
+    elif settings.fail_with is not None:
+        status = settings.fail_with
+        response = (
+            web.Response(status=status)
+            if status in _NO_BODY_STATUSES
+            else web.json_response({"error": f"failing on purpose (--fail-with {status})"}, status=status)
+        )
+    else:
+        response = web.json_response({"received": True})
+
+    _print_request(settings.out, request, body, verdict, now, response.status)
+    return response
+
+
+def _print_request(
+    out: TextIO, request: web.Request, body: bytes, verdict: Verdict | None, now: float, status: int
+) -> None:
+    lines = [f"--- {format_time(now)}  {request.method} {request.path_qs}"]
+    for name in _SHOWN_HEADERS:
+        lines.append(f"  {name + ':':<20}{request.headers.get(name, '-')}")
+    signature = "not checked (no --secret)" if verdict is None else verdict.describe()
+    lines.append(f"  {'Signature:':<20}{signature}")
+    lines.append(f"  {'Answer:':<20}{status}")
+    lines.append(format_body(body))
+    lines.append("")
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+async def run_receiver(
+    host: str,
+    port: int,
+    secret: str | None,
+    scheme: SignatureScheme | str | None,
+    fail_with: int | None,
+    out: TextIO,
+) -> None:
+    """Serve the development receiver on ``host:port`` until cancelled (port 0 picks a free one)."""
+    app = build_receiver_app(secret, scheme, fail_with, out)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        if ":" in bound_host:
+            bound_host = f"[{bound_host}]"
+        checking = "verifying signatures" if secret else "NOT verifying signatures (no --secret)"
+        out.write(f"relay receive: listening on http://{bound_host}:{bound_port}, {checking}\n\n")
+        out.flush()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

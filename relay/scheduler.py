@@ -1,0 +1,279 @@
+"""The scheduler: claims due deliveries per webhook and runs their attempts within the concurrency limits.
+
+Each webhook has a lane that knows the earliest time one of its deliveries falls due. The loop reads the clock
+once per tick, claims for every lane that is due and has room (global ``concurrency``, ``per_webhook_concurrency``,
+``rate_limit``), starts the attempts, and sleeps until the next due time or until something wakes it: an ingest
+commit, a finished attempt, a change of webhooks. There is no polling on the happy path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from relay.clock import Clock
+from relay.config import DeliveryConfig
+from relay.delivery import AttemptReport, Deliverer
+from relay.errors import StoreError
+from relay.models import Attempt, Claim, DeliveryStatus, Webhook
+from relay.registry import Registry
+from relay.retry import Decision, Outcome, RetryPolicy, decide
+from relay.store import AttemptResult, Store
+
+log = structlog.get_logger()
+
+STORE_BACKOFF = 1.0  # seconds to wait after the store refused a claim
+AttemptHook = Callable[[Webhook, Claim, AttemptReport, Decision], None]
+
+
+@dataclass(slots=True)
+class _Lane:
+    webhook_id: str
+    inflight: int = 0
+    next_due: float = math.inf
+    notified: float = math.inf  # due times announced while a claim was under way
+    tokens: float = 0.0
+    tokens_at: float = 0.0
+
+    def available_tokens(self, rate: float | None, now: float) -> float:
+        if rate is None:
+            return math.inf
+        capacity = max(1.0, rate)
+        self.tokens = min(capacity, self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        return self.tokens
+
+    def next_token_at(self, rate: float, now: float) -> float:
+        return now + max(0.0, (1.0 - self.tokens) / rate)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    claim: Claim
+    lease_until: float
+    task: asyncio.Task[None] | None = None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        deliverer: Deliverer,
+        clock: Clock,
+        config: DeliveryConfig,
+        *,
+        rng: Callable[[], float] = random.random,
+        on_attempt: AttemptHook | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.deliverer = deliverer
+        self.clock = clock
+        self.config = config
+        self.rng = rng
+        self.on_attempt = on_attempt
+        self._lanes: dict[str, _Lane] = {}
+        self._in_flight: dict[int, _InFlight] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._lease_margin = 60.0
+
+    # -- signals from the rest of the daemon ------------------------------------------------------------
+
+    def notify(self, webhook_ids: Iterable[str], due: float) -> None:
+        """Deliveries of these webhooks fall due at ``due`` (an ingest commit, a retry decision)."""
+        for webhook_id in webhook_ids:
+            lane = self._lane(webhook_id)
+            lane.next_due = min(lane.next_due, due)
+            lane.notified = min(lane.notified, due)
+        self._wake.set()
+
+    async def refresh(self, webhook_ids: Iterable[str] | None = None) -> None:
+        """Re-read due times from the store (startup, webhook changes, manual re-drive)."""
+        due = await self.store.due_by_webhook()
+        wanted = set(due) if webhook_ids is None else set(webhook_ids)
+        for webhook_id in wanted:
+            if webhook_id in due:
+                self.notify([webhook_id], due[webhook_id])
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.refresh()
+        while not self._stopping:
+            self._wake.clear()
+            now = self.clock.now()
+            wake_at = await self._tick(now)
+            if self._stopping:
+                break
+            await self.clock.wait(self._wake, None if wake_at == math.inf else wake_at)
+
+    async def _tick(self, now: float) -> float:
+        """Claim for every lane that is due and has room; return when the next lane falls due."""
+        wake_at = math.inf
+        free = self.config.concurrency - len(self._in_flight)
+        claims: list[tuple[_Lane, int]] = []
+        for lane in list(self._lanes.values()):
+            webhook = self.registry.get(lane.webhook_id)
+            if webhook is None or not webhook.is_active:
+                if lane.inflight == 0:
+                    del self._lanes[lane.webhook_id]
+                continue
+            if lane.next_due > now:
+                wake_at = min(wake_at, lane.next_due)
+                continue
+            room = self.config.per_webhook_concurrency - lane.inflight
+            tokens = lane.available_tokens(webhook.rate_limit, now)
+            if webhook.rate_limit is not None and tokens < 1.0:
+                wake_at = min(wake_at, lane.next_token_at(webhook.rate_limit, now))
+                continue
+            want = int(min(room, free, tokens))
+            if want <= 0:
+                continue  # a finishing attempt wakes the loop
+            free -= want
+            claims.append((lane, want))
+        if claims:
+            results = await asyncio.gather(
+                *(self._claim(lane, want, now) for lane, want in claims), return_exceptions=True
+            )
+            for (lane, _), result in zip(claims, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, StoreError):
+                        raise result
+                    log.warning("claim_failed", webhook_id=lane.webhook_id, error=str(result))
+                    lane.next_due = min(lane.next_due, now + STORE_BACKOFF)
+                wake_at = min(wake_at, lane.next_due)
+        return wake_at
+
+    async def _claim(self, lane: _Lane, want: int, now: float) -> None:
+        webhook = self.registry.get(lane.webhook_id)
+        assert webhook is not None
+        timeout = webhook.timeout or self.config.timeout
+        # An attempt may fetch a token, post, and post again after a 401: each bounded by the timeout.
+        lease_until = now + 3 * timeout + self._lease_margin
+        lane.notified = math.inf
+        claimed = await self.store.claim(lane.webhook_id, want, now, lease_until)
+        if webhook.rate_limit is not None:
+            lane.tokens -= len(claimed)
+        for claim in claimed:
+            if claim.delivery_seq in self._in_flight:
+                continue  # a lease that ran out under a live attempt: that attempt records the result
+            lane.inflight += 1
+            entry = _InFlight(claim, lease_until)
+            self._in_flight[claim.delivery_seq] = entry
+            entry.task = asyncio.create_task(
+                self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}"
+            )
+        if len(claimed) < want:
+            remaining = await self.store.next_due(lane.webhook_id)
+            lane.next_due = min(math.inf if remaining is None else remaining, lane.notified)
+
+    async def _attempt(self, lane: _Lane, webhook: Webhook, entry: _InFlight) -> None:
+        claim = entry.claim
+        try:
+            report = await self.deliverer.attempt(webhook, claim)
+            now = self.clock.now()
+            policy = RetryPolicy(
+                schedule=webhook.retry_schedule or self.config.retry_schedule,
+                jitter=self.config.jitter,
+                redrive_interval=self.config.redrive_interval,
+                redrive_max_age=self.config.redrive_max_age,
+            )
+            decision = decide(
+                policy,
+                attempt_number=claim.attempt_number,
+                outcome=Outcome(report.succeeded, report.retry_after),
+                now=now,
+                created_at=claim.created_at,
+                rand=self.rng(),
+            )
+            attempt = Attempt(
+                number=claim.attempt_number,
+                started_at=report.started_at,
+                duration_ms=report.duration_ms,
+                status_code=report.status_code,
+                error=report.error,
+                error_detail=report.error_detail,
+                response_body=report.response_body,
+                next_attempt_at=decision.next_attempt_at,
+            )
+            try:
+                await self.store.record(
+                    [AttemptResult(claim.delivery_seq, attempt, decision.status, decision.next_attempt_at)]
+                )
+            except StoreError as exc:
+                # The lease runs out and the delivery is attempted again: at least once, never lost.
+                log.error("attempt_not_recorded", delivery_id=claim.delivery_id, error=str(exc))
+                self.notify([lane.webhook_id], entry.lease_until)
+                return
+            self._log(webhook, claim, report, decision)
+            if self.on_attempt is not None:
+                self.on_attempt(webhook, claim, report, decision)
+            if decision.next_attempt_at is not None:
+                self.notify([lane.webhook_id], decision.next_attempt_at)
+        finally:
+            lane.inflight -= 1
+            self._in_flight.pop(claim.delivery_seq, None)
+            self._wake.set()
+
+    def _log(self, webhook: Webhook, claim: Claim, report: AttemptReport, decision: Decision) -> None:
+        fields = {
+            "webhook_id": webhook.id,
+            "delivery_id": claim.delivery_id,
+            "event_id": claim.event.id,
+            "attempt": claim.attempt_number,
+            "status_code": report.status_code,
+            "duration_ms": round(report.duration_ms, 1),
+        }
+        if decision.status is DeliveryStatus.SUCCEEDED:
+            log.debug("delivery_succeeded", **fields)
+            return
+        fields.update(error=report.error, error_detail=report.error_detail)
+        if decision.status is DeliveryStatus.PENDING:
+            log.info("delivery_retry_scheduled", next_attempt_at=decision.next_attempt_at, **fields)
+        elif decision.status is DeliveryStatus.FAILED:
+            log.warning("delivery_parked", next_attempt_at=decision.next_attempt_at, **fields)
+        else:
+            log.warning("delivery_dead", **fields)
+
+    def _lane(self, webhook_id: str) -> _Lane:
+        lane = self._lanes.get(webhook_id)
+        if lane is None:
+            lane = self._lanes[webhook_id] = _Lane(webhook_id, tokens_at=self.clock.now())
+        return lane
+
+    # -- shutdown ----------------------------------------------------------------------------------------
+
+    def stop_claiming(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Let attempts in flight finish within ``timeout``; give back the leases of those that did not."""
+        tasks = [entry.task for entry in self._in_flight.values() if entry.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        unfinished = list(self._in_flight.values())
+        for entry in unfinished:
+            if entry.task is not None:
+                entry.task.cancel()
+        for entry in unfinished:
+            if entry.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await entry.task
+        if unfinished:
+            log.warning("attempts_abandoned", count=len(unfinished))
+            with contextlib.suppress(StoreError):
+                await self.store.release([e.claim.delivery_seq for e in unfinished], self.clock.now())

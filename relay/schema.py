@@ -1,0 +1,65 @@
+"""The outbox schema as plain SQL migrations; ``MIGRATIONS[n]`` takes the store from version n to n + 1."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        data BLOB NOT NULL,
+        ingested_at REAL NOT NULL,
+        delivery_count INTEGER NOT NULL
+    );
+    CREATE INDEX events_ingested ON events (ingested_at);
+
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        event_seq INTEGER NOT NULL,
+        webhook_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempt_count INTEGER NOT NULL DEFAULT 0,
+        -- pending/failed: when the next attempt is due; delivering: when the lease runs out.
+        due_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries (webhook_id, due_at)
+        WHERE status IN ('pending', 'failed', 'delivering');
+    CREATE INDEX deliveries_event ON deliveries (event_seq);
+    CREATE INDEX deliveries_webhook ON deliveries (webhook_id, seq);
+
+    CREATE TABLE attempts (
+        delivery_seq INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        duration_ms REAL NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        error_detail TEXT,
+        response_body TEXT,
+        next_attempt_at REAL,
+        PRIMARY KEY (delivery_seq, number)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        spec BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+
+    CREATE TABLE oauth_tokens (
+        webhook_id TEXT PRIMARY KEY,
+        refresh_token TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)
+
+# Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.
+QUEUED = "('pending', 'failed', 'delivering')"

@@ -1,0 +1,641 @@
+"""The SQLite outbox: every SQL statement of relay lives here.
+
+One writer connection, driven by one writer task: callers submit write jobs and await them; the writer drains
+whatever is queued at that moment into one transaction and one commit (one fsync with ``durability = "full"``),
+so concurrent ingest requests, claims and attempt results share commits. A second connection serves reads.
+Driver errors are translated here into ``StoreUnavailable`` / ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+
+from relay.errors import StoreError, StoreUnavailable
+from relay.models import (
+    Attempt,
+    Claim,
+    Delivery,
+    DeliveryStatus,
+    Durability,
+    ErrorKind,
+    Event,
+    new_id,
+)
+from relay.schema import MIGRATIONS, QUEUED
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+WriteFn = Callable[[aiosqlite.Connection], Awaitable[T]]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An accepted, validated event with the webhooks it fans out to (decided at ingest)."""
+
+    id: str
+    type: str
+    created_at: str
+    data: bytes
+    webhook_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    id: str
+    deliveries: int
+    created: bool  # False: the id existed, this is the first answer again
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """One finished attempt and the decision taken after it."""
+
+    delivery_seq: int
+    attempt: Attempt
+    status: DeliveryStatus
+    due_at: float | None
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: WriteFn[Any] | None
+    future: asyncio.Future[Any]
+    ingest: list[NewEvent] | None = None
+    results: list[AttemptResult] | None = None
+    now: float = 0.0
+
+
+@dataclass(slots=True)
+class _Group:
+    jobs: list[_Job] = field(default_factory=list)
+
+
+_UNAVAILABLE_CODES = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+
+def _translate(exc: sqlite3.Error) -> StoreError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if isinstance(exc, sqlite3.OperationalError) or primary in _UNAVAILABLE_CODES:
+        return StoreUnavailable(str(exc))
+    return StoreError(str(exc))
+
+
+class Store:
+    """The outbox on one SQLite file. ``open()`` creates and migrates it; ``close()`` drains the writer."""
+
+    def __init__(self, path: Path, durability: Durability = Durability.FULL) -> None:
+        self.path = path
+        self.durability = durability
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self.on_commit: Callable[[], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._configure(self._writer)
+            await self._migrate(self._writer)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._configure(self._reader)
+        except sqlite3.Error as exc:
+            await self._close_connections()
+            raise _translate(exc) from exc
+        self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def _configure(self, conn: aiosqlite.Connection) -> None:
+        synchronous = "FULL" if self.durability is Durability.FULL else "NORMAL"
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute(f"PRAGMA synchronous = {synchronous}")
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute("PRAGMA temp_store = MEMORY")
+        await conn.execute("PRAGMA cache_size = -16000")
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
+        version = int(rows[0][0]) if rows else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(f"the store {self.path} has schema version {version}, newer than this relay")
+        for index in range(version, len(MIGRATIONS)):
+            await conn.executescript(
+                "BEGIN IMMEDIATE;\n"
+                + MIGRATIONS[index]
+                + "\nDELETE FROM schema_version;"
+                + f"\nINSERT INTO schema_version (version) VALUES ({index + 1});\nCOMMIT;"
+            )
+            log.info("store_migrated", version=index + 1)
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self._queue.join()
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await conn.close()
+        self._reader = self._writer = None
+
+    async def writer_stopped(self) -> None:
+        """Return when the writer task ends (it should not, before ``close``)."""
+        if self._writer_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._writer_task)
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._writer_task is not None and not self._writer_task.done()
+
+    # -- the writer --------------------------------------------------------------------------------------
+
+    def _submit(self, job: _Job) -> asyncio.Future[Any]:
+        if self._writer_task is None or self._writer_task.done():
+            raise StoreUnavailable("the store is closed")
+        self._queue.put_nowait(job)
+        return job.future
+
+    async def write(self, fn: WriteFn[T]) -> T:
+        """Run ``fn`` inside the next group transaction and return its result once committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        result: T = await self._submit(_Job(fn, future))
+        return result
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        conn = self._writer
+        while True:
+            jobs = [await self._queue.get()]
+            while not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            try:
+                await self._run_group(conn, jobs)
+            finally:
+                for _ in jobs:
+                    self._queue.task_done()
+
+    async def _run_group(self, conn: aiosqlite.Connection, jobs: list[_Job]) -> None:
+        outcomes: list[Any] = []
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            ingest = [job for job in jobs if job.ingest is not None]
+            ingest_answers = await self._apply_ingest(conn, ingest) if ingest else {}
+            results = [r for job in jobs if job.results is not None for r in job.results]
+            if results:
+                await self._apply_results(conn, results)
+            for job in jobs:
+                if job.ingest is not None:
+                    outcomes.append([ingest_answers[e.id] for e in job.ingest])
+                elif job.fn is not None:
+                    outcomes.append(await job.fn(conn))
+                else:
+                    outcomes.append(None)
+            await conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            error = _translate(exc)
+            log.error("store_write_failed", error=str(exc), jobs=len(jobs))
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc if isinstance(exc, Exception) else StoreError("cancelled"))
+            raise
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if not job.future.done():
+                job.future.set_result(outcome)
+        if self.on_commit is not None:
+            self.on_commit()
+
+    # -- ingest ------------------------------------------------------------------------------------------
+
+    async def ingest(self, events: Sequence[NewEvent], now: float) -> list[IngestResult]:
+        """Commit the events and their deliveries (all or nothing); answers in the order given."""
+        future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
+        result: list[IngestResult] = await self._submit(_Job(None, future, ingest=list(events), now=now))
+        return result
+
+    async def _apply_ingest(self, conn: aiosqlite.Connection, jobs: list[_Job]) -> dict[str, IngestResult]:
+        answers: dict[str, IngestResult] = {}
+        wanted = list({e.id for job in jobs for e in job.ingest or ()})
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, delivery_count FROM events WHERE id IN ({marks})"
+            for row in await conn.execute_fetchall(sql, chunk):
+                answers[row[0]] = IngestResult(row[0], int(row[1]), created=False)
+        event_rows: list[tuple[Any, ...]] = []
+        delivery_rows: list[tuple[Any, ...]] = []
+        for job in jobs:
+            for event in job.ingest or ():
+                if event.id in answers:
+                    continue
+                answers[event.id] = IngestResult(event.id, len(event.webhook_ids), created=True)
+                event_rows.append(
+                    (event.id, event.type, event.created_at, event.data, job.now, len(event.webhook_ids))
+                )
+        if not event_rows:
+            return answers
+        await conn.executemany(
+            "INSERT INTO events (id, type, created_at, data, ingested_at, delivery_count)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            event_rows,
+        )
+        # Rowids are assigned in insertion order; read them back for the new ids in one query.
+        seqs: dict[str, int] = {}
+        new_ids = [row[0] for row in event_rows]
+        for chunk in _chunks(new_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in await conn.execute_fetchall(
+                f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk
+            ):
+                seqs[row[0]] = int(row[1])
+        created = {row[0] for row in event_rows}
+        seen: set[str] = set()
+        for job in jobs:
+            for event in job.ingest or ():
+                if event.id not in created or event.id in seen:
+                    continue
+                seen.add(event.id)
+                now = job.now
+                for webhook_id in event.webhook_ids:
+                    delivery_rows.append(
+                        (
+                            new_id("dlv", now),
+                            seqs[event.id],
+                            webhook_id,
+                            DeliveryStatus.PENDING,
+                            now,
+                            now,
+                            now,
+                        )
+                    )
+        if delivery_rows:
+            await conn.executemany(
+                "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                delivery_rows,
+            )
+        return answers
+
+    # -- scheduling --------------------------------------------------------------------------------------
+
+    async def claim(self, webhook_id: str, limit: int, now: float, lease_until: float) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries of one webhook, oldest due first, with their events."""
+
+        async def run(conn: aiosqlite.Connection) -> list[Claim]:
+            rows = await conn.execute_fetchall(
+                f"""UPDATE deliveries SET status = 'delivering', due_at = ?, updated_at = ?
+                WHERE seq IN (
+                    SELECT seq FROM deliveries
+                    WHERE webhook_id = ? AND status IN {QUEUED} AND due_at <= ?
+                    ORDER BY due_at LIMIT ?
+                )
+                RETURNING seq, id, event_seq, attempt_count, created_at""",
+                (lease_until, now, webhook_id, now, limit),
+            )
+            if not rows:
+                return []
+            events = await self._events_by_seq(conn, {int(r[2]) for r in rows})
+            return [
+                Claim(
+                    delivery_seq=int(r[0]),
+                    delivery_id=r[1],
+                    webhook_id=webhook_id,
+                    attempt_number=int(r[3]) + 1,
+                    created_at=float(r[4]),
+                    event=events[int(r[2])],
+                )
+                for r in rows
+            ]
+
+        return await self.write(run)
+
+    async def _events_by_seq(self, conn: aiosqlite.Connection, seqs: Iterable[int]) -> dict[int, Event]:
+        found: dict[int, Event] = {}
+        for chunk in _chunks(list(seqs), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = await conn.execute_fetchall(
+                f"SELECT seq, id, type, created_at, data, ingested_at FROM events WHERE seq IN ({marks})",
+                chunk,
+            )
+            for r in rows:
+                found[int(r[0])] = Event(int(r[0]), r[1], r[2], r[3], bytes(r[4]), float(r[5]))
+        return found
+
+    async def record(self, results: Sequence[AttemptResult]) -> None:
+        """Record finished attempts and the decisions taken after them, in the next group commit."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._submit(_Job(None, future, results=list(results)))
+
+    async def _apply_results(self, conn: aiosqlite.Connection, results: list[AttemptResult]) -> None:
+        await conn.executemany(
+            "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,"
+            " error, error_detail, response_body, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.delivery_seq,
+                    r.attempt.number,
+                    r.attempt.started_at,
+                    r.attempt.duration_ms,
+                    r.attempt.status_code,
+                    r.attempt.error,
+                    r.attempt.error_detail,
+                    r.attempt.response_body,
+                    r.attempt.next_attempt_at,
+                )
+                for r in results
+            ],
+        )
+        # Only a delivery still leased moves on: one cancelled meanwhile stays cancelled.
+        await conn.executemany(
+            "UPDATE deliveries SET status = ?, attempt_count = ?, due_at = ?, updated_at = ?"
+            " WHERE seq = ? AND status = 'delivering'",
+            [
+                (
+                    r.status,
+                    r.attempt.number,
+                    r.due_at,
+                    r.attempt.started_at + r.attempt.duration_ms / 1000,
+                    r.delivery_seq,
+                )
+                for r in results
+            ],
+        )
+
+    async def reclaim_in_flight(self, now: float) -> int:
+        """At startup: deliveries a previous process left ``delivering`` are due again at once."""
+
+        async def run(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(
+                "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ? WHERE status = 'delivering'",
+                (now, now),
+            )
+            return cursor.rowcount
+
+        return await self.write(run)
+
+    async def release(self, delivery_seqs: Sequence[int], now: float) -> None:
+        """Give leased deliveries back (shutdown before their attempt started): due again at once."""
+
+        async def run(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ?"
+                " WHERE seq = ? AND status = 'delivering'",
+                [(now, now, seq) for seq in delivery_seqs],
+            )
+
+        await self.write(run)
+
+    async def due_by_webhook(self) -> dict[str, float]:
+        """The earliest due time of each webhook that has queued deliveries."""
+        rows = await self._read(
+            f"SELECT webhook_id, MIN(due_at) FROM deliveries WHERE status IN {QUEUED} GROUP BY webhook_id"
+        )
+        return {r[0]: float(r[1]) for r in rows}
+
+    async def next_due(self, webhook_id: str) -> float | None:
+        rows = await self._read(
+            f"SELECT MIN(due_at) FROM deliveries WHERE webhook_id = ? AND status IN {QUEUED}", (webhook_id,)
+        )
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def cancel_webhook_deliveries(self, webhook_id: str, now: float) -> int:
+        """Cancel every delivery of a webhook that has not ended (kept, as ``cancelled``)."""
+
+        async def run(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(
+                f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
+                f" WHERE webhook_id = ? AND status IN {QUEUED}",
+                (now, webhook_id),
+            )
+            return cursor.rowcount
+
+        return await self.write(run)
+
+    async def prune(self, cutoff: float, batch: int = 1000) -> int:
+        """Delete events ingested before ``cutoff`` whose deliveries all ended delivered or cancelled."""
+
+        async def run(conn: aiosqlite.Connection) -> int:
+            rows = await conn.execute_fetchall(
+                """SELECT seq FROM events e WHERE ingested_at < ? AND NOT EXISTS (
+                       SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq
+                       AND d.status NOT IN ('succeeded', 'cancelled'))
+                   LIMIT ?""",
+                (cutoff, batch),
+            )
+            seqs = [int(r[0]) for r in rows]
+            if not seqs:
+                return 0
+            marks = ",".join("?" * len(seqs))
+            await conn.execute(
+                f"DELETE FROM attempts WHERE delivery_seq IN"
+                f" (SELECT seq FROM deliveries WHERE event_seq IN ({marks}))",
+                seqs,
+            )
+            await conn.execute(f"DELETE FROM deliveries WHERE event_seq IN ({marks})", seqs)
+            await conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
+            return len(seqs)
+
+        total = 0
+        while (count := await self.write(run)) > 0:
+            total += count
+            if count < batch:
+                break
+        return total
+
+    # -- webhooks declared in the config file -----------------------------------------------------------
+
+    async def sync_config_webhooks(self, specs: dict[str, bytes], now: float) -> list[str]:
+        """Make the config-declared webhooks in the store exactly ``specs``; cancel what removed ones left.
+
+        Returns the ids of the webhooks removed.
+        """
+
+        async def run(conn: aiosqlite.Connection) -> list[str]:
+            rows = await conn.execute_fetchall("SELECT id FROM webhooks WHERE source = 'config'")
+            removed = [r[0] for r in rows if r[0] not in specs]
+            for webhook_id in removed:
+                await conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+                await conn.execute(
+                    f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
+                    f" WHERE webhook_id = ? AND status IN {QUEUED}",
+                    (now, webhook_id),
+                )
+            await conn.executemany(
+                "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'config', ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET source = 'config', spec = excluded.spec,"
+                " updated_at = excluded.updated_at",
+                [(webhook_id, spec, now, now) for webhook_id, spec in specs.items()],
+            )
+            return removed
+
+        return await self.write(run)
+
+    async def webhook_created_at(self) -> dict[str, float]:
+        rows = await self._read("SELECT id, created_at FROM webhooks")
+        return {r[0]: float(r[1]) for r in rows}
+
+    # -- refresh tokens (RefreshTokenStore) -------------------------------------------------------------
+
+    async def load_refresh_token(self, webhook_id: str) -> str | None:
+        rows = await self._read("SELECT refresh_token FROM oauth_tokens WHERE webhook_id = ?", (webhook_id,))
+        return str(rows[0][0]) if rows else None
+
+    async def save_refresh_token(self, webhook_id: str, token: str) -> None:
+        async def run(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO oauth_tokens (webhook_id, refresh_token, updated_at) VALUES (?, ?, unixepoch())"
+                " ON CONFLICT (webhook_id) DO UPDATE SET refresh_token = excluded.refresh_token,"
+                " updated_at = excluded.updated_at",
+                (webhook_id, token),
+            )
+
+        await self.write(run)
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        if self._reader is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None:
+        rows = await self._read(
+            "SELECT seq, id, type, created_at, data, ingested_at FROM events WHERE id = ?", (event_id,)
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        event = Event(int(r[0]), r[1], r[2], r[3], bytes(r[4]), float(r[5]))
+        deliveries = await self._deliveries("WHERE d.event_seq = ? ORDER BY d.seq", (event.seq,))
+        return event, deliveries
+
+    async def deliveries_of_webhook(
+        self, webhook_id: str, *, status: str | None, before_seq: int | None, limit: int
+    ) -> list[Delivery]:
+        where = ["d.webhook_id = ?"]
+        params: list[Any] = [webhook_id]
+        if status is not None:
+            where.append("d.status = ?")
+            params.append(status)
+        if before_seq is not None:
+            where.append("d.seq < ?")
+            params.append(before_seq)
+        params.append(limit)
+        return await self._deliveries(f"WHERE {' AND '.join(where)} ORDER BY d.seq DESC LIMIT ?", params)
+
+    async def _deliveries(self, tail: str, params: Sequence[Any]) -> list[Delivery]:
+        rows = await self._read(
+            "SELECT d.seq, d.id, e.id, d.webhook_id, d.status, d.attempt_count, d.due_at, d.created_at,"
+            f" d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq {tail}",
+            params,
+        )
+        if not rows:
+            return []
+        seqs = [int(r[0]) for r in rows]
+        attempts: dict[int, list[Attempt]] = {seq: [] for seq in seqs}
+        for chunk in _chunks(seqs, 500):
+            marks = ",".join("?" * len(chunk))
+            for a in await self._read(
+                "SELECT delivery_seq, number, started_at, duration_ms, status_code, error, error_detail,"
+                f" response_body, next_attempt_at FROM attempts WHERE delivery_seq IN ({marks})"
+                " ORDER BY delivery_seq, number",
+                chunk,
+            ):
+                attempts[int(a[0])].append(
+                    Attempt(
+                        number=int(a[1]),
+                        started_at=float(a[2]),
+                        duration_ms=float(a[3]),
+                        status_code=a[4],
+                        error=ErrorKind(a[5]) if a[5] else None,
+                        error_detail=a[6],
+                        response_body=a[7],
+                        next_attempt_at=a[8],
+                    )
+                )
+        deliveries = []
+        for r in rows:
+            status = DeliveryStatus(r[4])
+            shown_due = r[6] if status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED) else None
+            deliveries.append(
+                Delivery(
+                    seq=int(r[0]),
+                    id=r[1],
+                    event_id=r[2],
+                    webhook_id=r[3],
+                    status=status,
+                    attempt_count=int(r[5]),
+                    next_attempt_at=shown_due,
+                    created_at=float(r[7]),
+                    updated_at=float(r[8]),
+                    attempts=tuple(attempts[int(r[0])]),
+                )
+            )
+        return deliveries
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        """Delivery counts by webhook and status."""
+        rows = await self._read(
+            "SELECT webhook_id, status, COUNT(*) FROM deliveries GROUP BY webhook_id, status"
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for r in rows:
+            counts.setdefault(r[0], {})[r[1]] = int(r[2])
+        return counts
+
+    async def check_writable(self) -> None:
+        """Raise ``StoreUnavailable`` unless a write transaction commits now."""
+
+        async def run(conn: aiosqlite.Connection) -> None:
+            await conn.execute("CREATE TABLE IF NOT EXISTS heartbeat (at REAL)")
+            await conn.execute("DELETE FROM heartbeat")
+            await conn.execute("INSERT INTO heartbeat (at) VALUES (unixepoch())")
+
+        await self.write(run)
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,61 @@
+"""Bodies by format: envelope, data as ingested, flattened with __, and the sent_at stamp."""
+
+from __future__ import annotations
+
+import orjson
+
+from relay.models import BodyFormat, Event
+from relay.render import flatten, render_body, stamp_sent_at
+
+DATA = {
+    "id": "con_abc123",
+    "metadata": {"ip_address": "192.168.1.1"},
+    "purposes": [{"id": "geo"}, {"id": "ads"}],
+}
+EVENT = Event(1, "evt_1", "consent.created", "2024-01-15T10:35:00Z", orjson.dumps(DATA), 0.0)
+
+
+def test_envelope_is_consentproofs_shape() -> None:
+    body = orjson.loads(render_body(EVENT, BodyFormat.ENVELOPE))
+    assert body == {
+        "id": "evt_1",
+        "type": "consent.created",
+        "created_at": "2024-01-15T10:35:00Z",
+        "data": DATA,
+    }
+
+
+def test_data_is_the_payload_exactly() -> None:
+    assert render_body(EVENT, BodyFormat.DATA) == orjson.dumps(DATA)
+
+
+def test_flat_joins_keys_with_double_underscores_and_indexes_arrays() -> None:
+    body = orjson.loads(render_body(EVENT, BodyFormat.FLAT))
+    assert body == {
+        "id": "evt_1",
+        "type": "consent.created",
+        "created_at": "2024-01-15T10:35:00Z",
+        "data__id": "con_abc123",
+        "data__metadata__ip_address": "192.168.1.1",
+        "data__purposes__0__id": "geo",
+        "data__purposes__1__id": "ads",
+    }
+
+
+def test_flatten_keeps_empty_containers_and_scalars() -> None:
+    assert flatten({"a": {}, "b": [], "c": None, "d": {"e": [1, {"f": True}]}}) == {
+        "a": {},
+        "b": [],
+        "c": None,
+        "d__e__0": 1,
+        "d__e__1__f": True,
+    }
+
+
+def test_sent_at_is_stamped_at_the_top_level_and_replaces_an_existing_field() -> None:
+    stamped = orjson.loads(stamp_sent_at(b'{"a":1,"sentAt":"old"}', "sentAt", "2026-01-01T00:00:00.000Z"))
+    assert stamped == {"a": 1, "sentAt": "2026-01-01T00:00:00.000Z"}
+
+
+def test_an_array_body_is_not_stamped() -> None:
+    assert stamp_sent_at(b"[1,2]", "sentAt", "x") == b"[1,2]"
