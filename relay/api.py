@@ -59,9 +59,7 @@ def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> web.
     return json_response(payload, status)
 
 
-def error_response(
-    status: int, code: str, message: str, details: list[dict[str, str]] | None = None
-) -> web.Response:
+def error_response(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> web.Response:
     error = {"code": code, "message": message, "details": details or []}
     return json_response({"success": False, "error": error}, status)
 
@@ -93,9 +91,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(409, "conflict", str(exc))
     except StoreUnavailable as exc:
         log.error("store_unavailable", path=request.path, error=str(exc))
-        return error_response(
-            503, "unavailable", "the store cannot write right now; nothing was acknowledged"
-        )
+        return error_response(503, "unavailable", "the store cannot write right now; nothing was acknowledged")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -129,17 +125,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(
-            413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
-        )
+        raise ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > limit:
-            raise ApiError(
-                413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
-            )
+            raise ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -147,9 +139,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 def _require_json(request: web.Request) -> None:
     ctype = request.content_type
     if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
-        raise ApiError(
-            415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
-        )
+        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
 
 
 async def post_events(request: web.Request) -> web.Response:

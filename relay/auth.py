@@ -71,9 +71,7 @@ class OAuthError(RelayError):
 
     def copy(self) -> OAuthError:
         """A fresh instance for another waiter, so tracebacks of concurrent raisers do not pile up on one."""
-        return OAuthError(
-            self.error, self.description, status_code=self.status_code, transient=self.transient
-        )
+        return OAuthError(self.error, self.description, status_code=self.status_code, transient=self.transient)
 
 
 class RefreshTokenStore(Protocol):
@@ -298,9 +296,7 @@ class OAuth2Authenticator:
                 answer = await self._post(body, headers, scrub)
         return await self._accept(answer, used_refresh_token=refresh_token)
 
-    async def _post(
-        self, body: dict[str, str], headers: dict[str, str], scrub: list[str]
-    ) -> dict[str, object]:
+    async def _post(self, body: dict[str, str], headers: dict[str, str], scrub: list[str]) -> dict[str, object]:
         """One HTTP token request; every outcome is counted once through ``on_token_request``."""
         try:
             answer = await self._post_once(body, headers, scrub)
@@ -310,9 +306,7 @@ class OAuth2Authenticator:
         self._count("success")
         return answer
 
-    async def _post_once(
-        self, body: dict[str, str], headers: dict[str, str], scrub: list[str]
-    ) -> dict[str, object]:
+    async def _post_once(self, body: dict[str, str], headers: dict[str, str], scrub: list[str]) -> dict[str, object]:
         try:
             async with self._session.post(
                 self._auth.token_url,

@@ -115,9 +115,7 @@ _DELIVERY_KEYS = (
 )
 # fmt: on
 T = TypeVar("T")
-_TOML_ERROR = re.compile(
-    r"^(?P<message>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$"
-)
+_TOML_ERROR = re.compile(r"^(?P<message>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$")
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -225,9 +223,7 @@ def _delivery(raw: Mapping[str, object], problems: list[Problem]) -> DeliveryCon
     return DeliveryConfig(
         timeout=_or(f.get("timeout", positive_duration), default.timeout),
         concurrency=_or(f.get("concurrency", int_at_least(1)), default.concurrency),
-        per_webhook_concurrency=_or(
-            f.get("per_webhook_concurrency", int_at_least(1)), default.per_webhook_concurrency
-        ),
+        per_webhook_concurrency=_or(f.get("per_webhook_concurrency", int_at_least(1)), default.per_webhook_concurrency),
         retry_schedule=tuple(retry_schedule) if retry_schedule is not None else default.retry_schedule,
         jitter=_or(f.get("jitter", _as_jitter), default.jitter),
         redrive_interval=_or(f.get("redrive_interval", positive_duration), default.redrive_interval),
@@ -256,9 +252,7 @@ def _webhooks(
         webhook_id = item.get("id") if isinstance(item, Mapping) else None
         if isinstance(webhook_id, str) and webhook_id in first_index:
             problems.append(
-                Problem(
-                    f"{path}.id", f'duplicate id "{webhook_id}" (also webhooks[{first_index[webhook_id]}])'
-                )
+                Problem(f"{path}.id", f'duplicate id "{webhook_id}" (also webhooks[{first_index[webhook_id]}])')
             )
         elif isinstance(webhook_id, str):
             first_index[webhook_id] = index
@@ -293,8 +287,7 @@ def summarize(config: Config) -> str:
     retries = " ".join(format_duration(d) for d in delivery.retry_schedule)
     lines = [
         f"listen: {server.listen} (health: {health}), {len(server.api_keys)} API key(s)",
-        f"store: {storage.path} (durability {storage.durability}, "
-        f"retention {format_duration(storage.retention)})",
+        f"store: {storage.path} (durability {storage.durability}, retention {format_duration(storage.retention)})",
         f"delivery: timeout {format_duration(delivery.timeout)}, concurrency {delivery.concurrency} "
         f"({delivery.per_webhook_concurrency} per webhook), retries {retries}, "
         f"redrive every {format_duration(delivery.redrive_interval)} "

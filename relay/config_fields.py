@@ -142,7 +142,7 @@ class Fields:
         *,
         known: Iterable[str],
         unknown: str = "unknown key",
-        table_noun: str = "table",
+        table_noun: str = "a table",
     ) -> None:
         self.raw, self.path, self.problems, self.table_noun = raw, path, problems, table_noun
         known = sorted(known)
@@ -206,7 +206,7 @@ class Fields:
         if value is None:
             return None
         if not isinstance(value, Mapping):
-            self.problem(key, f"must be a {self.table_noun}")
+            self.problem(key, f"must be {self.table_noun}")
             return None
         return value
 

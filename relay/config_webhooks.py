@@ -111,9 +111,9 @@ def parse_webhook(
     ``os.environ``); when False (API bodies) every secret is taken literally. ``require_id=False`` (API): an
     absent ``id`` is generated as ``whk_…``. Durations may be strings or numbers.
     """
-    noun = "table" if source == "config" else "object"
+    noun = "a table" if source == "config" else "an object"
     if not isinstance(raw, Mapping):
-        problems.append(Problem(path, f"must be a {noun}"))
+        problems.append(Problem(path, f"must be {noun}"))
         return None
     if resolve_secrets and environ is None:
         environ = os.environ
@@ -140,11 +140,7 @@ def parse_webhook(
         elif sent_at_field in _ENVELOPE_FIELDS and body_format != BodyFormat.DATA:
             f.problem("sent_at_field", f'"{sent_at_field}" is a field of the envelope itself')
     auth_raw = f.table("auth")
-    auth = (
-        _parse_auth(auth_raw, f.at("auth"), problems, delivery, secret, noun)
-        if auth_raw is not None
-        else None
-    )
+    auth = _parse_auth(auth_raw, f.at("auth"), problems, delivery, secret, noun) if auth_raw is not None else None
     headers = f.string_table("headers", _header_name_check(auth_raw), as_header_value)
     retry_schedule = f.items("retry_schedule", parse_duration, non_empty=True, max_items=MAX_RETRY_STEPS)
     timeout = f.get("timeout", positive_duration)
@@ -180,9 +176,7 @@ def _as_webhook_id(value: object) -> str:
 
 
 def _check_url(url: str, delivery: DeliveryConfig) -> str | None:
-    return policy.check_url(
-        url, allow_http=delivery.allow_http, allow_private_networks=delivery.allow_private_networks
-    )
+    return policy.check_url(url, allow_http=delivery.allow_http, allow_private_networks=delivery.allow_private_networks)
 
 
 def _header_name_check(auth_raw: Mapping[str, object] | None) -> Callable[[str], str]:
@@ -221,9 +215,7 @@ def _parse_auth(
         problems.append(Problem(key_path(path, "type"), message))
         return None
     before = len(problems)
-    f = Fields(
-        raw, path, problems, known=_AUTH_KEYS[kind], unknown=f'unknown key for type "{kind}"', table_noun=noun
-    )
+    f = Fields(raw, path, problems, known=_AUTH_KEYS[kind], unknown=f'unknown key for type "{kind}"', table_noun=noun)
     required = f'required for type "{kind}"'
     auth: Auth | None = None
     if kind == "bearer":
@@ -242,9 +234,7 @@ def _parse_auth(
     return auth if len(problems) == before else None
 
 
-def _parse_oauth2(
-    f: Fields, required: str, delivery: DeliveryConfig, secret: SecretResolver
-) -> OAuth2Auth | None:
+def _parse_oauth2(f: Fields, required: str, delivery: DeliveryConfig, secret: SecretResolver) -> OAuth2Auth | None:
     grant = f.get("grant", one_of("client_credentials", "refresh_token")) or (
         None if f.present("grant") else "client_credentials"
     )
@@ -253,9 +243,7 @@ def _parse_oauth2(
         f.problem("token_url", message)
     client_id = f.get("client_id", as_nonempty_str, required=required)
     for_grant = f'required for grant "{grant}"'
-    client_secret = f.get(
-        "client_secret", secret, required=for_grant if grant == "client_credentials" else None
-    )
+    client_secret = f.get("client_secret", secret, required=for_grant if grant == "client_credentials" else None)
     refresh_token = f.get("refresh_token", secret, required=for_grant if grant == "refresh_token" else None)
     if grant == "client_credentials" and f.present("refresh_token"):
         f.problem("refresh_token", 'only used with grant "refresh_token"')

@@ -71,6 +71,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.services: Services | None = None
         self.exit_code = 0
+        self.bound: list[str] = []  # the addresses really listened on (port 0 resolved), API first
 
     # -- the whole life ----------------------------------------------------------------------------------
 
@@ -137,9 +138,7 @@ class Daemon:
             authenticator_for=self._authenticator_for,
         )
         self.scheduler = Scheduler(self.store, self.registry, deliverer, self.clock, delivery)
-        self.services = Services(
-            config, self.store, self.registry, self.scheduler, self.clock, ready=self._ready
-        )
+        self.services = Services(config, self.store, self.registry, self.scheduler, self.clock, ready=self._ready)
         server = config.server
         if server.health_listen is None:
             await self._serve(build_app(self.services, with_health=True), server.listen)
@@ -154,8 +153,8 @@ class Daemon:
         log.info(
             "relay_started",
             version=__version__,
-            listen=str(server.listen),
-            health_listen=str(server.health_listen or server.listen),
+            listen=self.bound[0] if self.bound else str(server.listen),
+            health_listen=self.bound[-1] if self.bound else str(server.listen),
             store=str(config.storage.path),
             webhooks=len(self.registry.all()),
             reclaimed=reclaimed,
@@ -180,7 +179,6 @@ class Daemon:
         else:
             site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
             await site.start()
-        self.bound = getattr(self, "bound", [])
         self.bound.extend(_addresses(site))
 
     def _spawn(self, coro: object, name: str, *, watched: bool = True) -> None:
@@ -190,9 +188,7 @@ class Daemon:
             self._tasks.append(task)
 
     async def _ready(self) -> str | None:
-        if self.scheduler is None or not any(
-            t.get_name() == "scheduler" and not t.done() for t in self._tasks
-        ):
+        if self.scheduler is None or not any(t.get_name() == "scheduler" and not t.done() for t in self._tasks):
             return "scheduler is not running"
         try:
             async with asyncio.timeout(2.0):

@@ -91,24 +91,22 @@ class Deliverer:
             )
 
         if not self.allow_http and webhook.url.startswith("http://"):
-            return report(
-                None, ErrorKind.BLOCKED_DESTINATION, "http:// URLs are refused (delivery.allow_http)"
-            )
+            return report(None, ErrorKind.BLOCKED_DESTINATION, "http:// URLs are refused (delivery.allow_http)")
         body = render_body(claim.event, webhook.format)
         if webhook.sent_at_field:
             body = stamp_sent_at(body, webhook.sent_at_field, format_time(started_at) or "")
         timeout = webhook.timeout or self.default_timeout
         authenticator = self.authenticator_for(webhook)
         try:
-            async with asyncio.timeout(timeout):
+            # The token endpoint has its own timeout inside the authenticator, so a hung one is an oauth_error.
+            auth_headers = await authenticator.headers()
+            headers = self._headers(webhook, claim, body, started_at, auth_headers)
+            status, text, retry_after = await self._post(webhook.url, headers, body, timeout)
+            if status == 401 and authenticator.retry_on_401:
+                authenticator.invalidate(auth_headers)
                 auth_headers = await authenticator.headers()
-                headers = self._headers(webhook, claim, body, started_at, auth_headers)
-                status, text, retry_after = await self._post(webhook.url, headers, body)
-                if status == 401 and authenticator.retry_on_401:
-                    authenticator.invalidate(auth_headers)
-                    auth_headers = await authenticator.headers()
-                    headers = self._headers(webhook, claim, body, self.clock.now(), auth_headers)
-                    status, text, retry_after = await self._post(webhook.url, headers, body)
+                headers = self._headers(webhook, claim, body, self.clock.now(), auth_headers)
+                status, text, retry_after = await self._post(webhook.url, headers, body, timeout)
         except OAuthError as exc:
             return report(None, ErrorKind.OAUTH_ERROR, str(exc))
         except BlockedDestination as exc:
@@ -126,9 +124,7 @@ class Deliverer:
         if 200 <= status < 300:
             return report(status, None, None, text)
         detail = f"HTTP {status}"
-        return report(
-            status, ErrorKind.HTTP_ERROR, detail, text, retry_after if status in (429, 503) else None
-        )
+        return report(status, ErrorKind.HTTP_ERROR, detail, text, retry_after if status in (429, 503) else None)
 
     def _headers(
         self, webhook: Webhook, claim: Claim, body: bytes, now: float, auth_headers: dict[str, str]
@@ -156,8 +152,13 @@ class Deliverer:
         headers.update(auth_headers)
         return headers
 
-    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str, float | None]:
-        async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+    async def _post(
+        self, url: str, headers: dict[str, str], body: bytes, timeout: float
+    ) -> tuple[int, str, float | None]:
+        async with (
+            asyncio.timeout(timeout),
+            self.session.post(url, data=body, headers=headers, allow_redirects=False) as response,
+        ):
             head = await response.content.read(RESPONSE_BODY_LIMIT)
             # Drain a little more so the connection can be reused; a large answer closes it instead.
             drained = len(head)

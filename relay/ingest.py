@@ -58,9 +58,7 @@ def parse_body(body: bytes, *, now: float, max_batch: int, registry: Registry) -
         if event is None:
             continue
         if event.id in seen:
-            problems.append(
-                Problem(_join(path, "id"), f"duplicates the id of {seen[event.id] or 'the body'}")
-            )
+            problems.append(Problem(_join(path, "id"), f"duplicates the id of {seen[event.id] or 'the body'}"))
             continue
         seen[event.id] = path
         events.append(event)
@@ -73,9 +71,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _parse_event(
-    item: Any, path: str, now: float, problems: list[Problem], registry: Registry
-) -> NewEvent | None:
+def _parse_event(item: Any, path: str, now: float, problems: list[Problem], registry: Registry) -> NewEvent | None:
     if not isinstance(item, dict):
         problems.append(Problem(path, "must be an object with at least 'type' and 'data'"))
         return None
@@ -105,9 +101,7 @@ def _parse_event(
         created_at = _parse_time(raw_created)
         if created_at is None:
             problems.append(
-                Problem(
-                    _join(path, "created_at"), "must be an RFC 3339 timestamp such as 2024-01-15T10:35:00Z"
-                )
+                Problem(_join(path, "created_at"), "must be an RFC 3339 timestamp such as 2024-01-15T10:35:00Z")
             )
 
     if len(problems) > before:

@@ -37,9 +37,7 @@ def format_time(ts: float | None) -> str | None:
 def format_datetime(dt: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``; keeps the sub-second precision the producer gave."""
     dt = dt.astimezone(UTC)
-    spec = (
-        "seconds" if dt.microsecond == 0 else "milliseconds" if dt.microsecond % 1000 == 0 else "microseconds"
-    )
+    spec = "seconds" if dt.microsecond == 0 else "milliseconds" if dt.microsecond % 1000 == 0 else "microseconds"
     return dt.isoformat(timespec=spec).replace("+00:00", "Z")
 
 

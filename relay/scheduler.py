@@ -161,8 +161,8 @@ class Scheduler:
         webhook = self.registry.get(lane.webhook_id)
         assert webhook is not None
         timeout = webhook.timeout or self.config.timeout
-        # An attempt may fetch a token, post, and post again after a 401: each bounded by the timeout.
-        lease_until = now + 3 * timeout + self._lease_margin
+        # An attempt may fetch a token (two tries), post, refetch and post again after a 401: six timeouts at most.
+        lease_until = now + 6 * timeout + self._lease_margin
         lane.notified = math.inf
         claimed = await self.store.claim(lane.webhook_id, want, now, lease_until)
         if webhook.rate_limit is not None:
@@ -173,9 +173,7 @@ class Scheduler:
             lane.inflight += 1
             entry = _InFlight(claim, lease_until)
             self._in_flight[claim.delivery_seq] = entry
-            entry.task = asyncio.create_task(
-                self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}"
-            )
+            entry.task = asyncio.create_task(self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}")
         if len(claimed) < want:
             remaining = await self.store.next_due(lane.webhook_id)
             lane.next_due = min(math.inf if remaining is None else remaining, lane.notified)

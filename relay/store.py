@@ -111,6 +111,7 @@ class Store:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self.on_commit: Callable[[], None] | None = None
+        self.commits = 0  # group transactions committed (tests and metrics read it)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -242,6 +243,7 @@ class Store:
         for job, outcome in zip(jobs, outcomes, strict=True):
             if not job.future.done():
                 job.future.set_result(outcome)
+        self.commits += 1
         if self.on_commit is not None:
             self.on_commit()
 
@@ -268,14 +270,11 @@ class Store:
                 if event.id in answers:
                     continue
                 answers[event.id] = IngestResult(event.id, len(event.webhook_ids), created=True)
-                event_rows.append(
-                    (event.id, event.type, event.created_at, event.data, job.now, len(event.webhook_ids))
-                )
+                event_rows.append((event.id, event.type, event.created_at, event.data, job.now, len(event.webhook_ids)))
         if not event_rows:
             return answers
         await conn.executemany(
-            "INSERT INTO events (id, type, created_at, data, ingested_at, delivery_count)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (id, type, created_at, data, ingested_at, delivery_count) VALUES (?, ?, ?, ?, ?, ?)",
             event_rows,
         )
         # Rowids are assigned in insertion order; read them back for the new ids in one query.
@@ -283,9 +282,7 @@ class Store:
         new_ids = [row[0] for row in event_rows]
         for chunk in _chunks(new_ids, 500):
             marks = ",".join("?" * len(chunk))
-            for row in await conn.execute_fetchall(
-                f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk
-            ):
+            for row in await conn.execute_fetchall(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk):
                 seqs[row[0]] = int(row[1])
         created = {row[0] for row in event_rows}
         seen: set[str] = set()
@@ -466,8 +463,7 @@ class Store:
                 return 0
             marks = ",".join("?" * len(seqs))
             await conn.execute(
-                f"DELETE FROM attempts WHERE delivery_seq IN"
-                f" (SELECT seq FROM deliveries WHERE event_seq IN ({marks}))",
+                f"DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM deliveries WHERE event_seq IN ({marks}))",
                 seqs,
             )
             await conn.execute(f"DELETE FROM deliveries WHERE event_seq IN ({marks})", seqs)
@@ -617,9 +613,7 @@ class Store:
 
     async def status_counts(self) -> dict[str, dict[str, int]]:
         """Delivery counts by webhook and status."""
-        rows = await self._read(
-            "SELECT webhook_id, status, COUNT(*) FROM deliveries GROUP BY webhook_id, status"
-        )
+        rows = await self._read("SELECT webhook_id, status, COUNT(*) FROM deliveries GROUP BY webhook_id, status")
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
             counts.setdefault(r[0], {})[r[1]] = int(r[2])

@@ -30,5 +30,8 @@ class Notifier:
         if self.address is None:
             return
         # systemd gone or its socket unreachable: there is nobody to tell.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock, contextlib.suppress(OSError):
+        with (
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock,
+            contextlib.suppress(OSError),
+        ):
             sock.sendto("\n".join(lines).encode(), self.address)

@@ -1,3 +1,3 @@
 """Fixtures shared by every tier: the recording receiver, the OAuth2 server, a relay in-process."""
 
-pytest_plugins = ["tests.support.receiver"]
+pytest_plugins = ["tests.support.receiver", "tests.support.oauth_server"]

@@ -31,9 +31,7 @@ async def test_the_consentproof_schedule_then_parked_then_hourly_redrive_then_su
 ) -> None:
     receiver.default_status = 500
     clock = FakeClock()
-    async with running_relay(
-        tmp_path, [webhook(receiver.url())], clock=clock, retry_schedule=CONSENTPROOF
-    ) as relay:
+    async with running_relay(tmp_path, [webhook(receiver.url())], clock=clock, retry_schedule=CONSENTPROOF) as relay:
         _, answer = await relay.post({"type": "consent.created", "data": {}})
         event_id = answer["data"]["id"]
         await _settled(relay, event_id, 1, "pending")
@@ -95,9 +93,7 @@ async def test_retry_after_on_429_delays_the_next_attempt(tmp_path: Path, receiv
         await _settled(relay, event_id, 2, "succeeded")
 
 
-async def test_timeouts_and_refused_connections_are_failed_attempts(
-    tmp_path: Path, receiver: Receiver
-) -> None:
+async def test_timeouts_and_refused_connections_are_failed_attempts(tmp_path: Path, receiver: Receiver) -> None:
     receiver.hang = True
     hooks = [
         webhook(receiver.url(), id="slow", timeout=0.3),

@@ -51,9 +51,7 @@ class RunningRelay:
             return response.status, orjson.loads(await response.read())
 
     async def get(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(
-            f"{self.url}{path}", headers={"Authorization": f"Bearer {API_KEY}"}
-        ) as response:
+        async with self.http.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {API_KEY}"}) as response:
             return response.status, orjson.loads(await response.read())
 
     async def event(self, event_id: str) -> dict[str, Any]:

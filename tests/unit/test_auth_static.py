@@ -35,9 +35,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def build(auth: Auth | None, session: aiohttp.ClientSession) -> Authenticator:
-    return build_authenticator(
-        "crm", auth, session=session, timeout=1.0, clock=FakeClock(0), tokens=NoStore()
-    )
+    return build_authenticator("crm", auth, session=session, timeout=1.0, clock=FakeClock(0), tokens=NoStore())
 
 
 def decode_basic(header: str) -> str:

@@ -46,9 +46,9 @@ def test_each_redrive_failure_parks_again_until_the_max_age_then_dead() -> None:
         DeliveryStatus.FAILED
     )
     late = created + 7 * DAY - 30 * MIN  # the next re-drive would fall past seven days
-    assert decide(
-        POLICY, attempt_number=41, outcome=FAIL, now=late, created_at=created, rand=0.5
-    ) == Decision(DeliveryStatus.DEAD, None)
+    assert decide(POLICY, attempt_number=41, outcome=FAIL, now=late, created_at=created, rand=0.5) == Decision(
+        DeliveryStatus.DEAD, None
+    )
 
 
 def test_retry_after_delays_the_next_attempt_capped_at_the_longest_step() -> None:

@@ -141,11 +141,7 @@ def test_consentproof_node_verifier_accepts_relay_signatures() -> None:
         "p+ss%20w%ord/=",
         "clé-secrète-✓",
     ]
-    cases = [
-        (body, hmac_headers(secret, body)["X-Signature"], secret)
-        for secret in secrets
-        for body in [*BODIES, b""]
-    ]
+    cases = [(body, hmac_headers(secret, body)["X-Signature"], secret) for secret in secrets for body in [*BODIES, b""]]
     assert node_verify(cases) == [True] * len(cases)
 
 

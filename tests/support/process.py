@@ -1,0 +1,113 @@
+"""The ``relay`` command as a subprocess, for acceptance tests: start, read its logs, signal it, kill it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RELAY = [sys.executable, "-m", "relay.cli"]
+
+
+class RelayProcess:
+    """``relay serve --config PATH``; ``start()`` returns once it logged ``relay_started``."""
+
+    def __init__(self, config_path: Path, *, env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+        self.config_path = config_path
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path or config_path.with_suffix(".log")
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.health_url = ""
+        self.lines: list[dict[str, Any]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+
+    async def start(self, timeout: float = 15.0) -> RelayProcess:
+        self._started = asyncio.Event()
+        self.proc = await asyncio.create_subprocess_exec(
+            *RELAY,
+            "serve",
+            "--config",
+            str(self.config_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+        )
+        self._reader = asyncio.create_task(self._read(self.proc))
+        waiter = asyncio.create_task(self._started.wait())
+        exited = asyncio.create_task(self.proc.wait())
+        done, _ = await asyncio.wait({waiter, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        exited.cancel()
+        if not self._started.is_set():
+            await self.kill()
+            raise AssertionError(f"relay did not start; its output:\n{self.log_path.read_text()}")
+        return self
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        with self.log_path.open("ab") as log:
+            async for raw in proc.stdout:
+                log.write(raw)
+                log.flush()
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(line, dict):
+                    continue
+                self.lines.append(line)
+                if line.get("event") == "relay_started":
+                    self.url = f"http://{line['listen']}"
+                    self.health_url = f"http://{line['health_listen']}"
+                    self._started.set()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line.get("event") == name]
+
+    async def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self._reader is not None:
+            await self._reader
+        return code
+
+    async def stop(self, timeout: float = 15.0) -> int:
+        await self.signal(signal.SIGTERM)
+        return await self.wait(timeout)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+async def run_relay(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, str, str]:
+    """Run a short ``relay`` command; returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *RELAY,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
