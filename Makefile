@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint bench soak clean tools
+
+# node runs the ConsentProof guide's own verification code unchanged (tests/support/verify-webhook.mjs).
+tools:
+	@command -v node >/dev/null 2>&1 || { \
+		echo "installing nodejs (for the seed's signature verifier)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +24,7 @@ run: $(STAMP)
 	mkdir -p var
 	$(BIN)/relay serve --config config/dev.toml
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -30,7 +36,7 @@ bench: $(STAMP)
 	mkdir -p var/bench
 	$(BIN)/python -m tests.bench
 
-soak: $(STAMP)
+soak: $(STAMP) tools
 	$(BIN)/pytest -q -m soak -o addopts=''
 
 clean:

@@ -40,20 +40,25 @@ class FakeClock:
     """A clock that only moves when told to; sleepers wake when ``advance`` passes their deadline."""
 
     def __init__(self, start: float | None = None) -> None:
-        self._now = time.time() if start is None else start
+        # A whole second, so that advancing by whole seconds lands exactly on computed due times.
+        self._now = float(int(time.time())) if start is None else start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
 
     def now(self) -> float:
         return self._now
 
+    def _deadline(self, deadline: float) -> asyncio.Future[None]:
+        """A future resolved when the clock reaches ``deadline``, registered now (not when first awaited)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (deadline, next(self._counter), future))
+        return future
+
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), future))
-        await future
+        await self._deadline(self._now + seconds)
 
     async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
         if deadline is None:
@@ -62,13 +67,17 @@ class FakeClock:
         if deadline <= self._now or event.is_set():
             await asyncio.sleep(0)
             return
-        waiter = asyncio.ensure_future(event.wait())
-        sleeper = asyncio.ensure_future(self.sleep(deadline - self._now))
+        sleeper = self._deadline(deadline)
+        waiter: asyncio.Future[None] = asyncio.ensure_future(self._until_set(event))
         try:
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             sleeper.cancel()
+
+    @staticmethod
+    async def _until_set(event: asyncio.Event) -> None:
+        await event.wait()
 
     def advance(self, seconds: float) -> None:
         self._now += seconds

@@ -38,7 +38,7 @@ class _Lane:
     inflight: int = 0
     next_due: float = math.inf
     notified: float = math.inf  # due times announced while a claim was under way
-    tokens: float = 0.0
+    tokens: float = math.inf  # a new bucket starts full (capped at its capacity on first use)
     tokens_at: float = 0.0
 
     def available_tokens(self, rate: float | None, now: float) -> float:

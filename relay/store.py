@@ -129,6 +129,9 @@ class Store:
         except sqlite3.Error as exc:
             await self._close_connections()
             raise _translate(exc) from exc
+        except BaseException:
+            await self._close_connections()
+            raise
         self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
 
     async def _configure(self, conn: aiosqlite.Connection) -> None:
@@ -212,13 +215,13 @@ class Store:
         try:
             await conn.execute("BEGIN IMMEDIATE")
             ingest = [job for job in jobs if job.ingest is not None]
-            ingest_answers = await self._apply_ingest(conn, ingest) if ingest else {}
+            ingest_answers = iter(await self._apply_ingest(conn, ingest) if ingest else [])
             results = [r for job in jobs if job.results is not None for r in job.results]
             if results:
                 await self._apply_results(conn, results)
             for job in jobs:
                 if job.ingest is not None:
-                    outcomes.append([ingest_answers[e.id] for e in job.ingest])
+                    outcomes.append(next(ingest_answers))
                 elif job.fn is not None:
                     outcomes.append(await job.fn(conn))
                 else:
@@ -255,7 +258,12 @@ class Store:
         result: list[IngestResult] = await self._submit(_Job(None, future, ingest=list(events), now=now))
         return result
 
-    async def _apply_ingest(self, conn: aiosqlite.Connection, jobs: list[_Job]) -> dict[str, IngestResult]:
+    async def _apply_ingest(self, conn: aiosqlite.Connection, jobs: list[_Job]) -> list[list[IngestResult]]:
+        """Insert the group's new events and deliveries; one list of answers per job, in job order.
+
+        An id already stored, or created by an earlier job of this group, answers as that first time did,
+        with ``created=False``.
+        """
         answers: dict[str, IngestResult] = {}
         wanted = list({e.id for job in jobs for e in job.ingest or ()})
         for chunk in _chunks(wanted, 500):
@@ -263,54 +271,45 @@ class Store:
             sql = f"SELECT id, delivery_count FROM events WHERE id IN ({marks})"
             for row in await conn.execute_fetchall(sql, chunk):
                 answers[row[0]] = IngestResult(row[0], int(row[1]), created=False)
-        event_rows: list[tuple[Any, ...]] = []
-        delivery_rows: list[tuple[Any, ...]] = []
+        per_job: list[list[IngestResult]] = []
+        new: list[tuple[NewEvent, float]] = []
         for job in jobs:
+            job_answers = []
             for event in job.ingest or ():
-                if event.id in answers:
-                    continue
-                answers[event.id] = IngestResult(event.id, len(event.webhook_ids), created=True)
-                event_rows.append((event.id, event.type, event.created_at, event.data, job.now, len(event.webhook_ids)))
-        if not event_rows:
-            return answers
+                known = answers.get(event.id)
+                if known is None:
+                    answers[event.id] = IngestResult(event.id, len(event.webhook_ids), created=True)
+                    new.append((event, job.now))
+                    job_answers.append(answers[event.id])
+                else:
+                    job_answers.append(IngestResult(event.id, known.deliveries, created=False))
+            per_job.append(job_answers)
+        if new:
+            await self._insert_new(conn, new)
+        return per_job
+
+    async def _insert_new(self, conn: aiosqlite.Connection, new: list[tuple[NewEvent, float]]) -> None:
         await conn.executemany(
             "INSERT INTO events (id, type, created_at, data, ingested_at, delivery_count) VALUES (?, ?, ?, ?, ?, ?)",
-            event_rows,
+            [(e.id, e.type, e.created_at, e.data, now, len(e.webhook_ids)) for e, now in new],
         )
-        # Rowids are assigned in insertion order; read them back for the new ids in one query.
+        # Read the rowids back for the new ids in one indexed query per 500.
         seqs: dict[str, int] = {}
-        new_ids = [row[0] for row in event_rows]
-        for chunk in _chunks(new_ids, 500):
+        for chunk in _chunks([e.id for e, _ in new], 500):
             marks = ",".join("?" * len(chunk))
             for row in await conn.execute_fetchall(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk):
                 seqs[row[0]] = int(row[1])
-        created = {row[0] for row in event_rows}
-        seen: set[str] = set()
-        for job in jobs:
-            for event in job.ingest or ():
-                if event.id not in created or event.id in seen:
-                    continue
-                seen.add(event.id)
-                now = job.now
-                for webhook_id in event.webhook_ids:
-                    delivery_rows.append(
-                        (
-                            new_id("dlv", now),
-                            seqs[event.id],
-                            webhook_id,
-                            DeliveryStatus.PENDING,
-                            now,
-                            now,
-                            now,
-                        )
-                    )
+        delivery_rows = [
+            (new_id("dlv", now), seqs[e.id], webhook_id, DeliveryStatus.PENDING, now, now, now)
+            for e, now in new
+            for webhook_id in e.webhook_ids
+        ]
         if delivery_rows:
             await conn.executemany(
                 "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 delivery_rows,
             )
-        return answers
 
     # -- scheduling --------------------------------------------------------------------------------------
 

@@ -86,10 +86,11 @@ async def test_kill_minus_nine_loses_no_acknowledged_event(tmp_path: Path, recei
     def arrived() -> set[str]:
         return {r.headers["x-event-id"] for r in receiver.requests if r.headers.get("x-event-id")}
 
-    deadline = asyncio.get_running_loop().time() + 60
-    while not set(acked) <= arrived() and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.1)
-    assert await relay.stop() == 0
+    wanted = set(acked)
+    try:
+        await receiver.wait_until(lambda _: wanted <= arrived(), timeout=60)
+    finally:
+        assert await relay.stop() == 0
 
     missing = set(acked) - arrived()
     assert not missing, f"{len(missing)} acknowledged events never arrived: {sorted(missing)[:10]}"

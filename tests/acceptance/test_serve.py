@@ -61,7 +61,7 @@ async def post(url: str, body: object) -> tuple[int, dict[str, object]]:
 async def test_round_trip_and_sigterm_exits_zero(tmp_path: Path, receiver: Receiver) -> None:
     relay = await RelayProcess(write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver.url()))).start()
     try:
-        status, body = await post(relay.url, {"type": "consent.created", "data": {"subject": "u1"}})
+        status, _ = await post(relay.url, {"type": "consent.created", "data": {"subject": "u1"}})
         assert status == 202
         [request] = await receiver.wait_for(1)
         assert StandardVerifier(SECRET).verify(request.body, dict(request.headers))["data"] == {"subject": "u1"}
@@ -77,7 +77,7 @@ async def test_round_trip_and_sigterm_exits_zero(tmp_path: Path, receiver: Recei
 async def test_sigterm_lets_attempts_in_flight_finish(tmp_path: Path, receiver: Receiver) -> None:
     receiver.delay = 1.0
     relay = await RelayProcess(write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver.url()))).start()
-    status, body = await post(relay.url, {"type": "t", "data": {}})
+    status, _ = await post(relay.url, {"type": "t", "data": {}})
     assert status == 202
     await receiver.wait_for(1)  # the attempt is in flight, the receiver holds it for a second
     await relay.signal(signal.SIGTERM)

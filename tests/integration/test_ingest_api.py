@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.support.relay_harness import API_KEY, RunningRelay, running_relay, webhook
+from tests.support.relay_harness import API_KEY, running_relay, webhook
 
 NOWHERE = "http://127.0.0.1:9/nowhere"  # nothing listens: deliveries stay queued, which these tests don't need
 

@@ -42,7 +42,7 @@ class RelayProcess:
         self._reader = asyncio.create_task(self._read(self.proc))
         waiter = asyncio.create_task(self._started.wait())
         exited = asyncio.create_task(self.proc.wait())
-        done, _ = await asyncio.wait({waiter, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiter, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         exited.cancel()
         if not self._started.is_set():

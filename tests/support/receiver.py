@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -196,6 +196,14 @@ class Receiver:
                 f"expected {count} request(s) within {timeout}s, got {len(arrived)}: {arrived}"
             ) from None
         return list(self.requests)
+
+    async def wait_until(self, predicate: Callable[[list[Received]], bool], timeout: float = 5.0) -> None:
+        """Wait until ``predicate(requests)`` holds, re-checked as each request arrives."""
+        try:
+            async with asyncio.timeout(timeout), self._arrived:
+                await self._arrived.wait_for(lambda: predicate(self.requests))
+        except TimeoutError:
+            raise AssertionError(f"condition not met within {timeout}s ({len(self.requests)} requests)") from None
 
     # serving
 

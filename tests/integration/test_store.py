@@ -1,0 +1,160 @@
+"""The outbox contract on a real SQLite file. A second backend would run this same class."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from relay.errors import StoreUnavailable
+from relay.models import Attempt, DeliveryStatus, ErrorKind
+from relay.store import AttemptResult, NewEvent, Store
+
+T0 = 1_700_000_000.0
+
+
+def event(event_id: str, *webhooks: str, event_type: str = "t") -> NewEvent:
+    return NewEvent(event_id, event_type, "2024-01-15T10:35:00Z", b'{"n":1}', tuple(webhooks))
+
+
+def attempt(number: int, at: float, *, ok: bool, next_at: float | None = None) -> Attempt:
+    return Attempt(number, at, 12.5, 200 if ok else 500, None if ok else ErrorKind.HTTP_ERROR, None, "body", next_at)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(tmp_path / "state" / "relay.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+class TestOutboxContract:
+    async def test_the_file_and_its_folder_are_private(self, store: Store) -> None:
+        assert store.path.stat().st_mode & 0o777 == 0o600
+        assert store.path.parent.stat().st_mode & 0o777 == 0o700
+
+    async def test_ingest_commits_events_and_one_delivery_per_webhook(self, store: Store) -> None:
+        results = await store.ingest([event("e1", "a", "b"), event("e2")], T0)
+        assert [(r.id, r.deliveries, r.created) for r in results] == [("e1", 2, True), ("e2", 0, True)]
+        found = await store.get_event("e1")
+        assert found is not None
+        _, deliveries = found
+        assert sorted(d.webhook_id for d in deliveries) == ["a", "b"]
+        assert all(d.status is DeliveryStatus.PENDING and d.next_attempt_at == T0 for d in deliveries)
+
+    async def test_a_known_id_answers_as_the_first_time(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [again] = await store.ingest([event("e1", "a", "b")], T0 + 1)
+        assert (again.deliveries, again.created) == (1, False)
+
+    async def test_concurrent_duplicates_in_one_group_are_stored_once(self, store: Store) -> None:
+        first, second = await asyncio.gather(
+            store.ingest([event("same", "a")], T0), store.ingest([event("same", "a")], T0)
+        )
+        assert first[0].created != second[0].created
+        assert first[0].deliveries == second[0].deliveries == 1
+        found = await store.get_event("same")
+        assert found is not None and len(found[1]) == 1
+
+    async def test_claim_leases_due_deliveries_oldest_first(self, store: Store) -> None:
+        await store.ingest([event("e1", "a"), event("e2", "a"), event("e3", "b")], T0)
+        claims = await store.claim("a", 10, T0, T0 + 60)
+        assert [c.event.id for c in claims] == ["e1", "e2"]
+        assert all(c.attempt_number == 1 and c.event.data == b'{"n":1}' for c in claims)
+        assert await store.claim("a", 10, T0, T0 + 60) == []  # leased
+        assert [c.event.id for c in await store.claim("a", 10, T0 + 61, T0 + 120)] == ["e1", "e2"]  # ran out
+
+    async def test_results_move_deliveries_and_keep_every_attempt(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [claim] = await store.claim("a", 1, T0, T0 + 60)
+        await store.record(
+            [
+                AttemptResult(
+                    claim.delivery_seq, attempt(1, T0, ok=False, next_at=T0 + 60), DeliveryStatus.PENDING, T0 + 60
+                )
+            ]
+        )
+        assert await store.claim("a", 1, T0 + 59, T0 + 120) == []
+        assert await store.next_due("a") == T0 + 60
+        [claim] = await store.claim("a", 1, T0 + 60, T0 + 120)
+        assert claim.attempt_number == 2
+        await store.record(
+            [AttemptResult(claim.delivery_seq, attempt(2, T0 + 60, ok=True), DeliveryStatus.SUCCEEDED, None)]
+        )
+        found = await store.get_event("e1")
+        assert found is not None
+        [delivery] = found[1]
+        assert delivery.status is DeliveryStatus.SUCCEEDED and delivery.attempt_count == 2
+        assert [a.number for a in delivery.attempts] == [1, 2]
+        assert delivery.attempts[0].error is ErrorKind.HTTP_ERROR and delivery.attempts[0].next_attempt_at == T0 + 60
+        assert await store.next_due("a") is None
+
+    async def test_a_cancelled_delivery_stays_cancelled_when_its_attempt_ends(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [claim] = await store.claim("a", 1, T0, T0 + 60)
+        assert await store.cancel_webhook_deliveries("a", T0) == 1
+        await store.record([AttemptResult(claim.delivery_seq, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None)])
+        found = await store.get_event("e1")
+        assert found is not None and found[1][0].status is DeliveryStatus.CANCELLED
+
+    async def test_reclaim_and_release_make_leased_deliveries_due_at_once(self, store: Store) -> None:
+        await store.ingest([event("e1", "a"), event("e2", "a")], T0)
+        claims = await store.claim("a", 2, T0, T0 + 600)
+        await store.release([claims[0].delivery_seq], T0 + 1)
+        assert [c.event.id for c in await store.claim("a", 5, T0 + 1, T0 + 600)] == ["e1"]
+        assert await store.reclaim_in_flight(T0 + 2) == 2
+        assert await store.due_by_webhook() == {"a": T0 + 2}
+
+    async def test_prune_removes_only_old_events_that_are_done(self, store: Store) -> None:
+        await store.ingest([event("done", "a"), event("failing", "b"), event("none")], T0)
+        await store.ingest([event("recent", "a")], T0 + 100)
+        [claim] = await store.claim("a", 1, T0, T0 + 60)
+        await store.record([AttemptResult(claim.delivery_seq, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None)])
+        assert await store.prune(T0 + 50) == 2  # "done" and "none"; "failing" still owes a delivery
+        assert await store.get_event("done") is None and await store.get_event("none") is None
+        assert await store.get_event("failing") is not None and await store.get_event("recent") is not None
+
+    async def test_config_webhooks_sync_cancels_what_removed_ones_left(self, store: Store) -> None:
+        await store.sync_config_webhooks({"a": b"{}", "b": b"{}"}, T0)
+        await store.ingest([event("e1", "a", "b")], T0)
+        assert await store.sync_config_webhooks({"b": b"{}"}, T0 + 1) == ["a"]
+        found = await store.get_event("e1")
+        assert found is not None
+        assert {d.webhook_id: d.status for d in found[1]} == {"a": "cancelled", "b": "pending"}
+
+    async def test_refresh_tokens_survive_a_reopen(self, store: Store, tmp_path: Path) -> None:
+        await store.save_refresh_token("w", "rt-1")
+        await store.save_refresh_token("w", "rt-2")
+        again = Store(store.path)
+        await again.open()
+        try:
+            assert await again.load_refresh_token("w") == "rt-2"
+            assert await again.load_refresh_token("other") is None
+        finally:
+            await again.close()
+
+    async def test_a_full_disk_is_unavailable_and_nothing_is_acknowledged(self, store: Store) -> None:
+        async def shrink(conn: object) -> None:
+            await conn.execute("PRAGMA max_page_count = 1")  # type: ignore[attr-defined]
+
+        await store.write(shrink)
+        big = NewEvent("big", "t", "2024-01-15T10:35:00Z", b'"' + b"x" * 200_000 + b'"', ("a",))
+        with pytest.raises(StoreUnavailable):
+            await store.ingest([big], T0)
+        assert await store.get_event("big") is None
+        assert store.writer_alive
+
+    async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        import sqlite3
+
+        path = tmp_path / "new.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (999)")
+        from relay.errors import StoreError
+
+        with pytest.raises(StoreError, match="newer"):
+            await Store(path).open()
