@@ -279,6 +279,11 @@ class OAuthServer:
             record = self._state.refresh_tokens.get(token)
             return record is not None and not record.revoked
 
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token this server has issued or seeded (to grep logs for)."""
+        with self._state.lock:
+            return [*self._state.access_tokens, *self._state.refresh_tokens]
+
     def revoke_access_tokens(self) -> int:
         """Revoke every access token issued so far (``/resource`` answers 401 to them); returns how many."""
         with self._state.lock:
