@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from relay import __version__
 from relay.api import Services, build_app, build_health_app
@@ -25,6 +26,7 @@ from relay.config import Config, Listen
 from relay.delivery import Deliverer
 from relay.errors import ConfigError, RelayError, StoreError
 from relay.models import Webhook
+from relay.outbound import make_session
 from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import Store
@@ -56,7 +58,9 @@ class Daemon:
         clock: Clock | None = None,
         reload_config: Callable[[], Config] | None = None,
         notifier: Notifier | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        self.resolver = resolver  # tests inject a stub; the policy wraps whatever resolves
         self.config = config
         self.clock = clock or SystemClock()
         self.reload_config = reload_config
@@ -127,14 +131,12 @@ class Daemon:
         reclaimed = await self.store.reclaim_in_flight(now)
         await self._apply_webhooks(config.webhooks, now)
         delivery = config.delivery
-        connector = aiohttp.TCPConnector(limit=delivery.concurrency, limit_per_host=0, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+        self._session = make_session(delivery, resolver=self.resolver)
         deliverer = Deliverer(
             self._session,
             clock=self.clock,
             user_agent=delivery.user_agent,
             default_timeout=delivery.timeout,
-            allow_http=delivery.allow_http,
             authenticator_for=self._authenticator_for,
         )
         self.scheduler = Scheduler(self.store, self.registry, deliverer, self.clock, delivery)

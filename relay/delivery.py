@@ -14,16 +14,13 @@ import aiohttp
 from relay import __version__
 from relay.auth import Authenticator, OAuthError
 from relay.clock import Clock
+from relay.errors import BlockedDestination
 from relay.models import Claim, ErrorKind, Webhook, format_time
 from relay.render import render_body, stamp_sent_at
 from relay.signing import signature_headers
 
 RESPONSE_BODY_LIMIT = 1024
 _DRAIN_LIMIT = 64 * 1024
-
-
-class BlockedDestination(Exception):
-    """The destination is refused by the policy; raised before any socket opens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +62,12 @@ class Deliverer:
         clock: Clock,
         user_agent: str,
         default_timeout: float,
-        allow_http: bool,
         authenticator_for: Callable[[Webhook], Authenticator],
     ) -> None:
         self.session = session
         self.clock = clock
         self.user_agent = user_agent.replace("{version}", __version__)
         self.default_timeout = default_timeout
-        self.allow_http = allow_http
         self.authenticator_for = authenticator_for
 
     async def attempt(self, webhook: Webhook, claim: Claim) -> AttemptReport:
@@ -90,8 +85,6 @@ class Deliverer:
                 started_at, (time.perf_counter() - began) * 1000, status, error, detail, body, retry_after
             )
 
-        if not self.allow_http and webhook.url.startswith("http://"):
-            return report(None, ErrorKind.BLOCKED_DESTINATION, "http:// URLs are refused (delivery.allow_http)")
         body = render_body(claim.event, webhook.format)
         if webhook.sent_at_field:
             body = stamp_sent_at(body, webhook.sent_at_field, format_time(started_at) or "")
@@ -116,8 +109,6 @@ class Deliverer:
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
             return report(None, ErrorKind.TLS_ERROR, _describe(exc))
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedDestination):
-                return report(None, ErrorKind.BLOCKED_DESTINATION, str(exc.os_error))
             return report(None, ErrorKind.CONNECT_ERROR, _describe(exc))
         except (aiohttp.ClientError, OSError) as exc:
             return report(None, ErrorKind.CONNECT_ERROR, _describe(exc))

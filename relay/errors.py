@@ -50,3 +50,7 @@ class NotFound(RelayError):
 
 class Conflict(RelayError):
     """The request conflicts with the object's state (e.g. a config-declared webhook)."""
+
+
+class BlockedDestination(RelayError):
+    """The destination is refused by the policy; raised before any socket opens."""

@@ -87,9 +87,9 @@ async def test_content_type_must_be_json(tmp_path: Path) -> None:
 async def test_too_large_bodies_and_batches_get_413(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from tests.support.relay_harness import test_config
+    from tests.support.relay_harness import make_config
 
-    config = test_config(tmp_path, [])
+    config = make_config(tmp_path, [])
     config = replace(config, server=replace(config.server, max_body_size=2048, max_batch=3))
     async with running_relay(tmp_path, [], config=config) as relay:
         status, body = await relay.post({"type": "t", "data": {"blob": "x" * 4096}})

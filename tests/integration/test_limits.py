@@ -83,10 +83,10 @@ async def test_a_rate_limited_webhook_does_not_hold_up_others(tmp_path: Path, re
 async def test_retention_prunes_delivered_events(tmp_path: Path, receiver: Receiver) -> None:
     from dataclasses import replace
 
-    from tests.support.relay_harness import test_config
+    from tests.support.relay_harness import make_config
 
     clock = FakeClock()
-    config = test_config(tmp_path, [webhook(receiver.url())])
+    config = make_config(tmp_path, [webhook(receiver.url())])
     config = replace(config, storage=replace(config.storage, retention=3600.0))
     async with running_relay(tmp_path, [], config=config, clock=clock) as relay:
         _, answer = await relay.post({"type": "t", "data": {}})

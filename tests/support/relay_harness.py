@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 import orjson
 
 from relay.clock import Clock, FakeClock
@@ -21,7 +22,7 @@ from relay.models import Durability, Secret, Webhook
 API_KEY = "test-key-0123456789"
 
 
-def test_config(tmp_path: Path, webhooks: list[Webhook], **delivery: Any) -> Config:
+def make_config(tmp_path: Path, webhooks: list[Webhook], **delivery: Any) -> Config:
     delivery.setdefault("allow_http", True)
     delivery.setdefault("allow_private_networks", True)
     delivery.setdefault("jitter", 0.0)
@@ -92,10 +93,11 @@ async def running_relay(
     *,
     clock: Clock | None = None,
     config: Config | None = None,
+    resolver: AbstractResolver | None = None,
     **delivery: Any,
 ) -> AsyncIterator[RunningRelay]:
-    config = config or test_config(tmp_path, webhooks, **delivery)
-    daemon = Daemon(config, clock=clock)
+    config = config or make_config(tmp_path, webhooks, **delivery)
+    daemon = Daemon(config, clock=clock, resolver=resolver)
     await daemon.start()
     try:
         async with aiohttp.ClientSession() as http:

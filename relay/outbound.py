@@ -1,0 +1,80 @@
+"""The one outbound HTTP session, with the destination policy built in (CONTRACT §6).
+
+Every request relay makes (deliveries and OAuth2 token fetches alike) goes through it:
+
+- hostnames are resolved by ``PolicyResolver``, which refuses the whole host when ANY address it resolves to is
+  in a refused range, so a DNS answer cannot smuggle a private address in behind a public one;
+- IP-literal hosts, which aiohttp never passes to the resolver (``2130706433``, ``127.1``, ``[::ffff:10.0.0.1]``
+  included), and ``http://`` URLs are checked when the request starts, before any socket opens;
+- proxy environment variables are ignored and redirects are never followed (the callers pass
+  ``allow_redirects=False``).
+"""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from relay.config import DeliveryConfig
+from relay.errors import BlockedDestination
+from relay.policy import blocked_range, parse_ip_host
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves with ``inner`` and refuses hosts with an address in a refused range."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self.inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self.inner.resolve(host, port, family)
+        for result in results:
+            ip = parse_ip_host(result["host"])
+            refused = blocked_range(ip) if ip is not None else "unparseable address"
+            if refused is not None:
+                raise BlockedDestination(
+                    f"{host} resolves to {result['host']}, in a refused range ({refused});"
+                    " set delivery.allow_private_networks = true to allow it"
+                )
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def check_destination(url: Any, *, allow_http: bool, allow_private_networks: bool) -> None:
+    """Refuse ``http://`` (unless allowed) and IP-literal hosts in a refused range (unless allowed)."""
+    if url.scheme == "http" and not allow_http:
+        raise BlockedDestination("http:// URLs are refused; set delivery.allow_http = true to allow them")
+    if allow_private_networks or not url.host:
+        return
+    ip = parse_ip_host(url.host)
+    refused = blocked_range(ip) if ip is not None else None
+    if refused is not None:
+        raise BlockedDestination(
+            f"destination {url.host} is in a refused range ({refused});"
+            " set delivery.allow_private_networks = true to allow it"
+        )
+
+
+def make_session(config: DeliveryConfig, *, resolver: AbstractResolver | None = None) -> aiohttp.ClientSession:
+    """The shared session: keep-alive per endpoint, at most ``concurrency`` connections, the policy enforced."""
+    allow_http, allow_private = config.allow_http, config.allow_private_networks
+
+    async def on_request_start(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        check_destination(params.url, allow_http=allow_http, allow_private_networks=allow_private)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    chosen = resolver if allow_private else PolicyResolver(resolver)
+    connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0, ttl_dns_cache=60, resolver=chosen)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False, trace_configs=[trace])
