@@ -14,7 +14,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from relay.config import Config
 from relay.models import OAuth2Auth, Secret
 from tests.support.receiver import Receiver
-from tests.support.relay_harness import RunningRelay, running_relay, make_config, webhook
+from tests.support.relay_harness import RunningRelay, make_config, running_relay, webhook
 
 
 class StubResolver(AbstractResolver):

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
 import orjson
+from aiohttp.abc import AbstractResolver
 
 from relay.clock import Clock, FakeClock
 from relay.config import Config, DeliveryConfig, Listen, ServerConfig, StorageConfig
