@@ -15,6 +15,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
 from relay.ingest import InvalidJson, TooLarge, parse_body
+from relay.metrics import CONTENT_TYPE, Metrics
 from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import Store
@@ -37,6 +38,7 @@ class Services:
     accepting: bool = True
     ready: Callable[[], Awaitable[str | None]] | None = None
     on_ingest: list[Callable[[int], None]] = field(default_factory=list)
+    metrics: Metrics | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -190,9 +192,23 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if services.metrics is None:
+        raise web.HTTPNotFound()
+    by_webhook = await services.store.status_counts()
+    totals: dict[str, int] = {}
+    for counts in by_webhook.values():
+        for status, count in counts.items():
+            totals[status] = totals.get(status, 0) + count
+    body = services.metrics.render(totals, services.scheduler.in_flight, services.store.commits)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 def add_health_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
 
 
 def build_app(services: Services, *, with_health: bool) -> web.Application:

@@ -25,6 +25,7 @@ from relay.clock import Clock, SystemClock
 from relay.config import Config, Listen
 from relay.delivery import Deliverer
 from relay.errors import ConfigError, RelayError, StoreError
+from relay.metrics import Metrics
 from relay.models import Webhook
 from relay.outbound import make_session
 from relay.registry import Registry
@@ -67,6 +68,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.store = Store(config.storage.path, config.storage.durability)
         self.registry = Registry()
+        self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
@@ -139,8 +141,13 @@ class Daemon:
             default_timeout=delivery.timeout,
             authenticator_for=self._authenticator_for,
         )
-        self.scheduler = Scheduler(self.store, self.registry, deliverer, self.clock, delivery)
-        self.services = Services(config, self.store, self.registry, self.scheduler, self.clock, ready=self._ready)
+        self.scheduler = Scheduler(
+            self.store, self.registry, deliverer, self.clock, delivery, on_attempt=self.metrics.attempted
+        )
+        self.services = Services(
+            config, self.store, self.registry, self.scheduler, self.clock, ready=self._ready, metrics=self.metrics
+        )
+        self.services.on_ingest.append(self.metrics.ingested)
         server = config.server
         if server.health_listen is None:
             await self._serve(build_app(self.services, with_health=True), server.listen)
@@ -242,6 +249,7 @@ class Daemon:
             timeout=webhook.timeout or self.config.delivery.timeout,
             clock=self.clock,
             tokens=self.store,
+            on_token_request=self.metrics.token_requested,
         )
         self._authenticators[webhook.id] = (webhook.auth, authenticator)
         return authenticator

@@ -1,0 +1,101 @@
+"""Health, readiness and Prometheus metrics, parsed with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from relay.config import Listen
+from relay.models import OAuth2Auth, Secret
+from tests.support.oauth_server import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OAuthServer
+from tests.support.receiver import Receiver
+from tests.support.relay_harness import RunningRelay, make_config, running_relay, webhook
+
+
+async def scrape(relay: RunningRelay, base: str | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with relay.http.get(f"{base or relay.url}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+async def test_counters_move_with_ingest_and_attempts(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.script("/bad", [500])
+    hooks = [webhook(receiver.url("/ok"), id="ok"), webhook(receiver.url("/bad"), id="bad")]
+    async with running_relay(tmp_path, hooks, retry_schedule=(0.0, 3600.0)) as relay:
+        before = await scrape(relay)
+        assert before[("relay_events_ingested_total", ())] == 0
+        await relay.post([{"type": "t", "data": {"n": n}} for n in range(3)])
+        await relay.post({"type": "t", "data": {}, "id": "again"})
+        await relay.post({"type": "t", "data": {}, "id": "again"})  # a repeat is not a new event
+        await receiver.wait_for(8)
+        await relay.wait_until(lambda: relay.sql("SELECT COUNT(*) FROM attempts") == [(8,)])
+        after = await scrape(relay)
+    assert after[("relay_events_ingested_total", ())] == 4
+    assert after[("relay_delivery_attempts_total", (("outcome", "success"), ("webhook", "ok")))] == 4
+    assert after[("relay_delivery_attempts_total", (("outcome", "http_error"), ("webhook", "bad")))] == 4
+    assert after[("relay_delivery_duration_seconds_count", ())] == 8
+    assert after[("relay_event_to_delivery_seconds_count", ())] == 4
+    assert after[("relay_deliveries", (("status", "succeeded"),))] == 4
+    assert after[("relay_deliveries", (("status", "pending"),))] == 4
+    assert after[("relay_deliveries", (("status", "dead"),))] == 0
+    labels = {dict(key[1]).get("webhook") for key in after} - {None}
+    assert labels == {"ok", "bad"}  # bounded: webhook ids only, never event ids or URLs
+
+
+async def test_oauth_token_requests_are_counted(tmp_path: Path, oauth_server: OAuthServer) -> None:
+    auth = OAuth2Auth("client_credentials", oauth_server.token_url, BASIC_CLIENT_ID, Secret(BASIC_CLIENT_SECRET))
+    async with running_relay(tmp_path, [webhook(oauth_server.resource_url, auth=auth)]) as relay:
+        await relay.post([{"type": "t", "data": {}}] * 5)
+        await relay.wait_until(lambda: relay.sql("SELECT COUNT(*) FROM attempts") == [(5,)])
+        samples = await scrape(relay)
+    assert samples[("relay_oauth_token_requests_total", (("result", "success"), ("webhook", "hook")))] == 1
+
+
+async def test_health_listen_serves_health_and_metrics_on_their_own_address(tmp_path: Path) -> None:
+    config = make_config(tmp_path, [])
+    config = replace(config, server=replace(config.server, health_listen=Listen("127.0.0.1", 0)))
+    async with running_relay(tmp_path, [], config=config) as relay:
+        health = f"http://{relay.daemon.bound[1]}"
+        for path in ("/healthz", "/readyz"):
+            async with relay.http.get(f"{health}{path}") as response:
+                assert response.status == 200
+        await scrape(relay, health)
+        async with relay.http.get(f"{relay.url}/metrics") as response:
+            assert response.status == 404  # not on the API listener when health_listen is set
+
+
+async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, []) as relay:
+        async with relay.http.get(f"{relay.url}/readyz") as response:
+            assert response.status == 200
+
+        async def full(conn: object) -> None:  # the disk-full fault: no page may be added
+            rows = await conn.execute_fetchall("PRAGMA page_count")  # type: ignore[attr-defined]
+            await conn.execute(f"PRAGMA max_page_count = {rows[0][0]}")  # type: ignore[attr-defined]
+
+        await relay.daemon.store.write(full)
+        async with relay.http.get(f"{relay.url}/readyz") as response:
+            assert response.status == 503
+            body = await response.json()
+        assert body["status"] == "unavailable" and "full" in body["reason"]
+        status, answer = await relay.post({"type": "t", "data": {"blob": "x" * 50_000}})
+        assert status == 503 and answer["error"]["code"] == "unavailable"
+        assert relay.sql("SELECT COUNT(*) FROM events") == [(0,)]
+
+        async def space_again(conn: object) -> None:
+            await conn.execute("PRAGMA max_page_count = 1073741823")  # type: ignore[attr-defined]
+
+        await relay.daemon.store.write(space_again)  # the daemon recovers by itself once there is room
+        async with relay.http.get(f"{relay.url}/readyz") as response:
+            assert response.status == 200
+        status, _ = await relay.post({"type": "t", "data": {"blob": "x" * 50_000}})
+        assert status == 202
+        assert relay.sql("PRAGMA integrity_check") == [("ok",)]
