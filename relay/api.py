@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
 from relay.ingest import InvalidJson, TooLarge, parse_body
+from relay.listeners import guard_of
 from relay.metrics import CONTENT_TYPE, Metrics
 from relay.registry import Registry
 from relay.scheduler import Scheduler
@@ -104,6 +106,31 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "an internal error occurred; it has been logged")
 
 
+@web.middleware
+async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The headers are in: the body must follow within what is left of ``request_timeout``."""
+    guard = guard_of(request)
+    if guard is None:
+        return await handler(request)
+    remaining = guard.request_started()
+    try:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(remaining):
+                    await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise ApiError(413, "payload_too_large", "the body is larger than server.max_body_size") from None
+            except TimeoutError:
+                response = error_response(
+                    408, "request_timeout", "the request was not received within server.request_timeout"
+                )
+                response.force_close()
+                return response
+        return await handler(request)
+    finally:
+        guard.request_finished()
+
+
 def _presented_key(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
@@ -111,9 +138,12 @@ def _presented_key(request: web.Request) -> str | None:
     return request.headers.get("X-API-Key")
 
 
+PUBLIC_PATHS = frozenset({"/v1/openapi.json"})  # describes the API, holds no data: served without a key
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/"):
+    if request.path.startswith("/v1/") and request.path not in PUBLIC_PATHS:
         presented = (_presented_key(request) or "").encode()
         keys = request.app[SERVICES].config.server.api_keys
         # Compare against every key, always, so timing says nothing about which (if any) matched.
@@ -126,16 +156,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_large = ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise too_large
+    try:
+        return await request.read()  # read already (deadline middleware), or read now; capped at client_max_size
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
 
 
 def _require_json(request: web.Request) -> None:
@@ -214,19 +241,22 @@ def add_health_routes(app: web.Application) -> None:
 def build_app(services: Services, *, with_health: bool) -> web.Application:
     # aiohttp's own size check is set above ours so that ours (with the JSON error) is the one that answers.
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
-        client_max_size=services.config.server.max_body_size + 1024,
+        middlewares=[error_middleware, deadline_middleware, auth_middleware],
+        client_max_size=services.config.server.max_body_size,
     )
     app[SERVICES] = services
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/events/{event_id}", get_event)
+    from relay.api_manage import add_manage_routes  # it builds on this module
+
+    add_manage_routes(app)
     if with_health:
         add_health_routes(app)
     return app
 
 
 def build_health_app(services: Services) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, deadline_middleware])
     app[SERVICES] = services
     add_health_routes(app)
     return app

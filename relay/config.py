@@ -67,6 +67,7 @@ class ServerConfig:
     max_batch: int = 1000
     request_timeout: float = 30.0
     shutdown_timeout: float = 10.0
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ _TOP_KEYS = ("server", "storage", "delivery", "webhooks")
 # fmt: off
 _SERVER_KEYS = (
     "listen", "health_listen", "api_keys", "max_body_size", "max_batch", "request_timeout",
-    "shutdown_timeout",
+    "shutdown_timeout", "max_connections",
 )
 _STORAGE_KEYS = ("path", "durability", "retention")
 _DELIVERY_KEYS = (
@@ -148,7 +149,7 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise ConfigError([Problem("", f"{path}: cannot read: {exc.strerror or exc}")]) from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:  # ValueError: an integer over 4300 digits
         match = _TOML_ERROR.match(str(exc))
         if match is None:
             where, message = "", str(exc)
@@ -177,7 +178,7 @@ def parse_listen(value: object) -> Listen:
             raise ValueError(f"{host} is not an IPv6 address") from None
     elif ":" in host or "[" in host or "]" in host:
         raise ValueError(expected)
-    if int(port) > 65535:
+    if len(port) > 5 or int(port) > 65535:
         raise ValueError("port must be 0-65535")
     return Listen(host=host, port=int(port))
 
@@ -200,6 +201,7 @@ def _server(raw: Mapping[str, object], problems: list[Problem], secrets: SecretR
         max_batch=_or(f.get("max_batch", int_at_least(1)), default.max_batch),
         request_timeout=_or(f.get("request_timeout", positive_duration), default.request_timeout),
         shutdown_timeout=_or(f.get("shutdown_timeout", parse_duration), default.shutdown_timeout),
+        max_connections=_or(f.get("max_connections", int_at_least(1)), default.max_connections),
     )
 
 
@@ -326,3 +328,32 @@ def _redact_query(url: str) -> str:
         return url
     keys = "&".join(f"{pair.partition('=')[0]}=***" for pair in parts.query.split("&"))
     return urlunsplit(parts._replace(query=keys))
+
+
+def load_client_settings(path: str | Path, *, environ: Mapping[str, str] | None = None) -> tuple[Listen, Secret | None]:
+    """What the management commands need from the file: where the daemon listens, and its first API key.
+
+    Only ``server.listen`` and ``server.api_keys[0]`` are read (the key's ``env:``/``file:``/``cred:`` reference
+    resolved), so the CLI works where the webhooks' own secrets are not set.
+    """
+    environ = os.environ if environ is None else environ
+    raw = _read_toml(Path(path))
+    server = raw.get("server", {})
+    if not isinstance(server, Mapping):
+        raise ConfigError([Problem("server", "must be a table")])
+    problems: list[Problem] = []
+    listen = ServerConfig().listen
+    try:
+        listen = parse_listen(server["listen"]) if "listen" in server else listen
+    except ValueError as exc:
+        problems.append(Problem("server.listen", str(exc)))
+    key = None
+    keys = server.get("api_keys")
+    if isinstance(keys, list) and keys:
+        try:
+            key = SecretResolver(environ)(keys[0])
+        except ValueError as exc:
+            problems.append(Problem("server.api_keys[0]", str(exc)))
+    if problems:
+        raise ConfigError(problems)
+    return listen, key

@@ -24,7 +24,8 @@ from relay.auth import Authenticator, build_authenticator
 from relay.clock import Clock, SystemClock
 from relay.config import Config, Listen
 from relay.delivery import Deliverer
-from relay.errors import ConfigError, RelayError, StoreError
+from relay.errors import ConfigError, Problem, RelayError, StoreError
+from relay.listeners import GuardedProtocolFactory, start_listener
 from relay.metrics import Metrics
 from relay.models import Webhook
 from relay.outbound import make_session
@@ -32,6 +33,7 @@ from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import Store
 from relay.systemd import Notifier
+from relay.webhook_specs import load_api_webhooks
 
 log = structlog.get_logger()
 
@@ -72,6 +74,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
+        self._listeners: list[asyncio.Server] = []
         self._authenticators: dict[str, tuple[object, Authenticator]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.scheduler: Scheduler | None = None
@@ -131,6 +134,7 @@ class Daemon:
         await self.store.open()
         now = self.clock.now()
         reclaimed = await self.store.reclaim_in_flight(now)
+        self.registry.replace(await load_api_webhooks(self.store))  # then the config's join them
         await self._apply_webhooks(config.webhooks, now)
         delivery = config.delivery
         self._session = make_session(delivery, resolver=self.resolver)
@@ -171,24 +175,20 @@ class Daemon:
         self.notifier.notify("READY=1", f"STATUS=listening on {server.listen}", f"MAINPID={os.getpid()}")
 
     async def _serve(self, app: web.Application, listen: Listen) -> None:
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=1.0,
-            keepalive_timeout=75.0,
-        )
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         self._runners.append(runner)
-        site: web.BaseSite
-        if listen.path is not None:
-            site = web.UnixSite(runner, listen.path)
-            await site.start()
-            os.chmod(listen.path, 0o660)
-        else:
-            site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
-            await site.start()
-        self.bound.extend(_addresses(site))
+        server = self.config.server
+        factory = GuardedProtocolFactory(
+            runner.server,  # type: ignore[arg-type]
+            request_timeout=server.request_timeout,
+            max_connections=server.max_connections,
+        )
+        listener = await start_listener(factory, listen)
+        self._listeners.append(listener)
+        for sock in listener.sockets:
+            name = sock.getsockname()
+            self.bound.append(name if isinstance(name, str) else f"{name[0]}:{name[1]}")
 
     def _spawn(self, coro: object, name: str, *, watched: bool = True) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -231,11 +231,22 @@ class Daemon:
     # -- webhooks ----------------------------------------------------------------------------------------
 
     async def _apply_webhooks(self, webhooks: tuple[Webhook, ...], now: float) -> None:
+        """Make the config-declared webhooks ``webhooks``; those created through the API stay as they are."""
+        api_ids = {w.id for w in self.registry.all() if w.source == "api"}
+        clashes = [
+            Problem(f"webhooks[{index}].id", f'"{w.id}" is already the id of a webhook created through the API')
+            for index, w in enumerate(webhooks)
+            if w.id in api_ids
+        ]
+        if clashes:
+            raise ConfigError(clashes)
         removed = await self.store.sync_config_webhooks({w.id: webhook_spec(w) for w in webhooks}, now)
         for webhook_id in removed:
             log.info("webhook_removed", webhook_id=webhook_id, source="config")
         created = await self.store.webhook_created_at()
-        self.registry.replace(_with_created_at(w, created.get(w.id)) for w in webhooks)
+        # No await between reading the API webhooks and the swap: a concurrent API change is never lost.
+        api_webhooks = [w for w in self.registry.all() if w.source == "api"]
+        self.registry.replace([*(_with_created_at(w, created.get(w.id)) for w in webhooks), *api_webhooks])
 
     def _authenticator_for(self, webhook: Webhook) -> Authenticator:
         cached = self._authenticators.get(webhook.id)
@@ -262,10 +273,10 @@ class Daemon:
         try:
             try:
                 config = self.reload_config()
+                await self._apply_webhooks(config.webhooks, self.clock.now())
             except ConfigError as exc:
                 log.error("reload_failed", problems=[str(p) for p in exc.problems])
                 return
-            await self._apply_webhooks(config.webhooks, self.clock.now())
             self.config = config
             self.services.config = config
             await self.scheduler.refresh()
@@ -291,6 +302,8 @@ class Daemon:
                 await task
         if self.scheduler is not None:
             await self.scheduler.drain(self.config.server.shutdown_timeout)
+        for listener in self._listeners:
+            listener.close()
         for runner in self._runners:
             await runner.cleanup()
         if self._session is not None:
@@ -303,13 +316,3 @@ def _with_created_at(webhook: Webhook, created_at: float | None) -> Webhook:
     from dataclasses import replace
 
     return replace(webhook, created_at=created_at)
-
-
-def _addresses(site: web.BaseSite) -> list[str]:
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    found = []
-    for sock in sockets:
-        name = sock.getsockname()
-        found.append(name if isinstance(name, str) else f"{name[0]}:{name[1]}")
-    return found

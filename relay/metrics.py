@@ -5,8 +5,8 @@ Labels are bounded: webhook ids and outcome kinds, never event ids or URLs.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from relay.delivery import AttemptReport
 from relay.models import Claim, DeliveryStatus, Webhook

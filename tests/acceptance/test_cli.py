@@ -84,3 +84,37 @@ async def test_the_shipped_configs_are_valid() -> None:
     root = ROOT
     code, _, err = await run_relay("check-config", "--config", str(root / "config" / "dev.toml"))
     assert code == 0, err
+
+
+async def test_console_log_format_is_for_humans(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    path = write_config(tmp_path / "relay.toml", VALID.format(db=tmp_path / "relay.db"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "serve",
+        "--config",
+        str(path),
+        "--log-format",
+        "console",
+        "--log-level",
+        "debug",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "TEST_RELAY_KEY": "k" * 16},
+    )
+    assert proc.stdout is not None
+    first = await asyncio.wait_for(proc.stdout.readline(), 15)
+    while b"relay_started" not in first:
+        first = await asyncio.wait_for(proc.stdout.readline(), 15)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0
+    assert not first.lstrip().startswith(b"{")
+    assert b"[info" in first and b"relay_started" in first
+    assert b"relay_stopped" in rest

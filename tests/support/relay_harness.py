@@ -94,6 +94,7 @@ async def running_relay(
     clock: Clock | None = None,
     config: Config | None = None,
     resolver: AbstractResolver | None = None,
+    base_url: str | None = None,
     **delivery: Any,
 ) -> AsyncIterator[RunningRelay]:
     config = config or make_config(tmp_path, webhooks, **delivery)
@@ -101,7 +102,8 @@ async def running_relay(
     await daemon.start()
     try:
         async with aiohttp.ClientSession() as http:
-            yield RunningRelay(daemon, f"http://{daemon.bound[0]}", http, daemon.clock, config.storage.path)
+            url = base_url or f"http://{daemon.bound[0]}"
+            yield RunningRelay(daemon, url, http, daemon.clock, config.storage.path)
     finally:
         await daemon.shutdown()
 

@@ -1,0 +1,149 @@
+"""Listening sockets with the server-side hardening aiohttp leaves to us.
+
+aiohttp has no deadline for reading a request's headers, so a client that trickles bytes (slowloris) could
+hold a connection forever, and it has no cap on open connections. ``GuardedProtocolFactory`` wraps the
+runner's protocol factory:
+
+- every connection must bring a request's headers within ``request_timeout`` of opening, or of the end of
+  its previous request; the rest of the body is read under the same budget (``read_body``);
+- at most ``max_connections`` are open; when a new one arrives at the cap, the connection idle the longest
+  is closed to make room (so idle connections can never starve ingest), and if none is idle the new one is
+  refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import OrderedDict
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from relay.config import Listen
+
+log = structlog.get_logger()
+
+
+class _Guard(asyncio.Protocol):
+    """Forwards to aiohttp's protocol, with a deadline on idle or trickling connections."""
+
+    def __init__(self, factory: GuardedProtocolFactory, inner: Any) -> None:
+        self.factory = factory
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline_at = 0.0
+        self.busy = False
+
+    # the deadline
+
+    def _arm(self) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self.deadline_at = loop.time() + self.factory.request_timeout
+        self.deadline = loop.call_at(self.deadline_at, self._expired)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _expired(self) -> None:
+        log.info("connection_timed_out", timeout=self.factory.request_timeout)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def request_started(self) -> float:
+        """The headers are in: stop the clock; return how long the body may still take."""
+        self._disarm()
+        self.busy = True
+        self.factory.idle.pop(self, None)
+        return max(0.0, self.deadline_at - asyncio.get_running_loop().time())
+
+    def request_finished(self) -> None:
+        self.busy = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.factory.idle[self] = None
+            self._arm()
+
+    # asyncio.Protocol, forwarded
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.factory.admit(self):
+            transport.abort()
+            return
+        self.factory.idle[self] = None
+        self._arm()
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self.factory.release(self):
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self.inner.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class GuardedProtocolFactory:
+    def __init__(self, server: web.Server, *, request_timeout: float, max_connections: int) -> None:
+        self.server = server
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.open: set[_Guard] = set()
+        self.idle: OrderedDict[_Guard, None] = OrderedDict()
+
+    def __call__(self) -> _Guard:
+        return _Guard(self, self.server())
+
+    def admit(self, guard: _Guard) -> bool:
+        if len(self.open) >= self.max_connections:
+            if not self.idle:
+                log.warning("connection_refused", open=len(self.open), max_connections=self.max_connections)
+                return False
+            oldest, _ = self.idle.popitem(last=False)
+            if oldest.transport is not None:
+                oldest.transport.abort()
+            self.open.discard(oldest)
+        self.open.add(guard)
+        return True
+
+    def release(self, guard: _Guard) -> bool:
+        """Forget a closed connection; True if it had been admitted (and so handed to aiohttp)."""
+        self.idle.pop(guard, None)
+        admitted = guard in self.open or guard.inner.transport is not None
+        self.open.discard(guard)
+        return admitted
+
+
+def guard_of(request: web.Request) -> _Guard | None:
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    return protocol if isinstance(protocol, _Guard) else None
+
+
+async def start_listener(factory: GuardedProtocolFactory, listen: Listen) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    if listen.path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(listen.path)  # a socket left by a previous run
+        server = await loop.create_unix_server(factory, listen.path)
+        os.chmod(listen.path, 0o660)
+    else:
+        server = await loop.create_server(factory, listen.host, listen.port or 0, reuse_address=True)
+    return server

@@ -1,0 +1,106 @@
+"""Server hardening: slow clients are cut off, idle connections cannot starve ingest, unix sockets are 0660."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from relay.config import Listen
+from tests.support.relay_harness import API_KEY, make_config, running_relay
+
+EVENT = orjson.dumps({"type": "t", "data": {}})
+
+
+def _hardened(tmp_path: Path, **server: object) -> object:
+    config = make_config(tmp_path, [])
+    return replace(config, server=replace(config.server, **server))
+
+
+async def _connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Read until the server closes the connection; fail if it is still open after ``seconds``."""
+    return await asyncio.wait_for(reader.read(), seconds)
+
+
+async def test_a_client_trickling_headers_is_cut_off(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.5)) as relay:  # type: ignore[arg-type]
+        reader, writer = await _connect(relay.url)
+        writer.write(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(3):
+            await asyncio.sleep(0.1)
+            writer.write(b"X-Slow: 1\r\n")
+        assert await _closed_within(reader, 2.0) == b""
+        writer.close()
+
+
+async def test_a_silent_connection_is_closed(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.3)) as relay:  # type: ignore[arg-type]
+        reader, writer = await _connect(relay.url)
+        assert await _closed_within(reader, 2.0) == b""
+        writer.close()
+
+
+async def test_a_client_trickling_the_body_gets_408(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.5)) as relay:  # type: ignore[arg-type]
+        reader, writer = await _connect(relay.url)
+        writer.write(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"type": '
+        )
+        answer = await _closed_within(reader, 2.0)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert b'"request_timeout"' in answer
+        writer.close()
+        assert relay.sql("SELECT COUNT(*) FROM events") == [(0,)]
+
+
+async def test_idle_connections_at_the_cap_make_room_for_ingest(tmp_path: Path) -> None:
+    config = _hardened(tmp_path, max_connections=5, request_timeout=30.0)
+    async with running_relay(tmp_path, [], config=config) as relay:  # type: ignore[arg-type]
+        idle = [await _connect(relay.url) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        for attempt in range(3):  # the first finds the cap reached and evicts the longest-idle one
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with (
+                aiohttp.ClientSession(connector=connector) as http,
+                http.post(
+                    f"{relay.url}/v1/events",
+                    data=EVENT,
+                    headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+                ) as response,
+            ):
+                assert response.status == 202, attempt
+        closed = 0
+        for reader, writer in idle:
+            try:
+                if await asyncio.wait_for(reader.read(), 0.2) == b"":
+                    closed += 1
+            except TimeoutError:
+                pass
+            writer.close()
+        assert closed == 1  # the later ones found room: each earlier request's connection had closed
+
+
+async def test_unix_socket_listener_is_0660_and_serves_ingest(tmp_path: Path) -> None:
+    path = tmp_path / "relay.sock"
+    config = _hardened(tmp_path, listen=Listen(path=str(path)))
+    async with running_relay(tmp_path, [], config=config, base_url="http://unix"):  # type: ignore[arg-type]
+        assert path.stat().st_mode & 0o777 == 0o660
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as http,
+            http.post(
+                "http://relay/v1/events",
+                data=EVENT,
+                headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+            ) as response,
+        ):
+            assert response.status == 202
