@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, check-config, receive (and, through the API, the management commands)."""
+"""The ``relay`` command: serve, check-config, receive, and the management commands (``relay.cli_manage``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from relay import __version__
+from relay.cli_manage import add_management_commands
 from relay.config import Config, load_config, summarize
 from relay.errors import ConfigError
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     receive.add_argument("--scheme", choices=["standard", "hmac-sha256"], help="default: from the headers")
     receive.add_argument("--fail-with", type=int, metavar="STATUS", help="answer this status instead of 200")
     receive.set_defaults(func=cmd_receive)
+    add_management_commands(commands)
     return parser
 
 

@@ -137,7 +137,7 @@ def parse_webhook(
     if sent_at_field is not None:
         if not _SENT_AT_FIELD.fullmatch(sent_at_field):
             f.problem("sent_at_field", "must be a plain JSON key: a letter or _, then up to 63 [A-Za-z0-9_-]")
-        elif sent_at_field in _ENVELOPE_FIELDS and body_format != BodyFormat.DATA:
+        elif sent_at_field in _ENVELOPE_FIELDS and body_format not in (BodyFormat.DATA, BodyFormat.DATA_FLAT):
             f.problem("sent_at_field", f'"{sent_at_field}" is a field of the envelope itself')
     auth_raw = f.table("auth")
     auth = _parse_auth(auth_raw, f.at("auth"), problems, delivery, secret, noun) if auth_raw is not None else None

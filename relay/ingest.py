@@ -17,6 +17,7 @@ from relay.store import NewEvent
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _FIELDS = frozenset({"type", "data", "id", "created_at"})
+MAX_DEPTH = 253  # levels of arrays and objects in ``data`` (see ``_encode_data``)
 
 
 class InvalidJson(RelayError):
@@ -86,10 +87,15 @@ def _parse_event(item: Any, path: str, now: float, problems: list[Problem], regi
     elif not isinstance(event_type, str) or not _TOKEN.match(event_type):
         problems.append(Problem(_join(path, "type"), "must be 1-128 characters of [A-Za-z0-9_.:-]"))
 
+    data: bytes | None = None
     if "data" not in item:
         problems.append(Problem(_join(path, "data"), "required"))
     elif not isinstance(item["data"], dict | list):
         problems.append(Problem(_join(path, "data"), "must be a JSON object or array"))
+    else:
+        data = _encode_data(item["data"])
+        if data is None:
+            problems.append(Problem(_join(path, "data"), f"nests arrays and objects deeper than {MAX_DEPTH} levels"))
 
     event_id = item.get("id")
     if event_id is not None and (not isinstance(event_id, str) or not _TOKEN.match(event_id)):
@@ -106,21 +112,34 @@ def _parse_event(item: Any, path: str, now: float, problems: list[Problem], regi
 
     if len(problems) > before:
         return None
-    assert isinstance(event_type, str) and created_at is not None
+    assert isinstance(event_type, str) and created_at is not None and data is not None
     return NewEvent(
         id=event_id if isinstance(event_id, str) else new_id("evt", now),
         type=event_type,
         created_at=created_at,
-        data=orjson.dumps(item["data"]),
+        data=data,
         webhook_ids=registry.subscribers(event_type),
     )
+
+
+def _encode_data(value: Any) -> bytes | None:
+    """``data`` as compact JSON; None when it nests too deeply for every body format to be rendered from it.
+
+    orjson encodes at most 254 levels and the envelope adds one, so ``data`` may have ``MAX_DEPTH`` = 253:
+    encoding it inside a one-element array checks exactly that.
+    """
+    try:
+        wrapped = orjson.dumps([value])
+    except orjson.JSONEncodeError:
+        return None
+    return wrapped[1:-1]
 
 
 def _parse_time(value: Any) -> str | None:
     if not isinstance(value, str) or not _RFC3339.match(value):
         return None
     try:
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
+        # Years 1 and 9999 with an offset fall outside what a datetime can hold once moved to UTC.
+        return format_datetime(datetime.fromisoformat(value.upper()))
+    except (ValueError, OverflowError):
         return None
-    return format_datetime(parsed)

@@ -68,7 +68,8 @@ class SignatureScheme(StrEnum):
 class BodyFormat(StrEnum):
     ENVELOPE = "envelope"
     DATA = "data"
-    FLAT = "flat"
+    FLAT = "flat"  # the envelope, flattened
+    DATA_FLAT = "data-flat"  # the data, flattened
 
 
 class Durability(StrEnum):

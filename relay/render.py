@@ -3,6 +3,8 @@
 - ``envelope``: ``{"id", "type", "created_at", "data"}``
 - ``data``: the event's ``data`` exactly as ingested
 - ``flat``: the envelope flattened to one level, keys joined by ``__``, array items by index
+- ``data-flat``: the event's ``data`` flattened the same way (Didomi's "flatten request body": the producer posts
+  Didomi's ``{type, parameters}`` object as ``data``, the receiver gets ``{"type", "parameters__entity__…"}``)
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def render_body(event: Event, body_format: BodyFormat) -> bytes:
         return event.data
     if body_format is BodyFormat.ENVELOPE:
         return envelope_bytes(event)
+    if body_format is BodyFormat.DATA_FLAT:
+        data = orjson.loads(event.data)
+        # An empty object or array has no keys to flatten into: it is sent as it is.
+        return orjson.dumps(flatten(data)) if data else event.data
     return orjson.dumps(flatten(orjson.loads(envelope_bytes(event))))
 
 

@@ -59,6 +59,14 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 1 -> 2: webhooks created through the management API keep their whole definition in ``spec`` (secrets
+    # included: the relay must sign with them) and, during a secret rotation, the previous secret and when it
+    # stops signing. Config-declared webhooks never use these columns.
+    """
+    ALTER TABLE webhooks ADD COLUMN previous_secret TEXT;
+    ALTER TABLE webhooks ADD COLUMN previous_secret_until REAL;
+    CREATE INDEX webhooks_source ON webhooks (source, created_at);
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

@@ -24,14 +24,15 @@ from relay.errors import StoreError, StoreUnavailable
 from relay.models import (
     Attempt,
     Claim,
-    Delivery,
     DeliveryStatus,
     Durability,
-    ErrorKind,
     Event,
     new_id,
 )
 from relay.schema import MIGRATIONS, QUEUED
+from relay.store_reads import StoreReads
+from relay.store_reads import chunks as _chunks
+from relay.store_reads import translate as _translate
 
 log = structlog.get_logger()
 
@@ -81,26 +82,7 @@ class _Group:
     jobs: list[_Job] = field(default_factory=list)
 
 
-_UNAVAILABLE_CODES = {
-    sqlite3.SQLITE_FULL,
-    sqlite3.SQLITE_BUSY,
-    sqlite3.SQLITE_LOCKED,
-    sqlite3.SQLITE_READONLY,
-    sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_CANTOPEN,
-    sqlite3.SQLITE_PROTOCOL,
-}
-
-
-def _translate(exc: sqlite3.Error) -> StoreError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if isinstance(exc, sqlite3.OperationalError) or primary in _UNAVAILABLE_CODES:
-        return StoreUnavailable(str(exc))
-    return StoreError(str(exc))
-
-
-class Store:
+class Store(StoreReads):
     """The outbox on one SQLite file. ``open()`` creates and migrates it; ``close()`` drains the writer."""
 
     def __init__(self, path: Path, durability: Durability = Durability.FULL) -> None:
@@ -496,8 +478,8 @@ class Store:
                 )
             await conn.executemany(
                 "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'config', ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET source = 'config', spec = excluded.spec,"
-                " updated_at = excluded.updated_at",
+                " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
+                " WHERE webhooks.source = 'config'",
                 [(webhook_id, spec, now, now) for webhook_id, spec in specs.items()],
             )
             return removed
@@ -507,6 +489,112 @@ class Store:
     async def webhook_created_at(self) -> dict[str, float]:
         rows = await self._read("SELECT id, created_at FROM webhooks")
         return {r[0]: float(r[1]) for r in rows}
+
+    # -- webhooks created through the management API ----------------------------------------------------
+    # Their whole definition lives in ``spec`` (secrets included, so the relay can sign after a restart); the
+    # reads are in ``StoreReads.api_webhooks``. Every statement is guarded by ``source = 'api'``: a
+    # config-declared webhook is never changed here.
+
+    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
+        """Store a new API webhook; False when the id is taken (by any webhook)."""
+
+        async def run(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(
+                "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'api', ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (webhook_id, spec, now, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self.write(run)
+
+    async def update_api_webhook(
+        self,
+        webhook_id: str,
+        spec: bytes,
+        now: float,
+        *,
+        rotation: tuple[str | None, float | None] | None = None,
+    ) -> bool:
+        """Replace an API webhook's spec (and, given ``rotation``, its previous secret and until when it
+        signs); False when there is no such API webhook."""
+
+        async def run(conn: aiosqlite.Connection) -> bool:
+            if rotation is None:
+                cursor = await conn.execute(
+                    "UPDATE webhooks SET spec = ?, updated_at = ? WHERE id = ? AND source = 'api'",
+                    (spec, now, webhook_id),
+                )
+            else:
+                cursor = await conn.execute(
+                    "UPDATE webhooks SET spec = ?, updated_at = ?, previous_secret = ?, previous_secret_until = ?"
+                    " WHERE id = ? AND source = 'api'",
+                    (spec, now, rotation[0], rotation[1], webhook_id),
+                )
+            return cursor.rowcount == 1
+
+        return await self.write(run)
+
+    async def delete_api_webhook(self, webhook_id: str, now: float) -> int | None:
+        """Delete an API webhook and cancel its unfinished deliveries (kept, as ``cancelled``), in one
+        transaction. Returns how many were cancelled, or None when there is no such API webhook."""
+
+        async def run(conn: aiosqlite.Connection) -> int | None:
+            cursor = await conn.execute("DELETE FROM webhooks WHERE id = ? AND source = 'api'", (webhook_id,))
+            if cursor.rowcount != 1:
+                return None
+            await conn.execute("DELETE FROM oauth_tokens WHERE webhook_id = ?", (webhook_id,))
+            cursor = await conn.execute(
+                f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
+                f" WHERE webhook_id = ? AND status IN {QUEUED}",
+                (now, webhook_id),
+            )
+            return cursor.rowcount
+
+        return await self.write(run)
+
+    # -- manual replay and re-drive -----------------------------------------------------------------------
+
+    async def add_deliveries(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[int] | None:
+        """New pending deliveries of a stored event, due now (a replay); their seqs, or None without the event."""
+
+        async def run(conn: aiosqlite.Connection) -> list[int] | None:
+            rows = list(await conn.execute_fetchall("SELECT seq FROM events WHERE id = ?", (event_id,)))
+            if not rows:
+                return None
+            seqs: list[int] = []
+            for webhook_id in webhook_ids:
+                inserted = await conn.execute_fetchall(
+                    "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?, ?) RETURNING seq",
+                    (new_id("dlv", now), int(rows[0][0]), webhook_id, now, now, now),
+                )
+                seqs.extend(int(r[0]) for r in inserted)
+            return seqs
+
+        return await self.write(run)
+
+    async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
+        """Parked (and, with ``include_dead``, dead) deliveries of these webhooks are due again now.
+
+        Returns how many were re-driven per webhook.
+        """
+        statuses = "('failed', 'dead')" if include_dead else "('failed')"
+
+        async def run(conn: aiosqlite.Connection) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for chunk in _chunks(list(webhook_ids), 500):
+                marks = ",".join("?" * len(chunk))
+                rows = await conn.execute_fetchall(
+                    f"UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ?"
+                    f" WHERE status IN {statuses} AND webhook_id IN ({marks}) RETURNING webhook_id",
+                    (now, now, *chunk),
+                )
+                for r in rows:
+                    counts[r[0]] = counts.get(r[0], 0) + 1
+            return counts
+
+        return await self.write(run)
 
     # -- refresh tokens (RefreshTokenStore) -------------------------------------------------------------
 
@@ -525,110 +613,30 @@ class Store:
 
         await self.write(run)
 
-    # -- reads -------------------------------------------------------------------------------------------
+    # -- health ------------------------------------------------------------------------------------------
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        if self._reader is None:
-            raise StoreUnavailable("the store is closed")
+    async def check_writable(self, min_free_bytes: int = 1024 * 1024) -> None:
+        """Raise ``StoreUnavailable`` unless a write commits now and there is room for more.
+
+        A nearly full store can still commit a tiny heartbeat, so capacity is checked too: the pages in use
+        against ``max_page_count``, and the free space on the file system.
+        """
         try:
-            return list(await self._reader.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            raise _translate(exc) from exc
-
-    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None:
-        rows = await self._read(
-            "SELECT seq, id, type, created_at, data, ingested_at FROM events WHERE id = ?", (event_id,)
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        event = Event(int(r[0]), r[1], r[2], r[3], bytes(r[4]), float(r[5]))
-        deliveries = await self._deliveries("WHERE d.event_seq = ? ORDER BY d.seq", (event.seq,))
-        return event, deliveries
-
-    async def deliveries_of_webhook(
-        self, webhook_id: str, *, status: str | None, before_seq: int | None, limit: int
-    ) -> list[Delivery]:
-        where = ["d.webhook_id = ?"]
-        params: list[Any] = [webhook_id]
-        if status is not None:
-            where.append("d.status = ?")
-            params.append(status)
-        if before_seq is not None:
-            where.append("d.seq < ?")
-            params.append(before_seq)
-        params.append(limit)
-        return await self._deliveries(f"WHERE {' AND '.join(where)} ORDER BY d.seq DESC LIMIT ?", params)
-
-    async def _deliveries(self, tail: str, params: Sequence[Any]) -> list[Delivery]:
-        rows = await self._read(
-            "SELECT d.seq, d.id, e.id, d.webhook_id, d.status, d.attempt_count, d.due_at, d.created_at,"
-            f" d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq {tail}",
-            params,
-        )
-        if not rows:
-            return []
-        seqs = [int(r[0]) for r in rows]
-        attempts: dict[int, list[Attempt]] = {seq: [] for seq in seqs}
-        for chunk in _chunks(seqs, 500):
-            marks = ",".join("?" * len(chunk))
-            for a in await self._read(
-                "SELECT delivery_seq, number, started_at, duration_ms, status_code, error, error_detail,"
-                f" response_body, next_attempt_at FROM attempts WHERE delivery_seq IN ({marks})"
-                " ORDER BY delivery_seq, number",
-                chunk,
-            ):
-                attempts[int(a[0])].append(
-                    Attempt(
-                        number=int(a[1]),
-                        started_at=float(a[2]),
-                        duration_ms=float(a[3]),
-                        status_code=a[4],
-                        error=ErrorKind(a[5]) if a[5] else None,
-                        error_detail=a[6],
-                        response_body=a[7],
-                        next_attempt_at=a[8],
-                    )
-                )
-        deliveries = []
-        for r in rows:
-            status = DeliveryStatus(r[4])
-            shown_due = r[6] if status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED) else None
-            deliveries.append(
-                Delivery(
-                    seq=int(r[0]),
-                    id=r[1],
-                    event_id=r[2],
-                    webhook_id=r[3],
-                    status=status,
-                    attempt_count=int(r[5]),
-                    next_attempt_at=shown_due,
-                    created_at=float(r[7]),
-                    updated_at=float(r[8]),
-                    attempts=tuple(attempts[int(r[0])]),
-                )
-            )
-        return deliveries
-
-    async def status_counts(self) -> dict[str, dict[str, int]]:
-        """Delivery counts by webhook and status."""
-        rows = await self._read("SELECT webhook_id, status, COUNT(*) FROM deliveries GROUP BY webhook_id, status")
-        counts: dict[str, dict[str, int]] = {}
-        for r in rows:
-            counts.setdefault(r[0], {})[r[1]] = int(r[2])
-        return counts
-
-    async def check_writable(self) -> None:
-        """Raise ``StoreUnavailable`` unless a write transaction commits now."""
+            free = os.statvfs(self.path.parent)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot stat the store's folder: {exc}") from exc
+        if free.f_bavail * free.f_frsize < min_free_bytes:
+            raise StoreUnavailable(f"the disk holding {self.path} has less than {min_free_bytes} bytes free")
 
         async def run(conn: aiosqlite.Connection) -> None:
+            pages = {}
+            for pragma in ("page_count", "freelist_count", "max_page_count"):
+                rows = list(await conn.execute_fetchall(f"PRAGMA {pragma}"))
+                pages[pragma] = int(rows[0][0])
+            if pages["page_count"] - pages["freelist_count"] >= pages["max_page_count"] - 2:
+                raise sqlite3.OperationalError("database or disk is full (max_page_count reached)")
             await conn.execute("CREATE TABLE IF NOT EXISTS heartbeat (at REAL)")
             await conn.execute("DELETE FROM heartbeat")
             await conn.execute("INSERT INTO heartbeat (at) VALUES (unixepoch())")
 
         await self.write(run)
-
-
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -27,7 +27,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError('must be a duration such as "30s" or a number of seconds')
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = _as_float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
@@ -44,7 +44,10 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (match := _SIZE.match(value)):
-        size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+        scaled = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if not math.isfinite(scaled):
+            raise ValueError("must be a finite size")
+        size = int(scaled)
     else:
         raise ValueError(f'must be a size such as "1MiB" or a number of bytes, not {value!r}')
     if size <= 0:
@@ -57,7 +60,7 @@ def parse_rate(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError('must be a rate such as "50/s"')
     if isinstance(value, int | float):
-        rate = float(value)
+        rate = _as_float(value)
     elif isinstance(value, str) and (match := _RATE.match(value)):
         rate = float(match.group(1)) / _RATE_UNITS[match.group(2)]
     else:
@@ -65,3 +68,11 @@ def parse_rate(value: object) -> float:
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError("must be a positive rate")
     return rate
+
+
+def _as_float(value: int | float) -> float:
+    """A number as a float; an integer too large for one (TOML integers have no bound) is infinite."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from relay.models import Attempt, Delivery, Event, format_time
+from relay.config import format_duration
+from relay.models import (
+    Attempt,
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    Delivery,
+    Event,
+    HeaderAuth,
+    OAuth2Auth,
+    Webhook,
+    format_time,
+)
+
+# Static headers whose names suggest a credential are shown masked: a view never carries a secret.
+_SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|passw|cookie|session|signature", re.IGNORECASE)
+MASK = "***"
 
 
 def attempt_view(attempt: Attempt) -> dict[str, Any]:
@@ -47,3 +65,68 @@ def event_view(event: Event, deliveries: list[Delivery] | None = None) -> dict[s
     if deliveries is not None:
         view["deliveries"] = [delivery_view(d) for d in deliveries]
     return view
+
+
+def webhook_view(webhook: Webhook, *, secret: bool = False) -> dict[str, Any]:
+    """A webhook as the API shows it: never a secret or credential, except ``secret`` when asked (the
+    answers to creation and rotation, once)."""
+    view: dict[str, Any] = {
+        "id": webhook.id,
+        "url": _mask_userinfo(webhook.url),
+        "description": webhook.description,
+        "events": list(webhook.events),
+        "signature": webhook.signature,
+        "format": webhook.format,
+        "sent_at_field": webhook.sent_at_field,
+        "headers": {k: MASK if _SENSITIVE_HEADER.search(k) else v for k, v in webhook.headers.items()},
+        "retry_schedule": None
+        if webhook.retry_schedule is None
+        else [format_duration(s) for s in webhook.retry_schedule],
+        "timeout": None if webhook.timeout is None else format_duration(webhook.timeout),
+        "rate_limit": None if webhook.rate_limit is None else format_rate(webhook.rate_limit),
+        "auth": None if webhook.auth is None else auth_view(webhook.auth),
+        "is_active": webhook.is_active,
+        "source": webhook.source,
+        "created_at": format_time(webhook.created_at),
+        "previous_secret_until": format_time(webhook.previous_secret_until) if webhook.previous_secret else None,
+    }
+    if secret and webhook.secret is not None:
+        view["secret"] = webhook.secret.reveal()
+    return view
+
+
+def auth_view(auth: Auth) -> dict[str, Any]:
+    """How a webhook authenticates, without the credential itself."""
+    if isinstance(auth, BearerAuth):
+        return {"type": "bearer"}
+    if isinstance(auth, HeaderAuth):
+        return {"type": "header", "name": auth.name}
+    if isinstance(auth, BasicAuth):
+        return {"type": "basic", "username": auth.username}
+    assert isinstance(auth, OAuth2Auth)
+    return {
+        "type": "oauth2",
+        "grant": auth.grant,
+        "token_url": _mask_userinfo(auth.token_url),
+        "client_id": auth.client_id,
+        "scope": auth.scope,
+        "audience": auth.audience,
+        "client_auth": auth.client_auth,
+    }
+
+
+def format_rate(per_second: float) -> str:
+    """``50.0`` -> ``"50/s"``, ``0.5`` -> ``"30/m"``: the config file's own units, whole numbers when possible."""
+    for unit, size in (("s", 1), ("m", 60), ("h", 3600)):
+        count = per_second * size
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}/{unit}"
+    return f"{per_second * 3600:.6f}".rstrip("0").rstrip(".") + "/h"
+
+
+def _mask_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))

@@ -1,0 +1,383 @@
+"""The management API (CONTRACT §5): webhooks, their deliveries, replay, re-drive, stats, the OpenAPI document.
+
+Handlers validate, call the store and keep the Registry and the scheduler in step; every failure goes through
+the error envelope of ``relay.api``. Decisions worth knowing:
+
+- Lists are newest first. A cursor is opaque to clients: url-safe base64 of ``"d:<seq>"`` (the last delivery
+  shown) or ``"w:<created_at>:<id>"`` (the last webhook shown); ``meta.next_cursor`` is null on the last page.
+- Webhook changes (create, patch, delete, rotate) are serialised by one lock, committed to the store first and
+  then swapped into the Registry. Config-declared webhooks answer 409 to all of them.
+- ``POST /v1/webhooks/{id}/test`` sends one ``webhook.test`` event to that webhook only, at once, outside the
+  outbox: nothing is stored, retried or counted in the stats; the answer is the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from relay.api import SERVICES, ApiError, _read_body, ok
+from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
+from relay.errors import Conflict, NotFound, Problem, ValidationError
+from relay.models import Attempt, Claim, DeliveryStatus, Event, Secret, Webhook, format_time, new_id
+from relay.openapi import openapi_document
+from relay.views import attempt_view, delivery_view, webhook_view
+from relay.webhook_specs import SECRET_MESSAGE, create_spec, parse_rotation, patch_spec
+
+log = structlog.get_logger()
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+WEBHOOK_LOCK = web.AppKey("webhook_lock", asyncio.Lock)
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+def add_manage_routes(app: web.Application) -> None:
+    app[WEBHOOK_LOCK] = asyncio.Lock()
+    app[OPENAPI] = orjson.dumps(openapi_document())
+    add = app.router
+    add.add_get("/v1/openapi.json", get_openapi)
+    add.add_post("/v1/webhooks", create_webhook)
+    add.add_get("/v1/webhooks", list_webhooks)
+    add.add_get("/v1/webhooks/{webhook_id}", get_webhook)
+    add.add_patch("/v1/webhooks/{webhook_id}", patch_webhook)
+    add.add_delete("/v1/webhooks/{webhook_id}", delete_webhook)
+    add.add_post("/v1/webhooks/{webhook_id}/rotate-secret", rotate_secret)
+    add.add_post("/v1/webhooks/{webhook_id}/test", test_webhook)
+    add.add_get("/v1/webhooks/{webhook_id}/deliveries", list_deliveries)
+    add.add_post("/v1/events/{event_id}/replay", replay_event)
+    add.add_post("/v1/failures/redrive", redrive_failures)
+    add.add_get("/v1/stats", get_stats)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+# -- webhooks ----------------------------------------------------------------------------------------------
+
+
+async def create_webhook(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    webhook, spec = create_spec(await _json_body(request, optional=False), services.config.delivery)
+    now = services.clock.now()
+    async with request.app[WEBHOOK_LOCK]:
+        for _ in range(3):  # a generated id is random; a clash with a config-declared one is all but impossible
+            taken = services.registry.get(webhook.id) is not None
+            if not taken and await services.store.insert_api_webhook(webhook.id, orjson.dumps(spec), now):
+                break
+            webhook = replace(webhook, id=new_id("whk", now))
+        else:
+            raise Conflict("could not allocate a webhook id; try again")
+        webhook = replace(webhook, created_at=now)
+        services.registry.upsert(webhook)
+    log.info("webhook_created", webhook_id=webhook.id, source="api")
+    return ok(webhook_view(webhook, secret=True), status=201, meta={"message": SECRET_MESSAGE})
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    limit = _limit(request)
+    after = _cursor(request, "w")
+    webhooks = sorted(services.registry.all(), key=_webhook_position, reverse=True)
+    if after is not None:
+        webhooks = [w for w in webhooks if _webhook_position(w) < _parse_webhook_position(after)]
+    page = webhooks[:limit]
+    more = len(webhooks) > limit
+    next_cursor = _encode_cursor("w", _format_webhook_position(page[-1])) if more and page else None
+    return ok([webhook_view(w) for w in page], meta={"next_cursor": next_cursor})
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    return ok(webhook_view(_webhook(request)))
+
+
+async def patch_webhook(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await _json_body(request, optional=False)
+    async with request.app[WEBHOOK_LOCK]:
+        current = _api_webhook(request)
+        stored = await services.store.api_webhook(current.id)
+        if stored is None:
+            raise NotFound(f"no webhook with id {current.id!r}")
+        webhook, spec = patch_spec(orjson.loads(stored.spec), body, services.config.delivery)
+        webhook = replace(
+            webhook,
+            id=current.id,
+            created_at=current.created_at,
+            previous_secret=current.previous_secret,
+            previous_secret_until=current.previous_secret_until,
+        )
+        if not await services.store.update_api_webhook(current.id, orjson.dumps(spec), services.clock.now()):
+            raise NotFound(f"no webhook with id {current.id!r}")
+        services.registry.upsert(webhook)
+    if webhook.is_active:
+        await services.scheduler.refresh([webhook.id])  # a webhook switched back on resumes what it held
+    log.info("webhook_updated", webhook_id=webhook.id, fields=sorted(body), is_active=webhook.is_active)
+    return ok(webhook_view(webhook))
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    async with request.app[WEBHOOK_LOCK]:
+        current = _api_webhook(request)
+        # Out of the Registry first: an ingest that still matched it has already queued its commit, which the
+        # cancellation below (queued after it) then covers.
+        services.registry.remove(current.id)
+        try:
+            cancelled = await services.store.delete_api_webhook(current.id, services.clock.now())
+        except BaseException:
+            services.registry.upsert(current)
+            raise
+    if cancelled is None:
+        raise NotFound(f"no webhook with id {current.id!r}")
+    log.info("webhook_deleted", webhook_id=current.id, cancelled=cancelled)
+    return web.Response(status=204)
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    secret, overlap = parse_rotation(await _json_body(request, optional=True))
+    now = services.clock.now()
+    async with request.app[WEBHOOK_LOCK]:
+        current = _api_webhook(request)
+        stored = await services.store.api_webhook(current.id)
+        if stored is None:
+            raise NotFound(f"no webhook with id {current.id!r}")
+        spec = {**orjson.loads(stored.spec), "secret": secret}
+        previous = current.secret if overlap > 0 else None
+        until = now + overlap if previous is not None else None
+        rotation = (previous.reveal() if previous is not None else None, until)
+        if not await services.store.update_api_webhook(current.id, orjson.dumps(spec), now, rotation=rotation):
+            raise NotFound(f"no webhook with id {current.id!r}")
+        webhook = replace(current, secret=Secret(secret), previous_secret=previous, previous_secret_until=until)
+        services.registry.upsert(webhook)
+    log.info("webhook_secret_rotated", webhook_id=webhook.id, overlap_seconds=overlap)
+    return ok(webhook_view(webhook, secret=True), meta={"message": SECRET_MESSAGE})
+
+
+async def test_webhook(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    webhook = _webhook(request)
+    now = services.clock.now()
+    data = {"webhook_id": webhook.id, "message": "A test event sent by relay."}
+    event = Event(0, new_id("evt", now), "webhook.test", format_time(now) or "", orjson.dumps(data), now)
+    claim = Claim(0, new_id("dlv", now), webhook.id, 1, now, event)
+    report = await services.scheduler.deliverer.attempt(webhook, claim)
+    attempt = Attempt(
+        number=1,
+        started_at=report.started_at,
+        duration_ms=report.duration_ms,
+        status_code=report.status_code,
+        error=report.error,
+        error_detail=report.error_detail,
+        response_body=report.response_body,
+        next_attempt_at=None,
+    )
+    log.info(
+        "webhook_test_sent",
+        webhook_id=webhook.id,
+        event_id=event.id,
+        status_code=report.status_code,
+        error=report.error,
+    )
+    return ok({**attempt_view(attempt), "event_id": event.id, "succeeded": report.succeeded})
+
+
+# -- deliveries, replay, re-drive, stats ---------------------------------------------------------------------
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    webhook = _webhook(request)
+    problems: list[Problem] = []
+    status = request.query.get("status")
+    if status is not None and status not in {s.value for s in DeliveryStatus}:
+        problems.append(Problem("status", f"must be {choices(DeliveryStatus)}"))
+    limit = _limit(request, problems)
+    after = _cursor(request, "d", problems)
+    before_seq = None
+    if after is not None:
+        before_seq = int(after) if after.isascii() and after.isdigit() and len(after) <= 18 else None
+        if before_seq is None:
+            problems.append(Problem("cursor", "is not a cursor this list gave"))
+    if problems:
+        raise ValidationError(problems)
+    found = await services.store.deliveries_of_webhook(
+        webhook.id, status=status, before_seq=before_seq, limit=limit + 1
+    )
+    page = found[:limit]
+    next_cursor = _encode_cursor("d", str(page[-1].seq)) if len(found) > limit else None
+    return ok([delivery_view(d) for d in page], meta={"next_cursor": next_cursor})
+
+
+async def replay_event(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    problems: list[Problem] = []
+    f = Fields(await _object_body(request), "", problems, known=("webhook_id",), table_noun="an object")
+    webhook_id = f.get("webhook_id", as_nonempty_str)
+    if problems:
+        raise ValidationError(problems)
+    event_id = request.match_info["event_id"]
+    found = await services.store.get_event(event_id)
+    if found is None:
+        raise NotFound(f"no event with id {event_id!r}")
+    if webhook_id is not None:
+        if services.registry.get(webhook_id) is None:
+            raise NotFound(f"no webhook with id {webhook_id!r}")
+        webhook_ids: tuple[str, ...] = (webhook_id,)
+    else:
+        webhook_ids = services.registry.subscribers(found[0].type)
+    now = services.clock.now()
+    seqs = await services.store.add_deliveries(event_id, webhook_ids, now)
+    if seqs is None:
+        raise NotFound(f"no event with id {event_id!r}")
+    if webhook_ids:
+        services.scheduler.notify(webhook_ids, now)
+    deliveries = await services.store.deliveries_by_seq(seqs)
+    log.info("event_replayed", event_id=event_id, deliveries=len(seqs), webhook_ids=list(webhook_ids))
+    return ok({"deliveries": [delivery_view(d) for d in deliveries]}, status=202)
+
+
+async def redrive_failures(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    problems: list[Problem] = []
+    body = await _object_body(request)
+    f = Fields(body, "", problems, known=("webhook_id", "include_dead"), table_noun="an object")
+    webhook_id = f.get("webhook_id", as_nonempty_str)
+    include_dead = f.get("include_dead", as_bool) or False
+    if problems:
+        raise ValidationError(problems)
+    if webhook_id is not None:
+        if services.registry.get(webhook_id) is None:
+            raise NotFound(f"no webhook with id {webhook_id!r}")
+        webhook_ids = [webhook_id]
+    else:
+        webhook_ids = [w.id for w in services.registry.all()]
+    now = services.clock.now()
+    counts = await services.store.redrive(now, webhook_ids, include_dead=include_dead)
+    if counts:
+        services.scheduler.notify(counts, now)
+    total = sum(counts.values())
+    log.info("failures_redriven", count=total, webhook_id=webhook_id, include_dead=include_dead)
+    return ok({"redriven": total})
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    counts = await services.store.status_counts()
+    zeros = {status.value: 0 for status in DeliveryStatus}
+    totals = dict(zeros)
+    per_webhook = {w.id: dict(zeros) for w in services.registry.all()}
+    for webhook_id, by_status in counts.items():
+        mine = per_webhook.setdefault(webhook_id, dict(zeros))
+        for status, count in by_status.items():
+            totals[status] = totals.get(status, 0) + count
+            mine[status] = count
+    return ok({"deliveries": totals, "webhooks": per_webhook})
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+async def _json_body(request: web.Request, *, optional: bool) -> Any:
+    """The request's JSON body; with ``optional``, an empty body reads as ``{}``."""
+    body = await _read_body(request, request.app[SERVICES].config.server.max_body_size)
+    if not body.strip() and optional:
+        return {}
+    ctype = request.content_type
+    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+async def _object_body(request: web.Request) -> Mapping[str, Any]:
+    """An optional body that must be a JSON object when given."""
+    body = await _json_body(request, optional=True)
+    if not isinstance(body, Mapping):
+        raise ValidationError([Problem("", "the body must be a JSON object")])
+    return body
+
+
+def _webhook(request: web.Request) -> Webhook:
+    webhook_id = request.match_info["webhook_id"]
+    webhook = request.app[SERVICES].registry.get(webhook_id)
+    if webhook is None:
+        raise NotFound(f"no webhook with id {webhook_id!r}")
+    return webhook
+
+
+def _api_webhook(request: web.Request) -> Webhook:
+    webhook = _webhook(request)
+    if webhook.source != "api":
+        raise Conflict(
+            f"webhook {webhook.id!r} is declared in the configuration file; change it there and reload (SIGHUP)"
+        )
+    return webhook
+
+
+def _limit(request: web.Request, problems: list[Problem] | None = None) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= MAX_LIMIT:
+        return int(raw)
+    problem = Problem("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+    if problems is None:
+        raise ValidationError([problem])
+    problems.append(problem)
+    return DEFAULT_LIMIT
+
+
+def _encode_cursor(kind: str, position: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+
+
+def _cursor(request: web.Request, kind: str, problems: list[Problem] | None = None) -> str | None:
+    """The position a ``?cursor=`` names, for a list of this ``kind``; a problem when it is not one."""
+    raw = request.query.get("cursor")
+    if raw is None or raw == "":
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, ValueError):
+        decoded = ""
+    prefix = f"{kind}:"
+    if decoded.startswith(prefix) and (kind != "w" or _parse_webhook_position(decoded[2:])[1]):
+        return decoded[len(prefix) :]
+    problem = Problem("cursor", "is not a cursor this list gave")
+    if problems is None:
+        raise ValidationError([problem])
+    problems.append(problem)
+    return None
+
+
+def _webhook_position(webhook: Webhook) -> tuple[float, str]:
+    return (webhook.created_at or 0.0, webhook.id)
+
+
+def _format_webhook_position(webhook: Webhook) -> str:
+    created_at, webhook_id = _webhook_position(webhook)
+    return f"{created_at!r}:{webhook_id}"
+
+
+def _parse_webhook_position(position: str) -> tuple[float, str]:
+    """``(created_at, id)``; an id of ``""`` when ``position`` is not one this list gave."""
+    created_at, _, webhook_id = position.partition(":")
+    try:
+        at = float(created_at)
+    except ValueError:
+        return 0.0, ""
+    return (at, webhook_id) if math.isfinite(at) else (0.0, "")

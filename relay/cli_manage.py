@@ -1,0 +1,407 @@
+"""The management commands of ``relay`` (CONTRACT §2), talking to the running daemon's API.
+
+``relay webhooks list|show|add|update|rm|test|rotate-secret``, ``relay deliveries list``, ``relay events show``,
+``relay replay``, ``relay redrive``. Where the daemon is: ``--url``, else the ``server.listen`` of the file named by
+``--config`` or ``$RELAY_CONFIG``, else http://127.0.0.1:8080. The key: ``--api-key``, ``$RELAY_API_KEY``, or the
+file's first ``server.api_keys`` entry. Human tables by default; ``--json`` prints the API's answer unchanged.
+Exit status: 0 ok, 1 the API refused or could not be reached (or a test send failed), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from relay.client import DEFAULT_URL, ApiFailure, Client, quoted, url_for
+from relay.config import load_client_settings
+from relay.errors import ConfigError
+from relay.models import BodyFormat
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+Command = Callable[[Client, argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A wrong argument that argparse cannot see (a malformed --body, --header)."""
+
+
+def add_management_commands(commands: Any) -> None:
+    """Register the management commands on the ``relay`` parser's sub-commands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the daemon's API, e.g. http://127.0.0.1:8080 or unix:/run/relay/relay.sock")
+    common.add_argument("--api-key", help="default: $RELAY_API_KEY, then the config's first server.api_keys")
+    common.add_argument("--config", help="the daemon's TOML file, for its listen address and key ($RELAY_CONFIG)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON answer, for scripts")
+
+    def command(group: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = group.add_parser(name, parents=[common], help=help_text)
+        parser.set_defaults(func=lambda args: run(func, args))
+        return parser
+
+    webhooks = commands.add_parser("webhooks", help="list, create, change and test webhooks")
+    hooks = webhooks.add_subparsers(dest="webhooks_command", metavar="ACTION")
+    hooks.required = True
+    command(hooks, "list", webhooks_list, "every webhook, newest first")
+    command(hooks, "show", webhooks_show, "one webhook").add_argument("id")
+    add = command(hooks, "add", webhooks_add, "create a webhook; its secret is printed once")
+    add.add_argument("endpoint", metavar="URL", help="where events are POSTed")
+    _webhook_options(add)
+    add.add_argument("--secret", help="default: a generated whsec_ secret")
+    add.add_argument("--inactive", action="store_true", help="create it switched off")
+    update = command(hooks, "update", webhooks_update, "change a webhook created through the API")
+    update.add_argument("id")
+    update.add_argument("--endpoint", metavar="URL", help="a new URL")
+    _webhook_options(update)
+    active = update.add_mutually_exclusive_group()
+    active.add_argument("--active", dest="is_active", action="store_const", const=True, help="switch it on")
+    active.add_argument("--inactive", dest="is_active", action="store_const", const=False, help="hold its deliveries")
+    command(hooks, "rm", webhooks_rm, "delete a webhook; its pending deliveries are cancelled").add_argument("id")
+    command(hooks, "test", webhooks_test, "send a webhook.test event to one webhook now").add_argument("id")
+    rotate = command(hooks, "rotate-secret", webhooks_rotate, "a new secret; the old one signs during --overlap")
+    rotate.add_argument("id")
+    rotate.add_argument("--overlap", default="24h", help="how long the previous secret keeps signing (default 24h)")
+    rotate.add_argument("--secret", help="default: a generated whsec_ secret")
+
+    deliveries = commands.add_parser("deliveries", help="a webhook's delivery history")
+    deliveries_actions = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION")
+    deliveries_actions.required = True
+    listing = command(deliveries_actions, "list", deliveries_list, "a webhook's deliveries, newest first")
+    listing.add_argument("--webhook", required=True, metavar="ID")
+    listing.add_argument(
+        "--status", choices=["pending", "delivering", "succeeded", "failed", "dead", "cancelled"], help="only these"
+    )
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (1-500, default 50)")
+    listing.add_argument("--cursor", help="the page after this cursor (printed when more follow)")
+
+    events = commands.add_parser("events", help="inspect events")
+    events_actions = events.add_subparsers(dest="events_command", metavar="ACTION")
+    events_actions.required = True
+    command(events_actions, "show", events_show, "an event with its deliveries and attempts").add_argument("id")
+
+    replay = command(commands, "replay", replay_event, "deliver a stored event again")
+    replay.add_argument("event_id", metavar="EVENT_ID")
+    replay.add_argument("--webhook", metavar="ID", help="to this webhook only (default: every webhook it matches)")
+
+    redrive = command(commands, "redrive", redrive_failures, "attempt parked deliveries again now")
+    redrive.add_argument("--webhook", metavar="ID", help="only this webhook's")
+    redrive.add_argument("--include-dead", action="store_true", help="dead deliveries too")
+
+
+def _webhook_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--event", dest="events", action="append", metavar="TYPE", help="repeat; default: every type")
+    parser.add_argument("--description")
+    parser.add_argument("--signature", choices=["standard", "hmac-sha256", "none"])
+    parser.add_argument("--format", choices=[str(f) for f in BodyFormat])
+    parser.add_argument("--header", dest="headers", action="append", metavar="NAME=VALUE", help="repeat")
+    parser.add_argument("--retry-schedule", metavar="0s,1m,5m", help="comma-separated delays")
+    parser.add_argument("--timeout", metavar="DURATION", help='per attempt, e.g. "5s"')
+    parser.add_argument("--rate-limit", metavar="RATE", help='e.g. "50/s"')
+    parser.add_argument("--body", metavar="JSON", help="more fields as a JSON object (e.g. auth); flags win")
+
+
+def run(func: Command, args: argparse.Namespace) -> int:
+    """Resolve where the daemon is and the key, run ``func``; API failures are one line and exit 1."""
+    try:
+        client = _client(args)
+        return func(client, args)
+    except UsageError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiFailure as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _client(args: argparse.Namespace) -> Client:
+    config = args.config or os.environ.get("RELAY_CONFIG")
+    url, key = args.url, args.api_key or os.environ.get("RELAY_API_KEY")
+    if config and (url is None or not key):
+        try:
+            listen, config_key = load_client_settings(Path(config))
+        except ConfigError as exc:
+            raise UsageError(f"cannot read {config}: {exc}") from None
+        url = url or url_for(listen)
+        key = key or (config_key.reveal() if config_key is not None else None)
+    return Client(url or DEFAULT_URL, key)
+
+
+# -- webhooks ------------------------------------------------------------------------------------------------
+
+
+def webhooks_list(client: Client, args: argparse.Namespace) -> int:
+    webhooks: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        answer = _ok(client.call("GET", "/v1/webhooks", query={"limit": 500, "cursor": cursor}))
+        webhooks.extend(answer["data"])
+        cursor = answer.get("meta", {}).get("next_cursor")
+        if cursor is None:
+            break
+    if args.json:
+        _print_json({"success": True, "data": webhooks, "meta": {"next_cursor": None}})
+        return EXIT_OK
+    rows = [
+        [w["id"], w["source"], "yes" if w["is_active"] else "no", ",".join(w["events"]) or "*", w["url"]]
+        for w in webhooks
+    ]
+    _table(["ID", "SOURCE", "ACTIVE", "EVENTS", "URL"], rows, empty="no webhooks")
+    return EXIT_OK
+
+
+def webhooks_show(client: Client, args: argparse.Namespace) -> int:
+    answer = _ok(client.call("GET", f"/v1/webhooks/{quoted(args.id)}"))
+    if not args.json:
+        _print_webhook(answer["data"])
+    else:
+        _print_json(answer)
+    return EXIT_OK
+
+
+def webhooks_add(client: Client, args: argparse.Namespace) -> int:
+    body = {**_fields(args), "url": args.endpoint}
+    if args.secret:
+        body["secret"] = args.secret
+    if args.inactive:
+        body["is_active"] = False
+    answer = _ok(client.call("POST", "/v1/webhooks", body))
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    _print_webhook(answer["data"])
+    print(answer.get("meta", {}).get("message", ""))
+    return EXIT_OK
+
+
+def webhooks_update(client: Client, args: argparse.Namespace) -> int:
+    body = _fields(args)
+    if args.endpoint:
+        body["url"] = args.endpoint
+    if args.is_active is not None:
+        body["is_active"] = args.is_active
+    if not body:
+        raise UsageError("nothing to change: give at least one option (see relay webhooks update --help)")
+    answer = _ok(client.call("PATCH", f"/v1/webhooks/{quoted(args.id)}", body))
+    if args.json:
+        _print_json(answer)
+    else:
+        _print_webhook(answer["data"])
+    return EXIT_OK
+
+
+def webhooks_rm(client: Client, args: argparse.Namespace) -> int:
+    client.call("DELETE", f"/v1/webhooks/{quoted(args.id)}")
+    if args.json:
+        _print_json({"success": True, "data": None})
+    else:
+        print(f"deleted webhook {args.id}; its pending deliveries are cancelled")
+    return EXIT_OK
+
+
+def webhooks_test(client: Client, args: argparse.Namespace) -> int:
+    answer = _ok(client.call("POST", f"/v1/webhooks/{quoted(args.id)}/test"))
+    result = answer["data"]
+    if args.json:
+        _print_json(answer)
+    else:
+        outcome = f"HTTP {result['status_code']}" if result["status_code"] is not None else "no answer"
+        if not result["succeeded"]:
+            outcome = f"FAILED {result['error']}: {result['error_detail'] or outcome}"
+        print(f"webhook.test {result['event_id']} to {args.id}: {outcome} in {result['duration_ms']:.0f} ms")
+        if result.get("response_body"):
+            print(f"response: {_one_line(result['response_body'])}")
+    return EXIT_OK if result["succeeded"] else EXIT_FAILURE
+
+
+def webhooks_rotate(client: Client, args: argparse.Namespace) -> int:
+    body = {"overlap": args.overlap, **({"secret": args.secret} if args.secret else {})}
+    answer = _ok(client.call("POST", f"/v1/webhooks/{quoted(args.id)}/rotate-secret", body))
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    webhook = answer["data"]
+    print(f"secret: {webhook['secret']}")
+    if webhook.get("previous_secret_until"):
+        print(f"the previous secret also signs until {webhook['previous_secret_until']}")
+    print(answer.get("meta", {}).get("message", ""))
+    return EXIT_OK
+
+
+# -- deliveries, events, replay, re-drive --------------------------------------------------------------------
+
+
+def deliveries_list(client: Client, args: argparse.Namespace) -> int:
+    query = {"status": args.status, "limit": args.limit, "cursor": args.cursor}
+    answer = _ok(client.call("GET", f"/v1/webhooks/{quoted(args.webhook)}/deliveries", query=query))
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    _deliveries_table(answer["data"], with_webhook=False)
+    cursor = answer.get("meta", {}).get("next_cursor")
+    if cursor:
+        print(f"more: relay deliveries list --webhook {args.webhook} --cursor {cursor}", file=sys.stderr)
+    return EXIT_OK
+
+
+def events_show(client: Client, args: argparse.Namespace) -> int:
+    answer = _ok(client.call("GET", f"/v1/events/{quoted(args.id)}"))
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    event = answer["data"]
+    _pairs(
+        [
+            ("id", event["id"]),
+            ("type", event["type"]),
+            ("created_at", event["created_at"]),
+            ("ingested_at", event.get("ingested_at")),
+            ("data", json.dumps(event["data"], separators=(",", ":"))),
+        ]
+    )
+    print()
+    _deliveries_table(event.get("deliveries", []), with_webhook=True)
+    for delivery in event.get("deliveries", []):
+        for attempt in delivery["attempts"]:
+            print(f"  {delivery['id']} #{attempt['number']} {attempt['started_at']} {_attempt_summary(attempt)}")
+    return EXIT_OK
+
+
+def replay_event(client: Client, args: argparse.Namespace) -> int:
+    body = {"webhook_id": args.webhook} if args.webhook else {}
+    answer = _ok(client.call("POST", f"/v1/events/{quoted(args.event_id)}/replay", body))
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    deliveries = answer["data"]["deliveries"]
+    print(f"replaying event {args.event_id}: {len(deliveries)} new deliveries")
+    if deliveries:
+        _deliveries_table(deliveries, with_webhook=True)
+    return EXIT_OK
+
+
+def redrive_failures(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"include_dead": args.include_dead}
+    if args.webhook:
+        body["webhook_id"] = args.webhook
+    answer = _ok(client.call("POST", "/v1/failures/redrive", body))
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"re-driven: {answer['data']['redriven']} deliveries")
+    return EXIT_OK
+
+
+# -- output --------------------------------------------------------------------------------------------------
+
+
+def _ok(answer: dict[str, Any] | None) -> dict[str, Any]:
+    if answer is None or "data" not in answer:
+        raise ApiFailure("the relay answered without data")
+    return answer
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The webhook fields the common options give (``--body`` first, the flags over it)."""
+    body: dict[str, Any] = {}
+    if args.body:
+        try:
+            body = json.loads(args.body)
+        except ValueError as exc:
+            raise UsageError(f"--body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise UsageError("--body must be a JSON object")
+    if args.events:
+        body["events"] = args.events
+    if args.headers:
+        headers = dict(body.get("headers") or {})
+        for item in args.headers:
+            name, equals, value = item.partition("=")
+            if not equals or not name:
+                raise UsageError(f"--header {item!r}: expected NAME=VALUE")
+            headers[name] = value
+        body["headers"] = headers
+    if args.retry_schedule:
+        body["retry_schedule"] = [step.strip() for step in args.retry_schedule.split(",")]
+    for name in ("description", "signature", "format", "timeout", "rate_limit"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    return body
+
+
+def _print_json(answer: Any) -> None:
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+
+
+def _print_webhook(webhook: dict[str, Any]) -> None:
+    auth = webhook.get("auth")
+    pairs = [
+        ("id", webhook["id"]),
+        ("source", webhook["source"]),
+        ("url", webhook["url"]),
+        ("active", "yes" if webhook["is_active"] else "no"),
+        ("events", ", ".join(webhook["events"]) or "* (every type)"),
+        ("description", webhook.get("description")),
+        ("signature", webhook["signature"]),
+        ("format", webhook["format"]),
+        ("sent_at_field", webhook.get("sent_at_field")),
+        ("headers", ", ".join(f"{k}: {v}" for k, v in (webhook.get("headers") or {}).items()) or None),
+        ("retry_schedule", " ".join(webhook["retry_schedule"]) if webhook.get("retry_schedule") else None),
+        ("timeout", webhook.get("timeout")),
+        ("rate_limit", webhook.get("rate_limit")),
+        ("auth", " ".join(f"{k}={v}" for k, v in auth.items() if v is not None) if auth else None),
+        ("created_at", webhook.get("created_at")),
+        ("previous_secret_until", webhook.get("previous_secret_until")),
+        ("secret", webhook.get("secret")),
+    ]
+    _pairs([(k, v) for k, v in pairs if v is not None])
+
+
+def _pairs(pairs: Sequence[tuple[str, Any]]) -> None:
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        print(f"{key + ':':<{width + 1}} {'-' if value is None else value}")
+
+
+def _deliveries_table(deliveries: Sequence[dict[str, Any]], *, with_webhook: bool) -> None:
+    headers = ["ID", "EVENT", *(["WEBHOOK"] if with_webhook else []), "STATUS", "ATTEMPTS", "LAST", "NEXT", "CREATED"]
+    rows = []
+    for d in deliveries:
+        last = _attempt_summary(d["attempts"][-1]) if d.get("attempts") else "-"
+        webhook = [d["webhook_id"]] if with_webhook else []
+        rows.append(
+            [
+                d["id"],
+                d["event_id"],
+                *webhook,
+                d["status"],
+                str(d["attempt_count"]),
+                last,
+                d["next_attempt_at"] or "-",
+                d["created_at"],
+            ]
+        )
+    _table(headers, rows, empty="no deliveries")
+
+
+def _attempt_summary(attempt: dict[str, Any]) -> str:
+    status = str(attempt["status_code"]) if attempt["status_code"] is not None else "-"
+    text = status if attempt["error"] is None else f"{status} {attempt['error']}"
+    return f"{text} ({attempt['duration_ms']:.0f} ms)"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, empty: str) -> None:
+    if not rows:
+        print(empty)
+        return
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,156 @@
+"""Webhooks created through the management API: the JSON body they are created from (their "spec"), a change
+merged into it (JSON merge patch, RFC 7396), a secret rotation, and the ``Webhook`` rebuilt from what the store
+keeps. Pure functions, except ``load_api_webhooks`` which reads the store.
+
+The spec is validated by the same ``parse_webhook`` as a ``[[webhooks]]`` table, with secrets taken literally
+(an API client never reads the server's environment) and a few extra bounds, so that no value a client sends can
+push a timestamp past what RFC 3339 can show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import structlog
+
+from relay.config import DeliveryConfig
+from relay.config_fields import Fields, as_nonempty_str
+from relay.config_webhooks import parse_webhook
+from relay.errors import Problem, ValidationError
+from relay.models import Secret, Webhook
+from relay.signing import new_secret
+from relay.store_reads import StoredWebhook, StoreReads
+from relay.units import parse_duration, parse_rate
+
+log = structlog.get_logger()
+
+SECRET_MESSAGE = "Save the webhook secret now - it will not be shown again."
+DEFAULT_OVERLAP = 24 * 3600.0
+MAX_OVERLAP = 30 * 86400.0
+MAX_RETRY_STEP = 30 * 86400.0
+MAX_TIMEOUT = 3600.0
+MIN_RATE = 1 / 3600.0
+
+# Stored webhooks are rebuilt without the URL policy: it is enforced when a URL is set, and again when each
+# attempt connects, so a later, stricter [delivery] section does not make a stored webhook vanish.
+_UNCHECKED = DeliveryConfig(allow_http=True, allow_private_networks=True)
+
+
+def create_spec(body: object, delivery: DeliveryConfig) -> tuple[Webhook, dict[str, Any]]:
+    """A new webhook from a ``POST /v1/webhooks`` body, and the spec to store (a ``secret`` is generated when
+    the body has none). Raises ``ValidationError`` naming every wrong field."""
+    raw = _object(body)
+    problems: list[Problem] = []
+    if "id" in raw:
+        problems.append(Problem("id", "is assigned by the relay"))
+    spec = {key: value for key, value in raw.items() if value is not None and key != "id"}
+    spec.setdefault("secret", new_secret())
+    return _parse(spec, delivery, problems), spec
+
+
+def patch_spec(stored: Mapping[str, Any], patch: object, delivery: DeliveryConfig) -> tuple[Webhook, dict[str, Any]]:
+    """``stored`` with ``patch`` merged in (``null`` removes a key), validated as a whole."""
+    changes = _object(patch)
+    problems: list[Problem] = []
+    if "id" in changes:
+        problems.append(Problem("id", "cannot be changed"))
+    if "secret" in changes:
+        problems.append(Problem("secret", "cannot be changed here: use POST /v1/webhooks/{id}/rotate-secret"))
+    spec = merge_patch(stored, {k: v for k, v in changes.items() if k not in ("id", "secret")})
+    # Only what changes is held to the URL policy now: a stored URL was checked when it was set.
+    checked = delivery if {"url", "auth"} & changes.keys() else _UNCHECKED
+    return _parse(spec, checked, problems), spec
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7396: objects merge key by key, ``null`` deletes, anything else replaces."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_rotation(body: object) -> tuple[str, float]:
+    """``{"overlap"?: duration (default 24h, at most 30d), "secret"?: str}`` -> (new secret, overlap seconds)."""
+    problems: list[Problem] = []
+    f = Fields(_object(body), "", problems, known=("overlap", "secret"), table_noun="an object")
+    overlap = f.get("overlap", parse_duration)
+    if overlap is not None and overlap > MAX_OVERLAP:
+        f.problem("overlap", "must be at most 30d")
+    secret = f.get("secret", as_nonempty_str)
+    if problems:
+        raise ValidationError(problems)
+    return secret or new_secret(), DEFAULT_OVERLAP if overlap is None else overlap
+
+
+def rebuild(stored: StoredWebhook) -> Webhook | None:
+    """The ``Webhook`` a stored spec describes, with its rotation state; None (logged) if it no longer parses."""
+    problems: list[Problem] = []
+    try:
+        spec = orjson.loads(stored.spec)
+    except orjson.JSONDecodeError as exc:
+        problems.append(Problem("", f"the stored spec is not JSON: {exc}"))
+        spec = None
+    webhook = None
+    if isinstance(spec, dict):
+        webhook = parse_webhook(
+            spec, "", problems, delivery=_UNCHECKED, resolve_secrets=False, source="api", require_id=False
+        )
+    if webhook is None:
+        log.error("webhook_not_loaded", webhook_id=stored.id, problems=[str(p) for p in problems])
+        return None
+    return replace(
+        webhook,
+        id=stored.id,
+        created_at=stored.created_at,
+        previous_secret=Secret(stored.previous_secret) if stored.previous_secret else None,
+        previous_secret_until=stored.previous_secret_until,
+    )
+
+
+async def load_api_webhooks(store: StoreReads) -> list[Webhook]:
+    """Every webhook created through the API, as the store keeps them (at startup)."""
+    return [w for w in map(rebuild, await store.api_webhooks()) if w is not None]
+
+
+def _object(body: object) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise ValidationError([Problem("", "the body must be a JSON object")])
+    return body
+
+
+def _parse(spec: Mapping[str, Any], delivery: DeliveryConfig, problems: list[Problem]) -> Webhook:
+    webhook = parse_webhook(
+        spec, "", problems, delivery=delivery, resolve_secrets=False, source="api", require_id=False
+    )
+    _check_bounds(spec, problems)
+    if webhook is None or problems:
+        raise ValidationError(problems)
+    return webhook
+
+
+def _check_bounds(spec: Mapping[str, Any], problems: list[Problem]) -> None:
+    """Bounds the config file does not need; a value that does not parse at all is parse_webhook's to report."""
+
+    def over(value: object, limit: float, parse: Callable[[object], float] = parse_duration) -> bool:
+        try:
+            return parse(value) > limit
+        except ValueError:
+            return False
+
+    if over(spec.get("timeout"), MAX_TIMEOUT):
+        problems.append(Problem("timeout", "must be at most 1h"))
+    steps = spec.get("retry_schedule")
+    for index, step in enumerate(steps if isinstance(steps, list) else ()):
+        if over(step, MAX_RETRY_STEP):
+            problems.append(Problem(f"retry_schedule[{index}]", "must be at most 30d"))
+    if over(spec.get("rate_limit"), 1 / MIN_RATE, lambda value: 1 / parse_rate(value)):  # seconds per attempt
+        problems.append(Problem("rate_limit", 'must be at least "1/h"'))

@@ -1,0 +1,225 @@
+"""The management commands as a subprocess (``python -m relay.cli …``) against a running ``relay serve``: tables
+and ``--json``, where the URL and key come from, exit codes, an unreachable daemon and a wrong key."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest_asyncio
+from standardwebhooks.webhooks import Webhook as StandardVerifier
+
+from tests.support.process import RelayProcess, run_relay, write_config
+from tests.support.receiver import Receiver
+
+KEY = "cli-test-key"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def config_text(tmp_path: Path, receiver: Receiver, listen: str = "127.0.0.1:0") -> str:
+    return f"""
+[server]
+listen = "{listen}"
+api_keys = ["env:CLI_TEST_KEY"]
+
+[storage]
+path = "{tmp_path / "relay.db"}"
+
+[delivery]
+allow_http = true
+allow_private_networks = true
+retry_schedule = ["0s", "1h"]
+
+[[webhooks]]
+id = "cfg"
+url = "{receiver.url("/cfg")}"
+events = ["consent.*"]
+secret = "{SECRET}"
+"""
+
+
+@pytest_asyncio.fixture
+async def relay(tmp_path: Path, receiver: Receiver) -> AsyncIterator[RelayProcess]:
+    path = write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver))
+    process = RelayProcess(path, env={"CLI_TEST_KEY": KEY})
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
+
+
+async def cli(relay: RelayProcess, *args: str, key: str = KEY) -> tuple[int, str, str]:
+    return await run_relay(*args, "--url", relay.url, "--api-key", key)
+
+
+async def cli_json(relay: RelayProcess, *args: str) -> Any:
+    code, out, err = await cli(relay, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+async def post_event(relay: RelayProcess, body: object) -> str:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{relay.url}/v1/events",
+            data=orjson.dumps(body),
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        ) as response,
+    ):
+        assert response.status == 202
+        event_id: str = (await response.json())["data"]["id"]
+        return event_id
+
+
+async def test_webhooks_add_list_show_test_rotate_rm(relay: RelayProcess, receiver: Receiver) -> None:
+    code, out, err = await cli(
+        relay, "webhooks", "add", receiver.url("/api"), "--event", "consent.created", "--description", "CRM"
+    )
+    assert code == 0, err
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith("Save"))
+    webhook_id, secret = fields["id"].strip(), fields["secret"].strip()
+    assert webhook_id.startswith("whk_") and secret.startswith("whsec_")
+    assert "Save the webhook secret now - it will not be shown again." in out
+
+    code, out, err = await cli(relay, "webhooks", "list")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "SOURCE", "ACTIVE", "EVENTS", "URL"]
+    assert [row.split()[:3] for row in rows] == [[webhook_id, "api", "yes"], ["cfg", "config", "yes"]]
+    assert secret not in out
+
+    code, out, err = await cli(relay, "webhooks", "show", webhook_id)
+    assert code == 0 and "description: CRM" in out and "consent.created" in out and secret not in out
+
+    code, out, err = await cli(relay, "webhooks", "test", webhook_id)
+    assert code == 0, err
+    assert f"to {webhook_id}: HTTP 200" in out
+    [request] = receiver.requests_to("/api")
+    assert request.headers["x-event-type"] == "webhook.test"
+    StandardVerifier(secret).verify(request.body, dict(request.headers))
+
+    code, out, err = await cli(relay, "webhooks", "rotate-secret", webhook_id, "--overlap", "1h")
+    assert code == 0, err
+    new_secret = out.splitlines()[0].removeprefix("secret: ")
+    assert new_secret.startswith("whsec_") and new_secret != secret and "previous secret also signs" in out
+
+    code, out, err = await cli(relay, "webhooks", "update", webhook_id, "--inactive")
+    assert code == 0 and "active:" in out and "no" in out.split("active:")[1].splitlines()[0]
+
+    code, out, err = await cli(relay, "webhooks", "rm", webhook_id)
+    assert code == 0 and f"deleted webhook {webhook_id}" in out
+    code, out, err = await cli(relay, "webhooks", "show", webhook_id)
+    assert code == 1 and out == "" and err.strip() == f"relay: 404 not_found: no webhook with id '{webhook_id}'"
+
+
+async def test_json_output_is_the_api_answer(relay: RelayProcess, receiver: Receiver) -> None:
+    created = await cli_json(relay, "webhooks", "add", receiver.url("/api"), "--body", '{"format": "data"}')
+    assert created["success"] is True and created["data"]["format"] == "data"
+    assert created["data"]["secret"].startswith("whsec_") and created["meta"]["message"].startswith("Save")
+    listed = await cli_json(relay, "webhooks", "list")
+    assert {w["id"] for w in listed["data"]} == {created["data"]["id"], "cfg"}
+    assert all("secret" not in w for w in listed["data"])
+    tested = await cli_json(relay, "webhooks", "test", "cfg")
+    assert tested["data"]["status_code"] == 200 and tested["data"]["succeeded"] is True
+    stats_free = await cli_json(relay, "redrive", "--include-dead")
+    assert stats_free["data"] == {"redriven": 0}
+
+
+async def test_events_deliveries_replay_and_redrive(relay: RelayProcess, receiver: Receiver) -> None:
+    receiver.script("/cfg", [500, 200])
+    event_id = await post_event(relay, {"type": "consent.created", "data": {"user": "u_1"}})
+    await receiver.wait_for(1)
+
+    async def first_attempt_recorded() -> bool:
+        answer = await cli_json(relay, "deliveries", "list", "--webhook", "cfg")
+        return bool(answer["data"] and answer["data"][0]["attempts"])
+
+    for _ in range(100):
+        if await first_attempt_recorded():
+            break
+    code, out, err = await cli(relay, "events", "show", event_id)
+    assert code == 0, err
+    assert f"id:          {event_id}" in out and '{"user":"u_1"}' in out
+    assert "WEBHOOK" in out and "pending" in out and "500 http_error" in out
+
+    code, out, err = await cli(relay, "deliveries", "list", "--webhook", "cfg", "--status", "pending")
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["ID", "EVENT", "STATUS"] and event_id in out
+    code, out, err = await cli(relay, "deliveries", "list", "--webhook", "cfg", "--status", "succeeded")
+    assert code == 0 and out.strip() == "no deliveries"
+
+    code, out, err = await cli(relay, "replay", event_id, "--webhook", "cfg")
+    assert code == 0, err
+    assert out.startswith(f"replaying event {event_id}: 1 new deliveries")
+    await receiver.wait_for(2)  # the replay, sent at once; the first delivery waits for its retry in an hour
+
+    code, out, err = await cli(relay, "redrive", "--webhook", "cfg")
+    assert code == 0 and out.strip() == "re-driven: 0 deliveries"  # pending is not parked
+
+
+async def test_url_and_key_from_the_config_file_or_the_environment(tmp_path: Path, receiver: Receiver) -> None:
+    with socket.socket() as probe:  # a free port, so that the file's listen address is a real one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver, listen=f"127.0.0.1:{port}"))
+    process = RelayProcess(path, env={"CLI_TEST_KEY": KEY})
+    await process.start()
+    try:
+        code, out, err = await run_relay("webhooks", "list", "--config", str(path), env={"CLI_TEST_KEY": KEY})
+        assert code == 0 and "cfg" in out, err
+        code, out, err = await run_relay("webhooks", "list", env={"RELAY_CONFIG": str(path), "CLI_TEST_KEY": KEY})
+        assert code == 0 and "cfg" in out, err
+        env = {"RELAY_API_KEY": KEY, "RELAY_CONFIG": ""}
+        code, out, err = await run_relay("webhooks", "list", "--url", f"http://127.0.0.1:{port}", env=env)
+        assert code == 0 and "cfg" in out, err
+        # The file's key is a reference the CLI resolves; unset, it is a usage error that names it.
+        code, out, err = await run_relay("webhooks", "list", "--config", str(path), env={"CLI_TEST_KEY": ""})
+        assert code == 2 and "CLI_TEST_KEY" in err and "Traceback" not in err
+    finally:
+        await process.stop()
+
+
+async def test_exit_codes_and_one_line_errors(relay: RelayProcess, receiver: Receiver) -> None:
+    code, out, err = await cli(relay, "webhooks", "list", key="wrong-key")
+    assert code == 1 and out == ""
+    assert err.strip().startswith("relay: the relay at") and "refused the API key (401" in err
+    assert len(err.strip().splitlines()) == 1
+
+    code, _, err = await cli(relay, "webhooks", "rm", "cfg")
+    assert code == 1 and "409 conflict" in err and "configuration file" in err
+
+    code, _, err = await cli(relay, "webhooks", "add", "ftp://example.com/hook")
+    assert code == 1 and "400 validation_error: url:" in err
+
+    code, out, err = await cli(relay, "webhooks", "test", "cfg")
+    assert code == 0
+    receiver.script("/cfg", [503])
+    code, out, err = await cli(relay, "webhooks", "test", "cfg")
+    assert code == 1 and "FAILED http_error" in out  # a failed test send is a failure for scripts
+
+    for args in (["webhooks"], ["webhooks", "add"], ["deliveries", "list"], ["webhooks", "update", "cfg"]):
+        code, _, err = await cli(relay, *args)
+        assert code == 2, args
+        assert "Traceback" not in err
+    code, _, err = await cli(relay, "webhooks", "add", receiver.url(), "--body", "[1]")
+    assert code == 2 and "--body must be a JSON object" in err
+
+
+async def test_an_unreachable_daemon_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    for args in (["webhooks", "list"], ["events", "show", "evt_1"], ["redrive"]):
+        code, out, err = await run_relay(*args, "--url", f"http://127.0.0.1:{port}", "--api-key", KEY)
+        assert code == 1 and out == ""
+        assert err.strip() == (
+            f"relay: cannot reach the relay at http://127.0.0.1:{port}: connection refused (is `relay serve` running?)"
+        )
+    code, _, err = await run_relay("webhooks", "list", "--url", f"unix:{tmp_path / 'none.sock'}", "--api-key", KEY)
+    assert code == 1 and "no such socket" in err
