@@ -491,7 +491,10 @@ def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
         (MINIMAL + WEBHOOK + "headers = { X-A = 1 }\n", "webhooks[0].headers.X-A: must be a string"),
         (MINIMAL + WEBHOOK + "auth = 'bearer'\n", "webhooks[0].auth: must be a table"),
         (MINIMAL + WEBHOOK + "description = 1\n", "webhooks[0].description: must be a string"),
-        (MINIMAL + WEBHOOK + "format = 'xml'\n", 'webhooks[0].format: must be "envelope", "data" or "flat"'),
+        (
+            MINIMAL + WEBHOOK + "format = 'xml'\n",
+            'webhooks[0].format: must be "envelope", "data", "flat" or "data-flat"',
+        ),
         (
             MINIMAL + WEBHOOK + "signature = 'ed25519'\n",
             'webhooks[0].signature: must be "standard", "hmac-sha256" or "none"',
@@ -638,8 +641,9 @@ def test_bad_sent_at_field(tmp_path: Path, field: str, fmt: str) -> None:
     assert problem_paths(tmp_path, text) == ["webhooks[0].sent_at_field"]
 
 
-def test_sent_at_field_may_be_id_with_data_format(tmp_path: Path) -> None:
-    assert load(tmp_path, MINIMAL + WEBHOOK + 'format = "data"\nsent_at_field = "id"\n').webhooks[0].sent_at_field
+@pytest.mark.parametrize("fmt", ["data", "data-flat"])
+def test_sent_at_field_may_be_id_with_data_format(tmp_path: Path, fmt: str) -> None:
+    assert load(tmp_path, MINIMAL + WEBHOOK + f'format = "{fmt}"\nsent_at_field = "id"\n').webhooks[0].sent_at_field
 
 
 @pytest.mark.parametrize(

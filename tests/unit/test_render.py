@@ -59,3 +59,59 @@ def test_sent_at_is_stamped_at_the_top_level_and_replaces_an_existing_field() ->
 
 def test_an_array_body_is_not_stamped() -> None:
     assert stamp_sent_at(b"[1,2]", "sentAt", "x") == b"[1,2]"
+
+
+# Didomi's "event.created (original)" example, verbatim from seed 002: the producer posts it as the event's data.
+DIDOMI_EVENT_CREATED = {
+    "type": "event.created",
+    "parameters": {
+        "entity": {
+            "organization_id": "didomi",
+            "user": {"id": "some_unique_id", "organization_user_id": "[email protected]"},
+            "consents": {
+                "purposes": [{"id": "geo_location", "enabled": True}, {"id": "market_research", "enabled": True}]
+            },
+        }
+    },
+}
+
+
+def test_data_flat_flattens_the_payload_not_the_envelope() -> None:
+    event = Event(2, "evt_2", "event.created", "2019-08-07T10:45:11Z", orjson.dumps(DIDOMI_EVENT_CREATED), 0.0)
+    body = orjson.loads(render_body(event, BodyFormat.DATA_FLAT))
+    # Didomi's "event.created (Flattened)", except that array items are keyed by index (relay's one flattening
+    # rule) where Didomi's example keys purposes by their id.
+    assert body == {
+        "type": "event.created",
+        "parameters__entity__organization_id": "didomi",
+        "parameters__entity__user__id": "some_unique_id",
+        "parameters__entity__user__organization_user_id": "[email protected]",
+        "parameters__entity__consents__purposes__0__id": "geo_location",
+        "parameters__entity__consents__purposes__0__enabled": True,
+        "parameters__entity__consents__purposes__1__id": "market_research",
+        "parameters__entity__consents__purposes__1__enabled": True,
+    }
+    assert body == flatten(DIDOMI_EVENT_CREATED)
+    assert render_body(event, BodyFormat.DATA) == orjson.dumps(DIDOMI_EVENT_CREATED)
+
+
+def test_data_flat_of_an_array_payload_keys_its_items_by_index() -> None:
+    event = Event(3, "evt_3", "t", "2024-01-15T10:35:00Z", b'[{"id":"a"},{"id":"b","tags":["x"]}]', 0.0)
+    assert orjson.loads(render_body(event, BodyFormat.DATA_FLAT)) == {"0__id": "a", "1__id": "b", "1__tags__0": "x"}
+
+
+def test_data_flat_sends_an_empty_payload_as_it_is() -> None:
+    for empty in (b"{}", b"[]"):
+        assert render_body(Event(4, "evt_4", "t", "2024-01-15T10:35:00Z", empty, 0.0), BodyFormat.DATA_FLAT) == empty
+
+
+def test_data_flat_of_a_flat_payload_is_the_payload() -> None:
+    flat = {"a": 1, "b": None, "c": "x"}
+    event = Event(5, "evt_5", "t", "2024-01-15T10:35:00Z", orjson.dumps(flat), 0.0)
+    assert orjson.loads(render_body(event, BodyFormat.DATA_FLAT)) == flat
+
+
+def test_sent_at_is_stamped_on_the_flattened_body_at_the_top_level() -> None:
+    event = Event(6, "evt_6", "t", "2024-01-15T10:35:00Z", b'{"a":{"b":1}}', 0.0)
+    stamped = stamp_sent_at(render_body(event, BodyFormat.DATA_FLAT), "sentAt", "2026-01-01T00:00:00.000Z")
+    assert orjson.loads(stamped) == {"a__b": 1, "sentAt": "2026-01-01T00:00:00.000Z"}
