@@ -99,3 +99,29 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
         status, _ = await relay.post({"type": "t", "data": {"blob": "x" * 50_000}})
         assert status == 202
         assert relay.sql("PRAGMA integrity_check") == [("ok",)]
+
+
+async def test_a_locked_store_answers_503_and_recovers(tmp_path: Path) -> None:
+    import sqlite3
+
+    async with running_relay(tmp_path, []) as relay:
+
+        async def impatient(conn: object) -> None:  # wait 100 ms for a lock instead of 5 s
+            await conn.execute("PRAGMA busy_timeout = 100")  # type: ignore[attr-defined]
+
+        await relay.daemon.store.write(impatient)
+        other = sqlite3.connect(relay.db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")  # another process holds the database
+            status, answer = await relay.post({"type": "t", "data": {}, "id": "while-locked"})
+            assert status == 503 and answer["error"]["code"] == "unavailable"
+            async with relay.http.get(f"{relay.url}/readyz") as response:
+                assert response.status == 503
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        status, _ = await relay.post({"type": "t", "data": {}, "id": "after"})
+        assert status == 202
+        async with relay.http.get(f"{relay.url}/readyz") as response:
+            assert response.status == 200
+        assert relay.sql("SELECT id FROM events") == [("after",)]
