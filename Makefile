@@ -32,9 +32,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check relay tests
 	$(BIN)/mypy --strict relay
 
+# wrk is the load generator where the distribution has it; without it the bench falls back to an aiohttp client.
+# BENCH_ARGS=--profile adds runs with py-spy attached to relay (needs py-spy in .venv); --profile-only: just those.
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "installing wrk (the bench's load generator)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+			|| echo "wrk not installed: using the aiohttp load generator"; }
 	mkdir -p var/bench
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 soak: $(STAMP) tools
 	$(BIN)/pytest -q -m soak -o addopts=''

@@ -1,0 +1,11 @@
+"""``make bench``: relay's throughput and latency against bare aiohttp baselines, measured in one run.
+
+``python -m tests.bench`` runs every scenario (``scenarios.py``), prints a table (figure, baseline, relay, ratio,
+goal) and writes ``var/bench/results.json``. The load generators (``loadgen.py``: ``wrk`` when on PATH, else an
+aiohttp client) and the receivers / baseline servers (``receiver.py``) each run in a process of their own.
+
+``--profile`` adds runs with py-spy attached to relay (end-to-end, ingest, steady 1,000/s): flame graphs in
+var/bench/profile-*.svg and per-thread, per-function summaries in var/bench/profile-*-summary.txt.
+``BENCH_LOADGEN=aiohttp`` forces the fallback load generator. A warning says when other processes were busy
+during a scenario.
+"""
