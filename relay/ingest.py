@@ -54,8 +54,9 @@ def parse_body(body: bytes, *, now: float, max_batch: int, registry: Registry) -
     problems: list[Problem] = []
     events: list[NewEvent] = []
     seen: dict[str, str] = {}
+    ingest_time = format_time(now) or ""
     for path, item in items:
-        event = _parse_event(item, path, now, problems, registry)
+        event = _parse_event(item, path, now, ingest_time, problems, registry)
         if event is None:
             continue
         if event.id in seen:
@@ -72,7 +73,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _parse_event(item: Any, path: str, now: float, problems: list[Problem], registry: Registry) -> NewEvent | None:
+def _parse_event(
+    item: Any, path: str, now: float, ingest_time: str, problems: list[Problem], registry: Registry
+) -> NewEvent | None:
     if not isinstance(item, dict):
         problems.append(Problem(path, "must be an object with at least 'type' and 'data'"))
         return None
@@ -101,7 +104,7 @@ def _parse_event(item: Any, path: str, now: float, problems: list[Problem], regi
     if event_id is not None and (not isinstance(event_id, str) or not _TOKEN.match(event_id)):
         problems.append(Problem(_join(path, "id"), "must be 1-128 characters of [A-Za-z0-9_.:-]"))
 
-    created_at: str | None = format_time(now)
+    created_at: str | None = ingest_time
     raw_created = item.get("created_at")
     if raw_created is not None:
         created_at = _parse_time(raw_created)

@@ -9,18 +9,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]  # 10 bits -> two characters
 
 
 def new_ulid(now: float | None = None) -> str:
-    """26 Crockford base32 chars: 48 bits of milliseconds then 80 random bits, so ids sort by time."""
+    """26 Crockford base32 chars (lowercase): 48 bits of milliseconds then 80 random bits, so ids sort by time."""
     millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
     value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars)).lower()
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -10, -10)])
 
 
 def new_id(prefix: str, now: float | None = None) -> str:
