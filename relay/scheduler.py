@@ -80,7 +80,8 @@ class Scheduler:
         self.rng = rng
         self.on_attempt = on_attempt
         self._lanes: dict[str, _Lane] = {}
-        self._in_flight: dict[int, _InFlight] = {}
+        self._in_flight: dict[int, _InFlight] = {}  # leased here: attempting, or recording the result
+        self._attempting = 0  # HTTP attempts under way: what the concurrency limits count
         self._wake = asyncio.Event()
         self._stopping = False
         self._lease_margin = 60.0
@@ -106,7 +107,7 @@ class Scheduler:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._attempting
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class Scheduler:
     async def _tick(self, now: float) -> float:
         """Claim for every lane that is due and has room; return when the next lane falls due."""
         wake_at = math.inf
-        free = self.config.concurrency - len(self._in_flight)
+        free = self.config.concurrency - self._attempting
         claims: list[tuple[_Lane, int]] = []
         for lane in list(self._lanes.values()):
             webhook = self.registry.get(lane.webhook_id)
@@ -171,6 +172,7 @@ class Scheduler:
             if claim.delivery_seq in self._in_flight:
                 continue  # a lease that ran out under a live attempt: that attempt records the result
             lane.inflight += 1
+            self._attempting += 1
             entry = _InFlight(claim, lease_until)
             self._in_flight[claim.delivery_seq] = entry
             entry.task = asyncio.create_task(self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}")
@@ -181,7 +183,13 @@ class Scheduler:
     async def _attempt(self, lane: _Lane, webhook: Webhook, entry: _InFlight) -> None:
         claim = entry.claim
         try:
-            report = await self.deliverer.attempt(webhook, claim)
+            try:
+                report = await self.deliverer.attempt(webhook, claim)
+            finally:
+                # The slot is free once the HTTP attempt ends; the lease covers the wait for the commit.
+                lane.inflight -= 1
+                self._attempting -= 1
+                self._wake.set()
             now = self.clock.now()
             policy = RetryPolicy(
                 schedule=webhook.retry_schedule or self.config.retry_schedule,
@@ -222,9 +230,7 @@ class Scheduler:
             if decision.next_attempt_at is not None:
                 self.notify([lane.webhook_id], decision.next_attempt_at)
         finally:
-            lane.inflight -= 1
             self._in_flight.pop(claim.delivery_seq, None)
-            self._wake.set()
 
     def _log(self, webhook: Webhook, claim: Claim, report: AttemptReport, decision: Decision) -> None:
         fields = {
