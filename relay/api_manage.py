@@ -28,7 +28,7 @@ from aiohttp import web
 from relay.api import SERVICES, ApiError, _read_body, ok
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
 from relay.errors import Conflict, NotFound, Problem, ValidationError
-from relay.models import Attempt, Claim, DeliveryStatus, Event, Secret, Webhook, format_time, new_id
+from relay.models import Claim, DeliveryStatus, Event, Secret, Webhook, format_time, new_id
 from relay.openapi import openapi_document
 from relay.views import attempt_view, delivery_view, webhook_view
 from relay.webhook_specs import SECRET_MESSAGE, create_spec, parse_rotation, patch_spec
@@ -173,16 +173,7 @@ async def test_webhook(request: web.Request) -> web.Response:
     event = Event(0, new_id("evt", now), "webhook.test", format_time(now) or "", orjson.dumps(data), now)
     claim = Claim(0, new_id("dlv", now), webhook.id, 1, now, event)
     report = await services.scheduler.deliverer.attempt(webhook, claim)
-    attempt = Attempt(
-        number=1,
-        started_at=report.started_at,
-        duration_ms=report.duration_ms,
-        status_code=report.status_code,
-        error=report.error,
-        error_detail=report.error_detail,
-        response_body=report.response_body,
-        next_attempt_at=None,
-    )
+    attempt = report.to_attempt(1, None)
     log.info(
         "webhook_test_sent",
         webhook_id=webhook.id,

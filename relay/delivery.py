@@ -15,7 +15,7 @@ from relay import __version__
 from relay.auth import Authenticator, OAuthError
 from relay.clock import Clock
 from relay.errors import BlockedDestination
-from relay.models import Claim, ErrorKind, Webhook, format_time
+from relay.models import Attempt, Claim, ErrorKind, Webhook, format_time
 from relay.render import render_body, stamp_sent_at
 from relay.signing import signature_headers
 
@@ -36,6 +36,19 @@ class AttemptReport:
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+    def to_attempt(self, number: int, next_attempt_at: float | None) -> Attempt:
+        """The attempt record, with the decision taken after it."""
+        return Attempt(
+            number=number,
+            started_at=self.started_at,
+            duration_ms=self.duration_ms,
+            status_code=self.status_code,
+            error=self.error,
+            error_detail=self.error_detail,
+            response_body=self.response_body,
+            next_attempt_at=next_attempt_at,
+        )
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -21,7 +21,7 @@ from relay.clock import Clock
 from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
 from relay.errors import StoreError
-from relay.models import Attempt, Claim, DeliveryStatus, Webhook
+from relay.models import Claim, DeliveryStatus, Webhook
 from relay.registry import Registry
 from relay.retry import Decision, Outcome, RetryPolicy, decide
 from relay.store import AttemptResult, Store
@@ -205,16 +205,7 @@ class Scheduler:
                 created_at=claim.created_at,
                 rand=self.rng(),
             )
-            attempt = Attempt(
-                number=claim.attempt_number,
-                started_at=report.started_at,
-                duration_ms=report.duration_ms,
-                status_code=report.status_code,
-                error=report.error,
-                error_detail=report.error_detail,
-                response_body=report.response_body,
-                next_attempt_at=decision.next_attempt_at,
-            )
+            attempt = report.to_attempt(claim.attempt_number, decision.next_attempt_at)
             try:
                 await self.store.record(
                     [AttemptResult(claim.delivery_seq, attempt, decision.status, decision.next_attempt_at)]

@@ -344,9 +344,11 @@ class Store(StoreReads):
         await self._submit(_Job(None, future, results=list(results)))
 
     async def _apply_results(self, conn: aiosqlite.Connection, results: list[AttemptResult]) -> None:
+        # A delivery pruned while its attempt was in flight leaves no attempt behind (?1 is its seq).
         await conn.executemany(
             "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,"
-            " error, error_detail, response_body, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " error, error_detail, response_body, next_attempt_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
             [
                 (
                     r.delivery_seq,
@@ -419,12 +421,7 @@ class Store(StoreReads):
         """Cancel every delivery of a webhook that has not ended (kept, as ``cancelled``)."""
 
         async def run(conn: aiosqlite.Connection) -> int:
-            cursor = await conn.execute(
-                f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
-                f" WHERE webhook_id = ? AND status IN {QUEUED}",
-                (now, webhook_id),
-            )
-            return cursor.rowcount
+            return await _cancel_queued(conn, webhook_id, now)
 
         return await self.write(run)
 
@@ -471,11 +468,7 @@ class Store(StoreReads):
             removed = [r[0] for r in rows if r[0] not in specs]
             for webhook_id in removed:
                 await conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
-                await conn.execute(
-                    f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
-                    f" WHERE webhook_id = ? AND status IN {QUEUED}",
-                    (now, webhook_id),
-                )
+                await _cancel_queued(conn, webhook_id, now)
             await conn.executemany(
                 "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'config', ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
@@ -544,12 +537,7 @@ class Store(StoreReads):
             if cursor.rowcount != 1:
                 return None
             await conn.execute("DELETE FROM oauth_tokens WHERE webhook_id = ?", (webhook_id,))
-            cursor = await conn.execute(
-                f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
-                f" WHERE webhook_id = ? AND status IN {QUEUED}",
-                (now, webhook_id),
-            )
-            return cursor.rowcount
+            return await _cancel_queued(conn, webhook_id, now)
 
         return await self.write(run)
 
@@ -640,3 +628,13 @@ class Store(StoreReads):
             await conn.execute("INSERT INTO heartbeat (at) VALUES (unixepoch())")
 
         await self.write(run)
+
+
+async def _cancel_queued(conn: aiosqlite.Connection, webhook_id: str, now: float) -> int:
+    """Cancel a webhook's deliveries that have not ended (kept, as ``cancelled``); returns how many."""
+    cursor = await conn.execute(
+        f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
+        f" WHERE webhook_id = ? AND status IN {QUEUED}",
+        (now, webhook_id),
+    )
+    return cursor.rowcount
