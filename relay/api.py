@@ -126,6 +126,12 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
                 )
                 response.force_close()
                 return response
+            except ConnectionResetError:  # the client left mid-body: nobody to answer, and no fault of ours
+                log.info("request_aborted", path=request.path)
+                response = error_response(400, "request_aborted", "the connection closed before the body was complete")
+                response.force_close()
+                return response
+        guard.body_received()
         return await handler(request)
     finally:
         guard.request_finished()

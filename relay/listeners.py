@@ -7,7 +7,8 @@ runner's protocol factory:
 - every connection must bring a request's headers within ``request_timeout`` of opening, or of the end of
   its previous request; the rest of the body is read under the same budget (``read_body``);
 - at most ``max_connections`` are open; when a new one arrives at the cap, the connection idle the longest
-  is closed to make room (so idle connections can never starve ingest), and if none is idle the new one is
+  is closed to make room, else the one that has been trickling a request body the longest (so neither idle nor
+  slow-body connections can starve ingest); only when every connection is being answered is the new one
   refused.
 """
 
@@ -61,10 +62,16 @@ class _Guard(asyncio.Protocol):
         self._disarm()
         self.busy = True
         self.factory.idle.pop(self, None)
+        self.factory.reading[self] = None
         return max(0.0, self.deadline_at - asyncio.get_running_loop().time())
+
+    def body_received(self) -> None:
+        """The whole request is in: from now on the connection is being answered and is not evicted."""
+        self.factory.reading.pop(self, None)
 
     def request_finished(self) -> None:
         self.busy = False
+        self.factory.reading.pop(self, None)
         if self.transport is not None and not self.transport.is_closing():
             self.factory.idle[self] = None
             self._arm()
@@ -106,17 +113,19 @@ class GuardedProtocolFactory:
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self.open: set[_Guard] = set()
-        self.idle: OrderedDict[_Guard, None] = OrderedDict()
+        self.idle: OrderedDict[_Guard, None] = OrderedDict()  # waiting for a request, oldest first
+        self.reading: OrderedDict[_Guard, None] = OrderedDict()  # reading a request body, oldest first
 
     def __call__(self) -> _Guard:
         return _Guard(self, self.server())
 
     def admit(self, guard: _Guard) -> bool:
         if len(self.open) >= self.max_connections:
-            if not self.idle:
+            victims = self.idle or self.reading
+            if not victims:
                 log.warning("connection_refused", open=len(self.open), max_connections=self.max_connections)
                 return False
-            oldest, _ = self.idle.popitem(last=False)
+            oldest, _ = victims.popitem(last=False)
             if oldest.transport is not None:
                 oldest.transport.abort()
             self.open.discard(oldest)
@@ -126,6 +135,7 @@ class GuardedProtocolFactory:
     def release(self, guard: _Guard) -> bool:
         """Forget a closed connection; True if it had been admitted (and so handed to aiohttp)."""
         self.idle.pop(guard, None)
+        self.reading.pop(guard, None)
         admitted = guard in self.open or guard.inner.transport is not None
         self.open.discard(guard)
         return admitted

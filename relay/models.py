@@ -54,6 +54,7 @@ class ErrorKind(StrEnum):
     OAUTH_ERROR = "oauth_error"
     BLOCKED_DESTINATION = "blocked_destination"
     HTTP_ERROR = "http_error"
+    INTERNAL_ERROR = "internal_error"  # relay could not make the attempt (a fault of its own, logged in full)
 
 
 class SignatureScheme(StrEnum):

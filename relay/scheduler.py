@@ -21,7 +21,7 @@ from relay.clock import Clock
 from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
 from relay.errors import StoreError
-from relay.models import Claim, DeliveryStatus, Webhook
+from relay.models import Claim, DeliveryStatus, ErrorKind, Webhook
 from relay.registry import Registry
 from relay.retry import Decision, Outcome, RetryPolicy, decide
 from relay.store import AttemptResult, Store
@@ -184,7 +184,7 @@ class Scheduler:
         claim = entry.claim
         try:
             try:
-                report = await self.deliverer.attempt(webhook, claim)
+                report = await self._guarded_attempt(webhook, claim)
             finally:
                 # The slot is free once the HTTP attempt ends; the lease covers the wait for the commit.
                 lane.inflight -= 1
@@ -208,7 +208,11 @@ class Scheduler:
             attempt = report.to_attempt(claim.attempt_number, decision.next_attempt_at)
             try:
                 await self.store.record(
-                    [AttemptResult(claim.delivery_seq, attempt, decision.status, decision.next_attempt_at)]
+                    [
+                        AttemptResult(
+                            claim.delivery_seq, claim.delivery_id, attempt, decision.status, decision.next_attempt_at
+                        )
+                    ]
                 )
             except StoreError as exc:
                 # The lease runs out and the delivery is attempted again: at least once, never lost.
@@ -222,6 +226,22 @@ class Scheduler:
                 self.notify([lane.webhook_id], decision.next_attempt_at)
         finally:
             self._in_flight.pop(claim.delivery_seq, None)
+
+    async def _guarded_attempt(self, webhook: Webhook, claim: Claim) -> AttemptReport:
+        """The attempt; a fault of relay's own becomes a failed attempt that follows the schedule.
+
+        Without this, an unexpected exception would leave the delivery leased until the lease ran out and then
+        loop through the same fault with no attempt ever recorded.
+        """
+        started_at = self.clock.now()
+        try:
+            return await self.deliverer.attempt(webhook, claim)
+        except Exception as exc:
+            log.exception(
+                "attempt_crashed", webhook_id=webhook.id, delivery_id=claim.delivery_id, event_id=claim.event.id
+            )
+            detail = f"{type(exc).__name__} inside relay (logged as attempt_crashed)"
+            return AttemptReport(started_at, 0.0, None, ErrorKind.INTERNAL_ERROR, detail, None, None)
 
     def _log(self, webhook: Webhook, claim: Claim, report: AttemptReport, decision: Decision) -> None:
         fields = {

@@ -63,6 +63,7 @@ class AttemptResult:
     """One finished attempt and the decision taken after it."""
 
     delivery_seq: int
+    delivery_id: str  # with the seq: a seq freed by a prune can be reused, an id never is
     attempt: Attempt
     status: DeliveryStatus
     due_at: float | None
@@ -344,11 +345,12 @@ class Store(StoreReads):
         await self._submit(_Job(None, future, results=list(results)))
 
     async def _apply_results(self, conn: aiosqlite.Connection, results: list[AttemptResult]) -> None:
-        # A delivery pruned while its attempt was in flight leaves no attempt behind (?1 is its seq).
+        # A delivery pruned while its attempt was in flight leaves no attempt behind, and its seq, if reused
+        # by a newer delivery, is not mistaken for it (?1 is the seq, ?10 the delivery id).
         await conn.executemany(
             "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,"
             " error, error_detail, response_body, next_attempt_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
-            " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
+            " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1 AND id = ?10)",
             [
                 (
                     r.delivery_seq,
@@ -360,6 +362,7 @@ class Store(StoreReads):
                     r.attempt.error_detail,
                     r.attempt.response_body,
                     r.attempt.next_attempt_at,
+                    r.delivery_id,
                 )
                 for r in results
             ],
@@ -367,7 +370,7 @@ class Store(StoreReads):
         # Only a delivery still leased moves on: one cancelled meanwhile stays cancelled.
         await conn.executemany(
             "UPDATE deliveries SET status = ?, attempt_count = ?, due_at = ?, updated_at = ?"
-            " WHERE seq = ? AND status = 'delivering'",
+            " WHERE seq = ? AND id = ? AND status = 'delivering'",
             [
                 (
                     r.status,
@@ -375,6 +378,7 @@ class Store(StoreReads):
                     r.due_at,
                     r.attempt.started_at + r.attempt.duration_ms / 1000,
                     r.delivery_seq,
+                    r.delivery_id,
                 )
                 for r in results
             ],

@@ -104,3 +104,33 @@ async def test_unix_socket_listener_is_0660_and_serves_ingest(tmp_path: Path) ->
             ) as response,
         ):
             assert response.status == 202
+
+
+async def test_connections_trickling_bodies_at_the_cap_make_room_for_ingest(tmp_path: Path) -> None:
+    config = _hardened(tmp_path, max_connections=5, request_timeout=30.0)
+    async with running_relay(tmp_path, [], config=config) as relay:  # type: ignore[arg-type]
+        slow = []
+        for _ in range(5):  # complete headers, then a body that never finishes
+            reader, writer = await _connect(relay.url)
+            writer.write(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {API_KEY}\r\nContent-Length: 1000\r\n\r\n".encode()
+                + b'{"type": '
+            )
+            await writer.drain()
+            slow.append((reader, writer))
+        await asyncio.sleep(0.1)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.post(
+                f"{relay.url}/v1/events",
+                data=EVENT,
+                headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+            ) as response,
+        ):
+            assert response.status == 202  # the oldest trickler made room
+        first_reader, _ = slow[0]
+        assert await asyncio.wait_for(first_reader.read(), 2.0) == b""
+        for _, writer in slow:
+            writer.close()

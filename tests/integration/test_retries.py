@@ -123,3 +123,33 @@ async def test_redirects_are_failures_and_not_followed(tmp_path: Path, receiver:
         [attempt] = await _attempts(relay, event_id)
         assert attempt["status_code"] == 302 and attempt["error"] == "http_error"
         assert receiver.requests_to("/elsewhere") == []
+
+
+async def test_a_fault_inside_relay_is_a_failed_attempt_that_follows_the_schedule(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    from structlog.testing import capture_logs
+
+    clock = FakeClock()
+    async with running_relay(tmp_path, [webhook(receiver.url())], clock=clock, retry_schedule=(0.0, 60.0)) as relay:
+        deliverer = relay.daemon.scheduler.deliverer  # type: ignore[union-attr]
+        real = deliverer.attempt
+        calls = 0
+
+        async def broken(*args: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug")
+            return await real(*args)  # type: ignore[arg-type]
+
+        deliverer.attempt = broken  # type: ignore[method-assign]
+        with capture_logs() as logs:
+            _, answer = await relay.post({"type": "t", "data": {}})
+            event_id = answer["data"]["id"]
+            await _settled(relay, event_id, 1, "pending")
+        [attempt] = await _attempts(relay, event_id)
+        assert attempt["error"] == "internal_error" and "RuntimeError" in str(attempt["error_detail"])
+        assert any(entry["event"] == "attempt_crashed" for entry in logs)
+        relay.advance(60)
+        await _settled(relay, event_id, 2, "succeeded")

@@ -73,7 +73,11 @@ class TestOutboxContract:
         await store.record(
             [
                 AttemptResult(
-                    claim.delivery_seq, attempt(1, T0, ok=False, next_at=T0 + 60), DeliveryStatus.PENDING, T0 + 60
+                    claim.delivery_seq,
+                    claim.delivery_id,
+                    attempt(1, T0, ok=False, next_at=T0 + 60),
+                    DeliveryStatus.PENDING,
+                    T0 + 60,
                 )
             ]
         )
@@ -82,7 +86,11 @@ class TestOutboxContract:
         [claim] = await store.claim("a", 1, T0 + 60, T0 + 120)
         assert claim.attempt_number == 2
         await store.record(
-            [AttemptResult(claim.delivery_seq, attempt(2, T0 + 60, ok=True), DeliveryStatus.SUCCEEDED, None)]
+            [
+                AttemptResult(
+                    claim.delivery_seq, claim.delivery_id, attempt(2, T0 + 60, ok=True), DeliveryStatus.SUCCEEDED, None
+                )
+            ]
         )
         found = await store.get_event("e1")
         assert found is not None
@@ -96,7 +104,13 @@ class TestOutboxContract:
         await store.ingest([event("e1", "a")], T0)
         [claim] = await store.claim("a", 1, T0, T0 + 60)
         assert await store.cancel_webhook_deliveries("a", T0) == 1
-        await store.record([AttemptResult(claim.delivery_seq, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None)])
+        await store.record(
+            [
+                AttemptResult(
+                    claim.delivery_seq, claim.delivery_id, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None
+                )
+            ]
+        )
         found = await store.get_event("e1")
         assert found is not None and found[1][0].status is DeliveryStatus.CANCELLED
 
@@ -112,7 +126,13 @@ class TestOutboxContract:
         await store.ingest([event("done", "a"), event("failing", "b"), event("none")], T0)
         await store.ingest([event("recent", "a")], T0 + 100)
         [claim] = await store.claim("a", 1, T0, T0 + 60)
-        await store.record([AttemptResult(claim.delivery_seq, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None)])
+        await store.record(
+            [
+                AttemptResult(
+                    claim.delivery_seq, claim.delivery_id, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None
+                )
+            ]
+        )
         assert await store.prune(T0 + 50) == 2  # "done" and "none"; "failing" still owes a delivery
         assert await store.get_event("done") is None and await store.get_event("none") is None
         assert await store.get_event("failing") is not None and await store.get_event("recent") is not None

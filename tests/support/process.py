@@ -28,7 +28,8 @@ class RelayProcess:
         self._reader: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
 
-    async def start(self, timeout: float = 15.0) -> RelayProcess:
+    async def spawn(self) -> RelayProcess:
+        """Start the process and return at once (``started`` tells when it logged ``relay_started``)."""
         self._started = asyncio.Event()
         self.proc = await asyncio.create_subprocess_exec(
             *RELAY,
@@ -40,6 +41,20 @@ class RelayProcess:
             env=self.env,
         )
         self._reader = asyncio.create_task(self._read(self.proc))
+        return self
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self, timeout: float = 15.0) -> RelayProcess:
+        await self.spawn()
+        assert self.proc is not None
         waiter = asyncio.create_task(self._started.wait())
         exited = asyncio.create_task(self.proc.wait())
         await asyncio.wait({waiter, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
