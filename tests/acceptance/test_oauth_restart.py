@@ -78,7 +78,7 @@ refresh_token = "file:{tmp_path / "refresh_token"}"
         assert secret not in logs
 
 
-async def _until(predicate: object, timeout: float = 10.0) -> None:
+async def _until(predicate: object, timeout: float = 30.0) -> None:
     import asyncio
 
     assert callable(predicate)
