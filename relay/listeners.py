@@ -20,8 +20,10 @@ import os
 from collections import OrderedDict
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from relay.config import Listen
 
@@ -117,7 +119,13 @@ class GuardedProtocolFactory:
         self.reading: OrderedDict[_Guard, None] = OrderedDict()  # reading a request body, oldest first
 
     def __call__(self) -> _Guard:
-        return _Guard(self, self.server())
+        # What web.Server.__call__ does, with our handler class (the runner is built with access_log=None).
+        inner = _JsonErrorHandler(
+            self.server,
+            loop=asyncio.get_running_loop(),
+            access_log=None,  # type: ignore[arg-type]  # None: no access log
+        )
+        return _Guard(self, inner)
 
     def admit(self, guard: _Guard) -> bool:
         if len(self.open) >= self.max_connections:
@@ -139,6 +147,43 @@ class GuardedProtocolFactory:
         admitted = guard in self.open or guard.inner.transport is not None
         self.open.discard(guard)
         return admitted
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's protocol, except that requests it cannot parse (a request line over 8 KiB, broken headers) get
+    relay's JSON error envelope too, and a client's mistake is not logged as a server error with a traceback."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        return _protocol_error_response(request, status, exc, message)
+
+
+def _protocol_error_response(
+    request: web.BaseRequest, status: int, exc: BaseException | None, message: str | None
+) -> web.StreamResponse:
+    if status >= 500:
+        log.error("request_failed", path=request.path, error=repr(exc))
+    else:
+        log.info("bad_request", status=status, error=(message or str(exc or ""))[:200])
+    if request.writer is not None and request.writer.output_size > 0:
+        raise ConnectionError("the response had started; no error response can follow")
+    code = "payload_too_large" if status == 413 else "bad_request" if status < 500 else "internal_error"
+    text = (
+        "the request could not be parsed as HTTP" if status < 500 else "an internal error occurred; it has been logged"
+    )
+    if message and status < 500:
+        text = f"{text}: {message.splitlines()[0][:200]}"
+    body = orjson.dumps({"success": False, "error": {"code": code, "message": text, "details": []}})
+    response = web.Response(status=status, body=body, content_type="application/json")
+    response.force_close()
+    return response
 
 
 def guard_of(request: web.Request) -> _Guard | None:

@@ -1,3 +1,13 @@
-"""Fixtures shared by every tier: the recording receiver, the OAuth2 server, a relay in-process."""
+"""Fixtures shared by every tier: the recording receiver, the OAuth2 server; hypothesis made deterministic."""
+
+import os
+
+from hypothesis import settings
 
 pytest_plugins = ["tests.support.receiver", "tests.support.oauth_server"]
+
+# The same examples on every run and every machine: a failure found once is found again (CI included).
+# Wider random campaigns are a local choice: HYPOTHESIS_PROFILE=explore pytest ...
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))

@@ -134,3 +134,16 @@ async def test_connections_trickling_bodies_at_the_cap_make_room_for_ingest(tmp_
         assert await asyncio.wait_for(first_reader.read(), 2.0) == b""
         for _, writer in slow:
             writer.close()
+
+
+async def test_requests_aiohttp_cannot_parse_get_the_json_envelope(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, []) as relay:
+        async with relay.http.get(f"{relay.url}/v1/events/{'x' * 9000}") as response:
+            assert response.status == 400
+            body = await response.json()
+        assert body["success"] is False and body["error"]["code"] == "bad_request"
+        reader, writer = await _connect(relay.url)
+        writer.write(b"NOT-HTTP \x00\x01\r\n\r\n")
+        answer = await _closed_within(reader, 2.0)
+        writer.close()
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")) and b'"bad_request"' in answer
