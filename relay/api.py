@@ -21,7 +21,7 @@ from relay.metrics import CONTENT_TYPE, Metrics
 from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import Store
-from relay.views import event_view
+from relay.views import error_body, event_view
 
 log = structlog.get_logger()
 
@@ -64,8 +64,7 @@ def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> web.
 
 
 def error_response(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> web.Response:
-    error = {"code": code, "message": message, "details": details or []}
-    return json_response({"success": False, "error": error}, status)
+    return web.Response(body=error_body(code, message, details), status=status, content_type="application/json")
 
 
 _HTTP_CODES = {
@@ -229,11 +228,7 @@ async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if services.metrics is None:
         raise web.HTTPNotFound()
-    by_webhook = await services.store.status_counts()
-    totals: dict[str, int] = {}
-    for counts in by_webhook.values():
-        for status, count in counts.items():
-            totals[status] = totals.get(status, 0) + count
+    totals = await services.store.status_totals()
     body = services.metrics.render(totals, services.scheduler.in_flight, services.store.commits)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

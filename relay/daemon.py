@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 
 import aiohttp
 import orjson
@@ -313,6 +314,4 @@ class Daemon:
 
 
 def _with_created_at(webhook: Webhook, created_at: float | None) -> Webhook:
-    from dataclasses import replace
-
     return replace(webhook, created_at=created_at)

@@ -20,12 +20,12 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from relay.config import Listen
+from relay.views import error_body
 
 log = structlog.get_logger()
 
@@ -180,8 +180,7 @@ def _protocol_error_response(
     )
     if message and status < 500:
         text = f"{text}: {message.splitlines()[0][:200]}"
-    body = orjson.dumps({"success": False, "error": {"code": code, "message": text, "details": []}})
-    response = web.Response(status=status, body=body, content_type="application/json")
+    response = web.Response(status=status, body=error_body(code, text), content_type="application/json")
     response.force_close()
     return response
 

@@ -158,6 +158,11 @@ class StoreReads:
             counts.setdefault(r[0], {})[r[1]] = int(r[2])
         return counts
 
+    async def status_totals(self) -> dict[str, int]:
+        """Delivery counts by status, all webhooks together."""
+        rows = await self._read("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
+
     # -- webhooks created through the API ----------------------------------------------------------------
 
     async def api_webhooks(self) -> list[StoredWebhook]:

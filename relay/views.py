@@ -27,6 +27,11 @@ _SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|passw|cookie|session|sign
 MASK = "***"
 
 
+def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> bytes:
+    """The one error envelope of every failure (CONTRACT §4), from a handler or from the HTTP layer."""
+    return orjson.dumps({"success": False, "error": {"code": code, "message": message, "details": details or []}})
+
+
 def attempt_view(attempt: Attempt) -> dict[str, Any]:
     return {
         "number": attempt.number,
