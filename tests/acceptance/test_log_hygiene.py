@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.support.process import RelayProcess, write_config
+from tests.support.process import RelayProcess, post_events, write_config
 from tests.support.receiver import Receiver, Reply
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -52,15 +52,8 @@ token = "env:TEST_BEARER_TOKEN"
     )
     relay = await RelayProcess(config, env={"TEST_HMAC_SECRET": HMAC_SECRET, "TEST_BEARER_TOKEN": TOKEN}).start()
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{relay.url}/v1/events",
-                data=orjson.dumps({"type": "consent.created", "data": {"n": 1}}),
-                headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-            ) as response,
-        ):
-            assert response.status == 202
+        status, _ = await post_events(relay.url, KEY, {"type": "consent.created", "data": {"n": 1}})
+        assert status == 202
         await receiver.wait_for(4)
         async with (
             aiohttp.ClientSession() as http,

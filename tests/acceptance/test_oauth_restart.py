@@ -4,25 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
-import orjson
-
 from tests.support.oauth_server import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OAuthServer
-from tests.support.process import RelayProcess, write_config
+from tests.support.process import RelayProcess, post_events, write_config
 
 KEY = "oauth-restart-key"
-
-
-async def _post(url: str) -> int:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{url}/v1/events",
-            data=orjson.dumps({"type": "user.updated", "data": {}}),
-            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-        ) as response,
-    ):
-        return response.status
 
 
 async def test_rotated_refresh_token_survives_kill_9(tmp_path: Path, oauth_server: OAuthServer) -> None:
@@ -57,7 +42,7 @@ refresh_token = "file:{tmp_path / "refresh_token"}"
     )
     env = {"TEST_CLIENT_SECRET": BASIC_CLIENT_SECRET}
     relay = await RelayProcess(config, env=env).start()
-    assert await _post(relay.url) == 202
+    assert (await post_events(relay.url, KEY, {"type": "user.updated", "data": {}}))[0] == 202
     await _until(lambda: oauth_server.resource_answers[200] == 1)
     await relay.kill()
     assert not oauth_server.refresh_token_active(seeded)  # the configured token is dead now
@@ -65,7 +50,7 @@ refresh_token = "file:{tmp_path / "refresh_token"}"
     oauth_server.revoke_access_tokens()  # force a new token fetch after the restart
     relay = await RelayProcess(config, env=env).start()
     try:
-        assert await _post(relay.url) == 202
+        assert (await post_events(relay.url, KEY, {"type": "user.updated", "data": {}}))[0] == 202
         await _until(lambda: oauth_server.resource_answers[200] == 2)
     finally:
         assert await relay.stop() == 0

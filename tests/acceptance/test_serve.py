@@ -7,10 +7,9 @@ import signal
 from pathlib import Path
 
 import aiohttp
-import orjson
 from standardwebhooks.webhooks import Webhook as StandardVerifier
 
-from tests.support.process import RelayProcess, write_config
+from tests.support.process import RelayProcess, post_events, write_config
 from tests.support.receiver import Receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -46,22 +45,10 @@ retry_schedule = ["0s", "1h"]
 """
 
 
-async def post(url: str, body: object) -> tuple[int, dict[str, object]]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{url}/v1/events",
-            data=orjson.dumps(body),
-            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-        ) as response,
-    ):
-        return response.status, await response.json()
-
-
 async def test_round_trip_and_sigterm_exits_zero(tmp_path: Path, receiver: Receiver) -> None:
     relay = await RelayProcess(write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver.url()))).start()
     try:
-        status, _ = await post(relay.url, {"type": "consent.created", "data": {"subject": "u1"}})
+        status, _ = await post_events(relay.url, KEY, {"type": "consent.created", "data": {"subject": "u1"}})
         assert status == 202
         [request] = await receiver.wait_for(1)
         assert StandardVerifier(SECRET).verify(request.body, dict(request.headers))["data"] == {"subject": "u1"}
@@ -77,7 +64,7 @@ async def test_round_trip_and_sigterm_exits_zero(tmp_path: Path, receiver: Recei
 async def test_sigterm_lets_attempts_in_flight_finish(tmp_path: Path, receiver: Receiver) -> None:
     receiver.delay = 1.0
     relay = await RelayProcess(write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver.url()))).start()
-    status, _ = await post(relay.url, {"type": "t", "data": {}})
+    status, _ = await post_events(relay.url, KEY, {"type": "t", "data": {}})
     assert status == 202
     await receiver.wait_for(1)  # the attempt is in flight, the receiver holds it for a second
     await relay.signal(signal.SIGTERM)
@@ -102,7 +89,7 @@ url = "{receiver.url("/b")}"
         path.write_text(second)
         await relay.signal(signal.SIGHUP)
         await _until(lambda: bool(relay.events("config_reloaded")))
-        status, body = await post(relay.url, {"type": "t", "data": {}})
+        status, body = await post_events(relay.url, KEY, {"type": "t", "data": {}})
         assert body["data"] == {"id": body["data"]["id"], "deliveries": 1}  # type: ignore[index]
         await receiver.wait_for(1)
         assert [r.path for r in receiver.requests] == ["/b"]
@@ -110,7 +97,7 @@ url = "{receiver.url("/b")}"
         path.write_text("[server\n")
         await relay.signal(signal.SIGHUP)
         await _until(lambda: bool(relay.events("reload_failed")))
-        status, _ = await post(relay.url, {"type": "t", "data": {}})
+        status, _ = await post_events(relay.url, KEY, {"type": "t", "data": {}})
         assert status == 202
         await receiver.wait_for(2)
     finally:
@@ -123,7 +110,7 @@ async def test_deliveries_in_flight_at_a_crash_are_attempted_at_once_on_restart(
     receiver.hang = True
     path = write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver.url()))
     relay = await RelayProcess(path).start()
-    await post(relay.url, {"type": "t", "data": {}, "id": "in-flight"})
+    await post_events(relay.url, KEY, {"type": "t", "data": {}, "id": "in-flight"})
     await receiver.wait_for(1)
     await relay.kill()
     assert _sql(tmp_path, "SELECT status FROM deliveries") == [("delivering",)]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 RELAY = [sys.executable, "-m", "relay.cli"]
@@ -126,3 +127,16 @@ async def run_relay(*args: str, env: dict[str, str] | None = None, timeout: floa
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+async def post_events(url: str, key: str, body: Any) -> tuple[int, Any]:
+    """POST /v1/events to a relay at ``url`` with ``key``; returns (status, the JSON answer)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}/v1/events",
+            data=orjson.dumps(body),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as response,
+    ):
+        return response.status, await response.json()
