@@ -114,11 +114,17 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
     remaining = guard.request_started()
     try:
         if request.body_exists:
+            limit = request.app[SERVICES].config.server.max_body_size
+            too_large = ApiError(
+                413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
+            )
+            if request.content_length is not None and request.content_length > limit:
+                raise too_large  # refused before a byte of it is read
             try:
                 async with asyncio.timeout(remaining):
-                    await request.read()
+                    await request.read()  # capped at client_max_size = max_body_size; handlers get it cached
             except web.HTTPRequestEntityTooLarge:
-                raise ApiError(413, "payload_too_large", "the body is larger than server.max_body_size") from None
+                raise too_large from None
             except TimeoutError:
                 response = error_response(
                     408, "request_timeout", "the request was not received within server.request_timeout"
@@ -160,17 +166,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    too_large = ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    try:
-        return await request.read()  # read already (deadline middleware), or read now; capped at client_max_size
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
-
-
-def _require_json(request: web.Request) -> None:
+def require_json(request: web.Request) -> None:
     ctype = request.content_type
     if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
         raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
@@ -180,9 +176,9 @@ async def post_events(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if not services.accepting:
         raise ApiError(503, "unavailable", "relay is shutting down; nothing was acknowledged")
-    _require_json(request)
+    require_json(request)
     server = services.config.server
-    body = await _read_body(request, server.max_body_size)
+    body = await request.read()  # read, and held to max_body_size, by deadline_middleware
     now = services.clock.now()
     try:
         parsed = parse_body(body, now=now, max_batch=server.max_batch, registry=services.registry)
