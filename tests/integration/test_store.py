@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.errors import StoreUnavailable
-from relay.models import Attempt, DeliveryStatus, ErrorKind
+from relay.models import Attempt, DeliveryStatus, Durability, ErrorKind
 from relay.store import AttemptResult, NewEvent, Store
 
 T0 = 1_700_000_000.0
@@ -178,3 +178,18 @@ class TestOutboxContract:
 
         with pytest.raises(StoreError, match="newer"):
             await Store(path).open()
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [(Durability.FULL, 2), (Durability.NORMAL, 1)])
+async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: Durability, synchronous: int) -> None:
+    store = Store(tmp_path / "relay.db", durability)
+    await store.open()
+    try:
+
+        async def read(conn: object) -> int:
+            rows = await conn.execute_fetchall("PRAGMA synchronous")  # type: ignore[attr-defined]
+            return int(rows[0][0])
+
+        assert await store.write(read) == synchronous  # FULL = 2: fsync at every commit; NORMAL = 1
+    finally:
+        await store.close()
