@@ -165,7 +165,7 @@ class Scheduler:
         # An attempt may fetch a token (two tries), post, refetch and post again after a 401: six timeouts at most.
         lease_until = now + 6 * timeout + self._lease_margin
         lane.notified = math.inf
-        claimed = await self.store.claim(lane.webhook_id, want, now, lease_until)
+        claimed, remaining = await self.store.claim(lane.webhook_id, want, now, lease_until)
         if webhook.rate_limit is not None:
             lane.tokens -= len(claimed)
         for claim in claimed:
@@ -177,7 +177,6 @@ class Scheduler:
             self._in_flight[claim.delivery_seq] = entry
             entry.task = asyncio.create_task(self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}")
         if len(claimed) < want:
-            remaining = await self.store.next_due(lane.webhook_id)
             lane.next_due = min(math.inf if remaining is None else remaining, lane.notified)
 
     async def _attempt(self, lane: _Lane, webhook: Webhook, entry: _InFlight) -> None:

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ from relay.store_reads import translate as _translate
 log = structlog.get_logger()
 
 T = TypeVar("T")
-WriteFn = Callable[[aiosqlite.Connection], Awaitable[T]]
+WriteFn = Callable[[sqlite3.Connection], T]  # runs on the writer thread, inside the group transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +79,15 @@ class _Job:
     now: float = 0.0
 
 
-@dataclass(slots=True)
-class _Group:
-    jobs: list[_Job] = field(default_factory=list)
-
-
 class Store(StoreReads):
     """The outbox on one SQLite file. ``open()`` creates and migrates it; ``close()`` drains the writer."""
 
     def __init__(self, path: Path, durability: Durability = Durability.FULL) -> None:
         self.path = path
         self.durability = durability
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self.on_commit: Callable[[], None] | None = None
@@ -103,12 +100,12 @@ class Store(StoreReads):
             self.path.parent.mkdir(mode=0o700, parents=True)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-store-writer")
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._configure(self._writer)
-            await self._migrate(self._writer)
+            self._writer = await self._on_writer_thread(self._connect_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._configure(self._reader)
+            for pragma in self._pragmas():
+                await self._reader.execute(pragma)
         except sqlite3.Error as exc:
             await self._close_connections()
             raise _translate(exc) from exc
@@ -117,22 +114,35 @@ class Store(StoreReads):
             raise
         self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
 
-    async def _configure(self, conn: aiosqlite.Connection) -> None:
+    def _pragmas(self) -> list[str]:
         synchronous = "FULL" if self.durability is Durability.FULL else "NORMAL"
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute(f"PRAGMA synchronous = {synchronous}")
-        await conn.execute("PRAGMA busy_timeout = 5000")
-        await conn.execute("PRAGMA temp_store = MEMORY")
-        await conn.execute("PRAGMA cache_size = -16000")
+        return [
+            "PRAGMA journal_mode = WAL",
+            f"PRAGMA synchronous = {synchronous}",
+            "PRAGMA busy_timeout = 5000",
+            "PRAGMA temp_store = MEMORY",
+            "PRAGMA cache_size = -16000",
+        ]
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            for pragma in self._pragmas():
+                conn.execute(pragma)
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
         version = int(rows[0][0]) if rows else 0
         if version > len(MIGRATIONS):
             raise StoreError(f"the store {self.path} has schema version {version}, newer than this relay")
         for index in range(version, len(MIGRATIONS)):
-            await conn.executescript(
+            conn.executescript(
                 "BEGIN IMMEDIATE;\n"
                 + MIGRATIONS[index]
                 + "\nDELETE FROM schema_version;"
@@ -150,11 +160,20 @@ class Store(StoreReads):
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await conn.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._reader.close()
+        if self._writer is not None:
+            writer = self._writer
+            with contextlib.suppress(sqlite3.Error):
+                await self._on_writer_thread(writer.close)
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+        self._reader = self._writer = self._thread = None
+
+    async def _on_writer_thread(self, fn: Callable[[], T]) -> T:
+        assert self._thread is not None
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
     async def writer_stopped(self) -> None:
         """Return when the writer task ends (it should not, before ``close``)."""
@@ -167,6 +186,9 @@ class Store(StoreReads):
         return self._writer_task is not None and not self._writer_task.done()
 
     # -- the writer --------------------------------------------------------------------------------------
+    # The writer task gathers what is queued and hands the whole group to the writer thread as one call: one
+    # thread hop and one commit per group, however many jobs it holds. Job functions are plain synchronous
+    # sqlite3 code and run on that thread; futures are settled back on the event loop.
 
     def _submit(self, job: _Job) -> asyncio.Future[Any]:
         if self._writer_task is None or self._writer_task.done():
@@ -175,63 +197,68 @@ class Store(StoreReads):
         return job.future
 
     async def write(self, fn: WriteFn[T]) -> T:
-        """Run ``fn`` inside the next group transaction and return its result once committed."""
+        """Run ``fn`` on the writer thread inside the next group transaction; its result once committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         result: T = await self._submit(_Job(fn, future))
         return result
 
     async def _write_loop(self) -> None:
-        assert self._writer is not None
-        conn = self._writer
         while True:
             jobs = [await self._queue.get()]
             while not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
             try:
-                await self._run_group(conn, jobs)
+                await self._commit_group(jobs)
             finally:
                 for _ in jobs:
                     self._queue.task_done()
 
-    async def _run_group(self, conn: aiosqlite.Connection, jobs: list[_Job]) -> None:
-        outcomes: list[Any] = []
+    async def _commit_group(self, jobs: list[_Job]) -> None:
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            ingest = [job for job in jobs if job.ingest is not None]
-            ingest_answers = iter(await self._apply_ingest(conn, ingest) if ingest else [])
-            results = [r for job in jobs if job.results is not None for r in job.results]
-            if results:
-                await self._apply_results(conn, results)
-            for job in jobs:
-                if job.ingest is not None:
-                    outcomes.append(next(ingest_answers))
-                elif job.fn is not None:
-                    outcomes.append(await job.fn(conn))
-                else:
-                    outcomes.append(None)
-            await conn.execute("COMMIT")
+            outcomes = await self._on_writer_thread(lambda: self._run_group(jobs))
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                await conn.execute("ROLLBACK")
-            error = _translate(exc)
             log.error("store_write_failed", error=str(exc), jobs=len(jobs))
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
+            _fail(jobs, _translate(exc))
             return
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                await conn.execute("ROLLBACK")
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc if isinstance(exc, Exception) else StoreError("cancelled"))
+        except asyncio.CancelledError:
+            _fail(jobs, StoreUnavailable("the store is closing"))
             raise
+        except Exception as exc:  # a job's own fault: the group is rolled back, the writer goes on
+            log.exception("store_job_failed", jobs=len(jobs))
+            _fail(jobs, exc)
+            return
         for job, outcome in zip(jobs, outcomes, strict=True):
             if not job.future.done():
                 job.future.set_result(outcome)
         self.commits += 1
         if self.on_commit is not None:
             self.on_commit()
+
+    def _run_group(self, jobs: list[_Job]) -> list[Any]:
+        """On the writer thread: every job of the group in one transaction; their outcomes in job order."""
+        conn = self._writer
+        assert conn is not None
+        outcomes: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ingest = [job for job in jobs if job.ingest is not None]
+            ingest_answers = iter(self._apply_ingest(conn, ingest) if ingest else [])
+            results = [r for job in jobs if job.results is not None for r in job.results]
+            if results:
+                self._apply_results(conn, results)
+            for job in jobs:
+                if job.ingest is not None:
+                    outcomes.append(next(ingest_answers))
+                elif job.fn is not None:
+                    outcomes.append(job.fn(conn))
+                else:
+                    outcomes.append(None)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
 
     # -- ingest ------------------------------------------------------------------------------------------
 
@@ -241,7 +268,7 @@ class Store(StoreReads):
         result: list[IngestResult] = await self._submit(_Job(None, future, ingest=list(events), now=now))
         return result
 
-    async def _apply_ingest(self, conn: aiosqlite.Connection, jobs: list[_Job]) -> list[list[IngestResult]]:
+    def _apply_ingest(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[list[IngestResult]]:
         """Insert the group's new events and deliveries; one list of answers per job, in job order.
 
         An id already stored, or created by an earlier job of this group, answers as that first time did,
@@ -252,7 +279,7 @@ class Store(StoreReads):
         for chunk in _chunks(wanted, 500):
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT id, delivery_count FROM events WHERE id IN ({marks})"
-            for row in await conn.execute_fetchall(sql, chunk):
+            for row in conn.execute(sql, chunk).fetchall():
                 answers[row[0]] = IngestResult(row[0], int(row[1]), created=False)
         per_job: list[list[IngestResult]] = []
         new: list[tuple[NewEvent, float]] = []
@@ -268,11 +295,11 @@ class Store(StoreReads):
                     job_answers.append(IngestResult(event.id, known.deliveries, created=False))
             per_job.append(job_answers)
         if new:
-            await self._insert_new(conn, new)
+            self._insert_new(conn, new)
         return per_job
 
-    async def _insert_new(self, conn: aiosqlite.Connection, new: list[tuple[NewEvent, float]]) -> None:
-        await conn.executemany(
+    def _insert_new(self, conn: sqlite3.Connection, new: list[tuple[NewEvent, float]]) -> None:
+        conn.executemany(
             "INSERT INTO events (id, type, created_at, data, ingested_at, delivery_count) VALUES (?, ?, ?, ?, ?, ?)",
             [(e.id, e.type, e.created_at, e.data, now, len(e.webhook_ids)) for e, now in new],
         )
@@ -280,7 +307,7 @@ class Store(StoreReads):
         seqs: dict[str, int] = {}
         for chunk in _chunks([e.id for e, _ in new], 500):
             marks = ",".join("?" * len(chunk))
-            for row in await conn.execute_fetchall(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk):
+            for row in conn.execute(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk).fetchall():
                 seqs[row[0]] = int(row[1])
         delivery_rows = [
             (new_id("dlv", now), seqs[e.id], webhook_id, DeliveryStatus.PENDING, now, now, now)
@@ -288,7 +315,7 @@ class Store(StoreReads):
             for webhook_id in e.webhook_ids
         ]
         if delivery_rows:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 delivery_rows,
@@ -296,11 +323,17 @@ class Store(StoreReads):
 
     # -- scheduling --------------------------------------------------------------------------------------
 
-    async def claim(self, webhook_id: str, limit: int, now: float, lease_until: float) -> list[Claim]:
-        """Lease up to ``limit`` due deliveries of one webhook, oldest due first, with their events."""
+    async def claim(
+        self, webhook_id: str, limit: int, now: float, lease_until: float
+    ) -> tuple[list[Claim], float | None]:
+        """Lease up to ``limit`` due deliveries of one webhook, oldest due first, with their events.
 
-        async def run(conn: aiosqlite.Connection) -> list[Claim]:
-            rows = await conn.execute_fetchall(
+        Also returns the earliest due time of the webhook's deliveries still queued after the claim (None when
+        there are none), so the scheduler knows when to come back without another query.
+        """
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Claim], float | None]:
+            rows = conn.execute(
                 f"""UPDATE deliveries SET status = 'delivering', due_at = ?, updated_at = ?
                 WHERE seq IN (
                     SELECT seq FROM deliveries
@@ -309,11 +342,14 @@ class Store(StoreReads):
                 )
                 RETURNING seq, id, event_seq, attempt_count, created_at""",
                 (lease_until, now, webhook_id, now, limit),
-            )
+            ).fetchall()
+            next_due = conn.execute(
+                f"SELECT MIN(due_at) FROM deliveries WHERE webhook_id = ? AND status IN {QUEUED}", (webhook_id,)
+            ).fetchone()[0]
             if not rows:
-                return []
-            events = await self._events_by_seq(conn, {int(r[2]) for r in rows})
-            return [
+                return [], next_due
+            events = self._events_by_seq(conn, {int(r[2]) for r in rows})
+            claims = [
                 Claim(
                     delivery_seq=int(r[0]),
                     delivery_id=r[1],
@@ -324,17 +360,19 @@ class Store(StoreReads):
                 )
                 for r in rows
             ]
+            claims.sort(key=lambda c: c.delivery_seq)
+            return claims, next_due
 
         return await self.write(run)
 
-    async def _events_by_seq(self, conn: aiosqlite.Connection, seqs: Iterable[int]) -> dict[int, Event]:
+    def _events_by_seq(self, conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Event]:
         found: dict[int, Event] = {}
         for chunk in _chunks(list(seqs), 500):
             marks = ",".join("?" * len(chunk))
-            rows = await conn.execute_fetchall(
+            rows = conn.execute(
                 f"SELECT seq, id, type, created_at, data, ingested_at FROM events WHERE seq IN ({marks})",
                 chunk,
-            )
+            ).fetchall()
             for r in rows:
                 found[int(r[0])] = Event(int(r[0]), r[1], r[2], r[3], bytes(r[4]), float(r[5]))
         return found
@@ -344,10 +382,10 @@ class Store(StoreReads):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._submit(_Job(None, future, results=list(results)))
 
-    async def _apply_results(self, conn: aiosqlite.Connection, results: list[AttemptResult]) -> None:
+    def _apply_results(self, conn: sqlite3.Connection, results: list[AttemptResult]) -> None:
         # A delivery pruned while its attempt was in flight leaves no attempt behind, and its seq, if reused
         # by a newer delivery, is not mistaken for it (?1 is the seq, ?10 the delivery id).
-        await conn.executemany(
+        conn.executemany(
             "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,"
             " error, error_detail, response_body, next_attempt_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
             " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1 AND id = ?10)",
@@ -368,7 +406,7 @@ class Store(StoreReads):
             ],
         )
         # Only a delivery still leased moves on: one cancelled meanwhile stays cancelled.
-        await conn.executemany(
+        conn.executemany(
             "UPDATE deliveries SET status = ?, attempt_count = ?, due_at = ?, updated_at = ?"
             " WHERE seq = ? AND id = ? AND status = 'delivering'",
             [
@@ -387,8 +425,8 @@ class Store(StoreReads):
     async def reclaim_in_flight(self, now: float) -> int:
         """At startup: deliveries a previous process left ``delivering`` are due again at once."""
 
-        async def run(conn: aiosqlite.Connection) -> int:
-            cursor = await conn.execute(
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
                 "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ? WHERE status = 'delivering'",
                 (now, now),
             )
@@ -399,8 +437,8 @@ class Store(StoreReads):
     async def release(self, delivery_seqs: Sequence[int], now: float) -> None:
         """Give leased deliveries back (shutdown before their attempt started): due again at once."""
 
-        async def run(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ?"
                 " WHERE seq = ? AND status = 'delivering'",
                 [(now, now, seq) for seq in delivery_seqs],
@@ -415,41 +453,35 @@ class Store(StoreReads):
         )
         return {r[0]: float(r[1]) for r in rows}
 
-    async def next_due(self, webhook_id: str) -> float | None:
-        rows = await self._read(
-            f"SELECT MIN(due_at) FROM deliveries WHERE webhook_id = ? AND status IN {QUEUED}", (webhook_id,)
-        )
-        return None if not rows or rows[0][0] is None else float(rows[0][0])
-
     async def cancel_webhook_deliveries(self, webhook_id: str, now: float) -> int:
         """Cancel every delivery of a webhook that has not ended (kept, as ``cancelled``)."""
 
-        async def run(conn: aiosqlite.Connection) -> int:
-            return await _cancel_queued(conn, webhook_id, now)
+        def run(conn: sqlite3.Connection) -> int:
+            return _cancel_queued(conn, webhook_id, now)
 
         return await self.write(run)
 
     async def prune(self, cutoff: float, batch: int = 1000) -> int:
         """Delete events ingested before ``cutoff`` whose deliveries all ended delivered or cancelled."""
 
-        async def run(conn: aiosqlite.Connection) -> int:
-            rows = await conn.execute_fetchall(
+        def run(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
                 """SELECT seq FROM events e WHERE ingested_at < ? AND NOT EXISTS (
                        SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq
                        AND d.status NOT IN ('succeeded', 'cancelled'))
                    LIMIT ?""",
                 (cutoff, batch),
-            )
+            ).fetchall()
             seqs = [int(r[0]) for r in rows]
             if not seqs:
                 return 0
             marks = ",".join("?" * len(seqs))
-            await conn.execute(
+            conn.execute(
                 f"DELETE FROM attempts WHERE delivery_seq IN (SELECT seq FROM deliveries WHERE event_seq IN ({marks}))",
                 seqs,
             )
-            await conn.execute(f"DELETE FROM deliveries WHERE event_seq IN ({marks})", seqs)
-            await conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
+            conn.execute(f"DELETE FROM deliveries WHERE event_seq IN ({marks})", seqs)
+            conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
             return len(seqs)
 
         total = 0
@@ -467,13 +499,13 @@ class Store(StoreReads):
         Returns the ids of the webhooks removed.
         """
 
-        async def run(conn: aiosqlite.Connection) -> list[str]:
-            rows = await conn.execute_fetchall("SELECT id FROM webhooks WHERE source = 'config'")
+        def run(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT id FROM webhooks WHERE source = 'config'").fetchall()
             removed = [r[0] for r in rows if r[0] not in specs]
             for webhook_id in removed:
-                await conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
-                await _cancel_queued(conn, webhook_id, now)
-            await conn.executemany(
+                conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+                _cancel_queued(conn, webhook_id, now)
+            conn.executemany(
                 "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'config', ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
                 " WHERE webhooks.source = 'config'",
@@ -495,8 +527,8 @@ class Store(StoreReads):
     async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
         """Store a new API webhook; False when the id is taken (by any webhook)."""
 
-        async def run(conn: aiosqlite.Connection) -> bool:
-            cursor = await conn.execute(
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
                 "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'api', ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
                 (webhook_id, spec, now, now),
@@ -516,14 +548,14 @@ class Store(StoreReads):
         """Replace an API webhook's spec (and, given ``rotation``, its previous secret and until when it
         signs); False when there is no such API webhook."""
 
-        async def run(conn: aiosqlite.Connection) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
             if rotation is None:
-                cursor = await conn.execute(
+                cursor = conn.execute(
                     "UPDATE webhooks SET spec = ?, updated_at = ? WHERE id = ? AND source = 'api'",
                     (spec, now, webhook_id),
                 )
             else:
-                cursor = await conn.execute(
+                cursor = conn.execute(
                     "UPDATE webhooks SET spec = ?, updated_at = ?, previous_secret = ?, previous_secret_until = ?"
                     " WHERE id = ? AND source = 'api'",
                     (spec, now, rotation[0], rotation[1], webhook_id),
@@ -536,12 +568,12 @@ class Store(StoreReads):
         """Delete an API webhook and cancel its unfinished deliveries (kept, as ``cancelled``), in one
         transaction. Returns how many were cancelled, or None when there is no such API webhook."""
 
-        async def run(conn: aiosqlite.Connection) -> int | None:
-            cursor = await conn.execute("DELETE FROM webhooks WHERE id = ? AND source = 'api'", (webhook_id,))
+        def run(conn: sqlite3.Connection) -> int | None:
+            cursor = conn.execute("DELETE FROM webhooks WHERE id = ? AND source = 'api'", (webhook_id,))
             if cursor.rowcount != 1:
                 return None
-            await conn.execute("DELETE FROM oauth_tokens WHERE webhook_id = ?", (webhook_id,))
-            return await _cancel_queued(conn, webhook_id, now)
+            conn.execute("DELETE FROM oauth_tokens WHERE webhook_id = ?", (webhook_id,))
+            return _cancel_queued(conn, webhook_id, now)
 
         return await self.write(run)
 
@@ -550,17 +582,17 @@ class Store(StoreReads):
     async def add_deliveries(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[int] | None:
         """New pending deliveries of a stored event, due now (a replay); their seqs, or None without the event."""
 
-        async def run(conn: aiosqlite.Connection) -> list[int] | None:
-            rows = list(await conn.execute_fetchall("SELECT seq FROM events WHERE id = ?", (event_id,)))
+        def run(conn: sqlite3.Connection) -> list[int] | None:
+            rows = conn.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchall()
             if not rows:
                 return None
             seqs: list[int] = []
             for webhook_id in webhook_ids:
-                inserted = await conn.execute_fetchall(
+                inserted = conn.execute(
                     "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
                     " VALUES (?, ?, ?, 'pending', ?, ?, ?) RETURNING seq",
                     (new_id("dlv", now), int(rows[0][0]), webhook_id, now, now, now),
-                )
+                ).fetchall()
                 seqs.extend(int(r[0]) for r in inserted)
             return seqs
 
@@ -573,15 +605,15 @@ class Store(StoreReads):
         """
         statuses = "('failed', 'dead')" if include_dead else "('failed')"
 
-        async def run(conn: aiosqlite.Connection) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
             counts: dict[str, int] = {}
             for chunk in _chunks(list(webhook_ids), 500):
                 marks = ",".join("?" * len(chunk))
-                rows = await conn.execute_fetchall(
+                rows = conn.execute(
                     f"UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ?"
                     f" WHERE status IN {statuses} AND webhook_id IN ({marks}) RETURNING webhook_id",
                     (now, now, *chunk),
-                )
+                ).fetchall()
                 for r in rows:
                     counts[r[0]] = counts.get(r[0], 0) + 1
             return counts
@@ -595,8 +627,8 @@ class Store(StoreReads):
         return str(rows[0][0]) if rows else None
 
     async def save_refresh_token(self, webhook_id: str, token: str) -> None:
-        async def run(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO oauth_tokens (webhook_id, refresh_token, updated_at) VALUES (?, ?, unixepoch())"
                 " ON CONFLICT (webhook_id) DO UPDATE SET refresh_token = excluded.refresh_token,"
                 " updated_at = excluded.updated_at",
@@ -620,25 +652,31 @@ class Store(StoreReads):
         if free.f_bavail * free.f_frsize < min_free_bytes:
             raise StoreUnavailable(f"the disk holding {self.path} has less than {min_free_bytes} bytes free")
 
-        async def run(conn: aiosqlite.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> None:
             pages = {}
             for pragma in ("page_count", "freelist_count", "max_page_count"):
-                rows = list(await conn.execute_fetchall(f"PRAGMA {pragma}"))
+                rows = conn.execute(f"PRAGMA {pragma}").fetchall()
                 pages[pragma] = int(rows[0][0])
             if pages["page_count"] - pages["freelist_count"] >= pages["max_page_count"] - 2:
                 raise sqlite3.OperationalError("database or disk is full (max_page_count reached)")
-            await conn.execute("CREATE TABLE IF NOT EXISTS heartbeat (at REAL)")
-            await conn.execute("DELETE FROM heartbeat")
-            await conn.execute("INSERT INTO heartbeat (at) VALUES (unixepoch())")
+            conn.execute("CREATE TABLE IF NOT EXISTS heartbeat (at REAL)")
+            conn.execute("DELETE FROM heartbeat")
+            conn.execute("INSERT INTO heartbeat (at) VALUES (unixepoch())")
 
         await self.write(run)
 
 
-async def _cancel_queued(conn: aiosqlite.Connection, webhook_id: str, now: float) -> int:
+def _cancel_queued(conn: sqlite3.Connection, webhook_id: str, now: float) -> int:
     """Cancel a webhook's deliveries that have not ended (kept, as ``cancelled``); returns how many."""
-    cursor = await conn.execute(
+    cursor = conn.execute(
         f"UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ?"
         f" WHERE webhook_id = ? AND status IN {QUEUED}",
         (now, webhook_id),
     )
     return cursor.rowcount
+
+
+def _fail(jobs: list[_Job], error: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)

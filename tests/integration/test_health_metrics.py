@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,9 +78,9 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
         async with relay.http.get(f"{relay.url}/readyz") as response:
             assert response.status == 200
 
-        async def full(conn: object) -> None:  # the disk-full fault: no page may be added
-            rows = await conn.execute_fetchall("PRAGMA page_count")  # type: ignore[attr-defined]
-            await conn.execute(f"PRAGMA max_page_count = {rows[0][0]}")  # type: ignore[attr-defined]
+        def full(conn: sqlite3.Connection) -> None:  # the disk-full fault: no page may be added
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages}")
 
         await relay.daemon.store.write(full)
         async with relay.http.get(f"{relay.url}/readyz") as response:
@@ -90,8 +91,8 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
         assert status == 503 and answer["error"]["code"] == "unavailable"
         assert relay.sql("SELECT COUNT(*) FROM events") == [(0,)]
 
-        async def space_again(conn: object) -> None:
-            await conn.execute("PRAGMA max_page_count = 1073741823")  # type: ignore[attr-defined]
+        def space_again(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA max_page_count = 1073741823")
 
         await relay.daemon.store.write(space_again)  # the daemon recovers by itself once there is room
         async with relay.http.get(f"{relay.url}/readyz") as response:
@@ -102,12 +103,10 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
 
 
 async def test_a_locked_store_answers_503_and_recovers(tmp_path: Path) -> None:
-    import sqlite3
-
     async with running_relay(tmp_path, []) as relay:
 
-        async def impatient(conn: object) -> None:  # wait 100 ms for a lock instead of 5 s
-            await conn.execute("PRAGMA busy_timeout = 100")  # type: ignore[attr-defined]
+        def impatient(conn: sqlite3.Connection) -> None:  # wait 100 ms for a lock instead of 5 s
+            conn.execute("PRAGMA busy_timeout = 100")
 
         await relay.daemon.store.write(impatient)
         other = sqlite3.connect(relay.db_path, isolation_level=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -61,15 +62,18 @@ class TestOutboxContract:
 
     async def test_claim_leases_due_deliveries_oldest_first(self, store: Store) -> None:
         await store.ingest([event("e1", "a"), event("e2", "a"), event("e3", "b")], T0)
-        claims = await store.claim("a", 10, T0, T0 + 60)
+        claims, next_due = await store.claim("a", 10, T0, T0 + 60)
         assert [c.event.id for c in claims] == ["e1", "e2"]
         assert all(c.attempt_number == 1 and c.event.data == b'{"n":1}' for c in claims)
-        assert await store.claim("a", 10, T0, T0 + 60) == []  # leased
-        assert [c.event.id for c in await store.claim("a", 10, T0 + 61, T0 + 120)] == ["e1", "e2"]  # ran out
+        assert next_due == T0 + 60  # the leases run out then
+        assert await store.claim("a", 10, T0, T0 + 60) == ([], T0 + 60)  # leased
+        claims, _ = await store.claim("a", 10, T0 + 61, T0 + 120)
+        assert [c.event.id for c in claims] == ["e1", "e2"]  # ran out
+        assert await store.claim("c", 10, T0, T0 + 60) == ([], None)  # nothing queued
 
     async def test_results_move_deliveries_and_keep_every_attempt(self, store: Store) -> None:
         await store.ingest([event("e1", "a")], T0)
-        [claim] = await store.claim("a", 1, T0, T0 + 60)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         await store.record(
             [
                 AttemptResult(
@@ -81,9 +85,8 @@ class TestOutboxContract:
                 )
             ]
         )
-        assert await store.claim("a", 1, T0 + 59, T0 + 120) == []
-        assert await store.next_due("a") == T0 + 60
-        [claim] = await store.claim("a", 1, T0 + 60, T0 + 120)
+        assert await store.claim("a", 1, T0 + 59, T0 + 120) == ([], T0 + 60)
+        [claim], _ = await store.claim("a", 1, T0 + 60, T0 + 120)
         assert claim.attempt_number == 2
         await store.record(
             [
@@ -98,11 +101,11 @@ class TestOutboxContract:
         assert delivery.status is DeliveryStatus.SUCCEEDED and delivery.attempt_count == 2
         assert [a.number for a in delivery.attempts] == [1, 2]
         assert delivery.attempts[0].error is ErrorKind.HTTP_ERROR and delivery.attempts[0].next_attempt_at == T0 + 60
-        assert await store.next_due("a") is None
+        assert await store.claim("a", 1, T0 + 10_000, T0 + 10_060) == ([], None)  # nothing left queued
 
     async def test_a_cancelled_delivery_stays_cancelled_when_its_attempt_ends(self, store: Store) -> None:
         await store.ingest([event("e1", "a")], T0)
-        [claim] = await store.claim("a", 1, T0, T0 + 60)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         assert await store.cancel_webhook_deliveries("a", T0) == 1
         await store.record(
             [
@@ -116,16 +119,17 @@ class TestOutboxContract:
 
     async def test_reclaim_and_release_make_leased_deliveries_due_at_once(self, store: Store) -> None:
         await store.ingest([event("e1", "a"), event("e2", "a")], T0)
-        claims = await store.claim("a", 2, T0, T0 + 600)
+        claims, _ = await store.claim("a", 2, T0, T0 + 600)
         await store.release([claims[0].delivery_seq], T0 + 1)
-        assert [c.event.id for c in await store.claim("a", 5, T0 + 1, T0 + 600)] == ["e1"]
+        again, _ = await store.claim("a", 5, T0 + 1, T0 + 600)
+        assert [c.event.id for c in again] == ["e1"]
         assert await store.reclaim_in_flight(T0 + 2) == 2
         assert await store.due_by_webhook() == {"a": T0 + 2}
 
     async def test_prune_removes_only_old_events_that_are_done(self, store: Store) -> None:
         await store.ingest([event("done", "a"), event("failing", "b"), event("none")], T0)
         await store.ingest([event("recent", "a")], T0 + 100)
-        [claim] = await store.claim("a", 1, T0, T0 + 60)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         await store.record(
             [
                 AttemptResult(
@@ -157,8 +161,8 @@ class TestOutboxContract:
             await again.close()
 
     async def test_a_full_disk_is_unavailable_and_nothing_is_acknowledged(self, store: Store) -> None:
-        async def shrink(conn: object) -> None:
-            await conn.execute("PRAGMA max_page_count = 1")  # type: ignore[attr-defined]
+        def shrink(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA max_page_count = 1")
 
         await store.write(shrink)
         big = NewEvent("big", "t", "2024-01-15T10:35:00Z", b'"' + b"x" * 200_000 + b'"', ("a",))
@@ -167,9 +171,20 @@ class TestOutboxContract:
         assert await store.get_event("big") is None
         assert store.writer_alive
 
-    async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
-        import sqlite3
+    async def test_a_failing_job_rolls_its_group_back_and_the_writer_goes_on(self, store: Store) -> None:
+        def broken(conn: sqlite3.Connection) -> None:
+            raise ValueError("a bug in a write job")
 
+        ingest = asyncio.ensure_future(store.ingest([event("e1", "a")], T0))
+        with pytest.raises(ValueError, match="a bug"):
+            await store.write(broken)
+        with pytest.raises(ValueError):  # it shared the group, so it was rolled back with it
+            await ingest
+        assert store.writer_alive
+        assert await store.get_event("e1") is None
+        assert [r.created for r in await store.ingest([event("e1", "a")], T0)] == [True]
+
+    async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "new.db"
         with sqlite3.connect(path) as conn:
             conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -186,9 +201,8 @@ async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: Du
     await store.open()
     try:
 
-        async def read(conn: object) -> int:
-            rows = await conn.execute_fetchall("PRAGMA synchronous")  # type: ignore[attr-defined]
-            return int(rows[0][0])
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
         assert await store.write(read) == synchronous  # FULL = 2: fsync at every commit; NORMAL = 1
     finally:

@@ -164,7 +164,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(webhook=st.sampled_from(WEBHOOKS), limit=st.integers(1, 4), lease=st.sampled_from([1.0, 5.0, MAX_LEASE]))
     def claim(self, webhook: str, limit: int, lease: float) -> None:
         lease_until = self.now + lease
-        claims = self.run(self.store.claim(webhook, limit, self.now, lease_until))
+        claims, next_due = self.run(self.store.claim(webhook, limit, self.now, lease_until))
         eligible = {
             d.seq: d
             for d in self.deliveries.values()
@@ -183,6 +183,8 @@ class StoreMachine(RuleBasedStateMachine):
             assert c.attempt_number == d.attempt_count + 1
             d.status, d.due_at = S.DELIVERING, lease_until
             self.leased.append(Leased(c, lease_until))
+        queued = [d.due_at for d in self.deliveries.values() if d.webhook_id == webhook and d.status in QUEUED]
+        assert next_due == min((due for due in queued if due is not None), default=None), "next due time"
 
     @precondition(lambda self: self.leased)
     @rule(
@@ -426,12 +428,12 @@ async def test_a_stale_attempt_cannot_touch_a_delivery_that_reuses_its_seq(tmp_p
         now = 1_700_000_000.0
         old = NewEvent(id="old", type="t", created_at="2024-01-01T00:00:00Z", data=b"{}", webhook_ids=("a",))
         await store.ingest([old], now)
-        [stale] = await store.claim("a", 1, now, now + MAX_LEASE)  # an attempt starts ...
+        [stale], _ = await store.claim("a", 1, now, now + MAX_LEASE)  # an attempt starts ...
         await store.cancel_webhook_deliveries("a", now)  # ... its webhook is removed ...
         assert await store.prune(now + 1) == 1  # ... and the event, all its deliveries ended, is pruned
         new = NewEvent(id="new", type="t", created_at="2024-01-01T00:00:00Z", data=b"{}", webhook_ids=("a",))
         await store.ingest([new], now + 2)
-        [fresh] = await store.claim("a", 1, now + 2, now + 2 + MAX_LEASE)
+        [fresh], _ = await store.claim("a", 1, now + 2, now + 2 + MAX_LEASE)
         attempt = Attempt(1, now, 5.0, 200, None, None, "", None)
         await store.record(
             [AttemptResult(stale.delivery_seq, stale.delivery_id, attempt, S.SUCCEEDED, None)]
