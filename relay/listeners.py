@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -81,10 +81,9 @@ class _Guard(asyncio.Protocol):
     # asyncio.Protocol, forwarded
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is not a subclass)
         if not self.factory.admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         self.factory.idle[self] = None
         self._arm()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,12 +12,15 @@ from enum import StrEnum
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 _PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]  # 10 bits -> two characters
+# Ids need to be unique, not secret: a generator seeded from the OS once, because ``os.urandom`` per id is a
+# system call that lets go of the GIL, and the store's writer thread makes thousands of ids per group.
+_RANDOM = random.Random(os.urandom(32))
 
 
 def new_ulid(now: float | None = None) -> str:
     """26 Crockford base32 chars (lowercase): 48 bits of milliseconds then 80 random bits, so ids sort by time."""
     millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | _RANDOM.getrandbits(80)
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -10, -10)])
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import orjson
 import structlog
 
 from relay.errors import StoreError, StoreUnavailable
@@ -57,6 +59,15 @@ class IngestResult:
     id: str
     deliveries: int
     created: bool  # False: the id existed, this is the first answer again
+    leased: tuple[Claim, ...] = ()  # deliveries committed already leased to the caller (see ``Store.ingest``)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Up to ``count`` of a webhook's new deliveries are committed leased until ``until``, handed to the caller."""
+
+    count: int
+    until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,7 @@ class _Job:
     fn: WriteFn[Any] | None
     future: asyncio.Future[Any]
     ingest: list[NewEvent] | None = None
+    leases: dict[str, Lease] | None = None
     results: list[AttemptResult] | None = None
     now: float = 0.0
 
@@ -262,64 +274,78 @@ class Store(StoreReads):
 
     # -- ingest ------------------------------------------------------------------------------------------
 
-    async def ingest(self, events: Sequence[NewEvent], now: float) -> list[IngestResult]:
-        """Commit the events and their deliveries (all or nothing); answers in the order given."""
+    async def ingest(
+        self, events: Sequence[NewEvent], now: float, leases: dict[str, Lease] | None = None
+    ) -> list[IngestResult]:
+        """Commit the events and their deliveries (all or nothing); answers in the order given.
+
+        With ``leases``, the first new deliveries of each webhook named there (up to its count) are committed
+        already leased (``delivering``) and come back as claims in ``IngestResult.leased``: the scheduler
+        reserved room for them and starts their attempts at once, with no claim of its own.
+        """
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
-        result: list[IngestResult] = await self._submit(_Job(None, future, ingest=list(events), now=now))
+        job = _Job(None, future, ingest=list(events), leases=dict(leases) if leases else None, now=now)
+        result: list[IngestResult] = await self._submit(job)
         return result
 
     def _apply_ingest(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[list[IngestResult]]:
         """Insert the group's new events and deliveries; one list of answers per job, in job order.
 
         An id already stored, or created by an earlier job of this group, answers as that first time did,
-        with ``created=False``.
+        with ``created=False``. Whatever the group's size, this is a handful of statements: the writer thread
+        gives up the GIL at each statement step, and taking it back from a busy event loop is what costs.
         """
         answers: dict[str, IngestResult] = {}
         wanted = list({e.id for job in jobs for e in job.ingest or ()})
-        for chunk in _chunks(wanted, 500):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT id, delivery_count FROM events WHERE id IN ({marks})"
-            for row in conn.execute(sql, chunk).fetchall():
-                answers[row[0]] = IngestResult(row[0], int(row[1]), created=False)
+        sql = "SELECT id, delivery_count FROM events WHERE id IN (SELECT value FROM json_each(?))"
+        for row in conn.execute(sql, (orjson.dumps(wanted),)).fetchall():
+            answers[row[0]] = IngestResult(row[0], int(row[1]), created=False)
+        event_seq, delivery_seq = conn.execute(
+            "SELECT (SELECT IFNULL(MAX(seq), 0) FROM events), (SELECT IFNULL(MAX(seq), 0) FROM deliveries)"
+        ).fetchone()
+        event_rows: list[tuple[Any, ...]] = []
+        delivery_rows: list[tuple[Any, ...]] = []
         per_job: list[list[IngestResult]] = []
-        new: list[tuple[NewEvent, float]] = []
         for job in jobs:
             job_answers = []
-            for event in job.ingest or ():
-                known = answers.get(event.id)
-                if known is None:
-                    answers[event.id] = IngestResult(event.id, len(event.webhook_ids), created=True)
-                    new.append((event, job.now))
-                    job_answers.append(answers[event.id])
-                else:
-                    job_answers.append(IngestResult(event.id, known.deliveries, created=False))
+            now = job.now
+            budget = {webhook_id: lease.count for webhook_id, lease in (job.leases or {}).items()}
+            for e in job.ingest or ():
+                known = answers.get(e.id)
+                if known is not None:
+                    job_answers.append(IngestResult(e.id, known.deliveries, created=False))
+                    continue
+                event_seq += 1
+                event_rows.append((event_seq, e.id, e.type, e.created_at, e.data, now, len(e.webhook_ids)))
+                leased: list[Claim] = []
+                stored: Event | None = None
+                for webhook_id in e.webhook_ids:
+                    delivery_seq += 1
+                    delivery_id = new_id("dlv", now)
+                    if budget.get(webhook_id, 0) > 0:
+                        budget[webhook_id] -= 1
+                        assert job.leases is not None
+                        until = job.leases[webhook_id].until
+                        delivery_rows.append((delivery_seq, delivery_id, event_seq, webhook_id, "delivering", until))
+                        stored = stored or Event(event_seq, e.id, e.type, e.created_at, e.data, now)
+                        leased.append(Claim(delivery_seq, delivery_id, webhook_id, 1, now, stored))
+                    else:
+                        delivery_rows.append((delivery_seq, delivery_id, event_seq, webhook_id, "pending", now))
+                answers[e.id] = IngestResult(e.id, len(e.webhook_ids), created=True)
+                job_answers.append(IngestResult(e.id, len(e.webhook_ids), True, tuple(leased)))
             per_job.append(job_answers)
-        if new:
-            self._insert_new(conn, new)
-        return per_job
-
-    def _insert_new(self, conn: sqlite3.Connection, new: list[tuple[NewEvent, float]]) -> None:
-        conn.executemany(
-            "INSERT INTO events (id, type, created_at, data, ingested_at, delivery_count) VALUES (?, ?, ?, ?, ?, ?)",
-            [(e.id, e.type, e.created_at, e.data, now, len(e.webhook_ids)) for e, now in new],
+        now_of = {row[0]: row[5] for row in event_rows}
+        _insert_many(
+            conn,
+            "INSERT INTO events (seq, id, type, created_at, data, ingested_at, delivery_count) VALUES",
+            event_rows,
         )
-        # Read the rowids back for the new ids in one indexed query per 500.
-        seqs: dict[str, int] = {}
-        for chunk in _chunks([e.id for e, _ in new], 500):
-            marks = ",".join("?" * len(chunk))
-            for row in conn.execute(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk).fetchall():
-                seqs[row[0]] = int(row[1])
-        delivery_rows = [
-            (new_id("dlv", now), seqs[e.id], webhook_id, DeliveryStatus.PENDING, now, now, now)
-            for e, now in new
-            for webhook_id in e.webhook_ids
-        ]
-        if delivery_rows:
-            conn.executemany(
-                "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                delivery_rows,
-            )
+        _insert_many(
+            conn,
+            "INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, due_at, created_at, updated_at) VALUES",
+            [(*row, now_of[row[2]], now_of[row[2]]) for row in delivery_rows],
+        )
+        return per_job
 
     # -- scheduling --------------------------------------------------------------------------------------
 
@@ -333,49 +359,41 @@ class Store(StoreReads):
         """
 
         def run(conn: sqlite3.Connection) -> tuple[list[Claim], float | None]:
-            rows = conn.execute(
-                f"""UPDATE deliveries SET status = 'delivering', due_at = ?, updated_at = ?
-                WHERE seq IN (
-                    SELECT seq FROM deliveries
+            # One row holding them all (times as exact decimal text), not one statement step per delivery.
+            found = conn.execute(
+                f"""SELECT json_group_array(json_array(d.seq, d.id, d.attempt_count, printf('%!.17g', d.created_at),
+                        e.seq, e.id, e.type, e.created_at, CAST(e.data AS TEXT), printf('%!.17g', e.ingested_at)))
+                FROM (
+                    SELECT seq, id, event_seq, attempt_count, created_at FROM deliveries
                     WHERE webhook_id = ? AND status IN {QUEUED} AND due_at <= ?
                     ORDER BY due_at LIMIT ?
+                ) d JOIN events e ON e.seq = d.event_seq""",
+                (webhook_id, now, limit),
+            ).fetchone()[0]
+            claims = [
+                Claim(
+                    r[0],
+                    r[1],
+                    webhook_id,
+                    r[2] + 1,
+                    float(r[3]),
+                    Event(r[4], r[5], r[6], r[7], r[8].encode(), float(r[9])),
                 )
-                RETURNING seq, id, event_seq, attempt_count, created_at""",
-                (lease_until, now, webhook_id, now, limit),
-            ).fetchall()
+                for r in orjson.loads(found)
+            ]
+            if claims:
+                conn.execute(
+                    "UPDATE deliveries SET status = 'delivering', due_at = ?, updated_at = ?"
+                    " WHERE seq IN (SELECT value FROM json_each(?))",
+                    (lease_until, now, orjson.dumps([c.delivery_seq for c in claims])),
+                )
             next_due = conn.execute(
                 f"SELECT MIN(due_at) FROM deliveries WHERE webhook_id = ? AND status IN {QUEUED}", (webhook_id,)
             ).fetchone()[0]
-            if not rows:
-                return [], next_due
-            events = self._events_by_seq(conn, {int(r[2]) for r in rows})
-            claims = [
-                Claim(
-                    delivery_seq=int(r[0]),
-                    delivery_id=r[1],
-                    webhook_id=webhook_id,
-                    attempt_number=int(r[3]) + 1,
-                    created_at=float(r[4]),
-                    event=events[int(r[2])],
-                )
-                for r in rows
-            ]
             claims.sort(key=lambda c: c.delivery_seq)
             return claims, next_due
 
         return await self.write(run)
-
-    def _events_by_seq(self, conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Event]:
-        found: dict[int, Event] = {}
-        for chunk in _chunks(list(seqs), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT seq, id, type, created_at, data, ingested_at FROM events WHERE seq IN ({marks})",
-                chunk,
-            ).fetchall()
-            for r in rows:
-                found[int(r[0])] = Event(int(r[0]), r[1], r[2], r[3], bytes(r[4]), float(r[5]))
-        return found
 
     async def record(self, results: Sequence[AttemptResult]) -> None:
         """Record finished attempts and the decisions taken after them, in the next group commit."""
@@ -384,11 +402,13 @@ class Store(StoreReads):
 
     def _apply_results(self, conn: sqlite3.Connection, results: list[AttemptResult]) -> None:
         # A delivery pruned while its attempt was in flight leaves no attempt behind, and its seq, if reused
-        # by a newer delivery, is not mistaken for it (?1 is the seq, ?10 the delivery id).
-        conn.executemany(
-            "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code,"
-            " error, error_detail, response_body, next_attempt_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
-            " WHERE EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1 AND id = ?10)",
+        # by a newer delivery, is not mistaken for it (column1 is the seq, column10 the delivery id).
+        _insert_many(
+            conn,
+            "INSERT OR REPLACE INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error,"
+            " error_detail, response_body, next_attempt_at) SELECT column1, column2, column3, column4, column5,"
+            " column6, column7, column8, column9 FROM (VALUES {rows}) AS v"
+            " WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = v.column1 AND d.id = v.column10)",
             [
                 (
                     r.delivery_seq,
@@ -405,10 +425,16 @@ class Store(StoreReads):
                 for r in results
             ],
         )
-        # Only a delivery still leased moves on: one cancelled meanwhile stays cancelled.
-        conn.executemany(
-            "UPDATE deliveries SET status = ?, attempt_count = ?, due_at = ?, updated_at = ?"
-            " WHERE seq = ? AND id = ? AND status = 'delivering'",
+        # Only a delivery still leased moves on: one cancelled meanwhile stays cancelled. Of two results for one
+        # delivery in a group (a lease ran out under a live attempt) the first wins, as it would one by one.
+        first: dict[int, AttemptResult] = {}
+        for r in results:
+            first.setdefault(r.delivery_seq, r)
+        _insert_many(
+            conn,
+            "UPDATE deliveries SET status = v.column1, attempt_count = v.column2, due_at = v.column3,"
+            " updated_at = v.column4 FROM (VALUES {rows}) AS v"
+            " WHERE deliveries.seq = v.column5 AND deliveries.id = v.column6 AND deliveries.status = 'delivering'",
             [
                 (
                     r.status,
@@ -418,7 +444,7 @@ class Store(StoreReads):
                     r.delivery_seq,
                     r.delivery_id,
                 )
-                for r in results
+                for r in first.values()
             ],
         )
 
@@ -680,3 +706,28 @@ def _fail(jobs: list[_Job], error: BaseException) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(error)
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(statement: str, width: int, count: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    values = ",".join([row] * count)
+    return statement.replace("{rows}", values) if "{rows}" in statement else f"{statement} {values}"
+
+
+def _insert_many(conn: sqlite3.Connection, statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run ``statement`` with ``rows`` as a multi-row VALUES list (at ``{rows}``, else at the end).
+
+    One statement step per chunk instead of one per row. Chunk sizes are powers of two (512, 256, ... 1), so a
+    handful of distinct statements are prepared once and then come from the statement cache.
+    """
+    start = 0
+    while start < len(rows):
+        size = min(_CHUNK, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        width = len(chunk[0])
+        conn.execute(_values_sql(statement, width, size), [value for row in chunk for value in row])
+        start += size
+
+
+_CHUNK = 512  # rows per statement: 512 x 10 columns stays far below SQLite's 32766 bound parameters
