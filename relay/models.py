@@ -15,13 +15,18 @@ _PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]  # 10 bits ->
 # Ids need to be unique, not secret: a generator seeded from the OS once, because ``os.urandom`` per id is a
 # system call that lets go of the GIL, and the store's writer thread makes thousands of ids per group.
 _RANDOM = random.Random(os.urandom(32))
+_time_part: tuple[int, str] = (-1, "")  # the last millisecond seen and its 10 characters
 
 
 def new_ulid(now: float | None = None) -> str:
     """26 Crockford base32 chars (lowercase): 48 bits of milliseconds then 80 random bits, so ids sort by time."""
+    global _time_part
     millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    value = (millis << 80) | _RANDOM.getrandbits(80)
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -10, -10)])
+    part = _time_part  # read once: the writer thread makes ids too
+    if part[0] != millis:  # ids come in bursts: the time part is encoded once per millisecond
+        part = _time_part = (millis, "".join([_PAIRS[(millis >> shift) & 1023] for shift in (40, 30, 20, 10, 0)]))
+    bits = _RANDOM.getrandbits(80)
+    return part[1] + "".join([_PAIRS[(bits >> shift) & 1023] for shift in (70, 60, 50, 40, 30, 20, 10, 0)])
 
 
 def new_id(prefix: str, now: float | None = None) -> str:
