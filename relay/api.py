@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,13 +187,25 @@ async def post_events(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_json", str(exc)) from exc
     except TooLarge as exc:
         raise ApiError(413, "payload_too_large", str(exc)) from exc
-    results = await services.store.ingest(parsed.events, now)
+    # Where a webhook's lane has room, its new deliveries are committed leased and start at once, no claim.
+    scheduler = services.scheduler
+    leases = scheduler.reserve(Counter(w for event in parsed.events for w in event.webhook_ids), now)
+    try:
+        results = await services.store.ingest(parsed.events, now, leases)
+    except BaseException:
+        scheduler.start(leases, ())
+        raise
+    scheduler.start(leases, [claim for result in results for claim in result.leased])
     created = 0
     for event, result in zip(parsed.events, results, strict=True):
         if result.created:
             created += 1
-            if event.webhook_ids:
-                services.scheduler.notify(event.webhook_ids, now)
+            queued = event.webhook_ids
+            if result.leased:
+                started = {claim.webhook_id for claim in result.leased}
+                queued = tuple(w for w in queued if w not in started)
+            if queued:
+                scheduler.notify(queued, now)
     for hook in services.on_ingest:
         hook(created)
     data = [{"id": r.id, "deliveries": r.deliveries} for r in results]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -24,7 +24,7 @@ from relay.errors import StoreError
 from relay.models import Claim, DeliveryStatus, ErrorKind, Webhook
 from relay.registry import Registry
 from relay.retry import Decision, Outcome, RetryPolicy, decide
-from relay.store import AttemptResult, Store
+from relay.store import AttemptResult, Lease, Store
 
 log = structlog.get_logger()
 
@@ -38,6 +38,7 @@ class _Lane:
     inflight: int = 0
     next_due: float = math.inf
     notified: float = math.inf  # due times announced while a claim was under way
+    claiming: bool = False
     tokens: float = math.inf  # a new bucket starts full (capped at its capacity on first use)
     tokens_at: float = 0.0
 
@@ -105,6 +106,58 @@ class Scheduler:
                 self.notify([webhook_id], due[webhook_id])
         self._wake.set()
 
+    def reserve(self, wanted: Mapping[str, int], now: float) -> dict[str, Lease]:
+        """Room for fresh deliveries to start at once, with no claim: how many of each webhook's new deliveries
+        the ingest may commit already leased (``Store.ingest``), and until when.
+
+        Only a lane with nothing due and no claim under way gets room, so fresh deliveries never overtake older
+        ones. The room is taken from the limits now; ``start`` gives back what the commit did not use.
+        """
+        leases: dict[str, Lease] = {}
+        if self._stopping:
+            return leases
+        for webhook_id, count in wanted.items():
+            webhook = self.registry.get(webhook_id)
+            if webhook is None or not webhook.is_active:
+                continue
+            lane = self._lane(webhook_id)
+            if lane.claiming or lane.next_due <= now:
+                continue
+            room = min(
+                count,
+                self.config.per_webhook_concurrency - lane.inflight,
+                self.config.concurrency - self._attempting,
+            )
+            if webhook.rate_limit is not None:
+                room = min(room, int(lane.available_tokens(webhook.rate_limit, now)))
+                lane.tokens -= max(room, 0)
+            if room <= 0:
+                continue
+            lane.inflight += room
+            self._attempting += room
+            leases[webhook_id] = Lease(room, self._lease_until(webhook, now))
+        return leases
+
+    def start(self, leases: Mapping[str, Lease], claims: Iterable[Claim]) -> None:
+        """Start the attempts of deliveries committed leased under ``leases``; give back the room not used
+        (duplicate ids, a failed commit: then ``claims`` is empty)."""
+        unused = {webhook_id: lease.count for webhook_id, lease in leases.items()}
+        for claim in claims:
+            webhook = self.registry.get(claim.webhook_id)
+            if webhook is None or self._stopping:
+                continue  # removed meanwhile, or shutting down: its lease runs out, or the next start reclaims it
+            unused[claim.webhook_id] -= 1
+            self._launch(self._lane(claim.webhook_id), webhook, claim, leases[claim.webhook_id].until)
+        for webhook_id, count in unused.items():
+            if count:
+                lane = self._lane(webhook_id)
+                lane.inflight -= count
+                self._attempting -= count
+                webhook = self.registry.get(webhook_id)
+                if webhook is not None and webhook.rate_limit is not None:
+                    lane.tokens += count
+        self._wake.set()
+
     @property
     def in_flight(self) -> int:
         return self._attempting
@@ -158,14 +211,21 @@ class Scheduler:
                 wake_at = min(wake_at, lane.next_due)
         return wake_at
 
+    def _lease_until(self, webhook: Webhook, now: float) -> float:
+        timeout = webhook.timeout or self.config.timeout
+        # An attempt may fetch a token (two tries), post, refetch and post again after a 401: six timeouts at most.
+        return now + 6 * timeout + self._lease_margin
+
     async def _claim(self, lane: _Lane, want: int, now: float) -> None:
         webhook = self.registry.get(lane.webhook_id)
         assert webhook is not None
-        timeout = webhook.timeout or self.config.timeout
-        # An attempt may fetch a token (two tries), post, refetch and post again after a 401: six timeouts at most.
-        lease_until = now + 6 * timeout + self._lease_margin
+        lease_until = self._lease_until(webhook, now)
         lane.notified = math.inf
-        claimed, remaining = await self.store.claim(lane.webhook_id, want, now, lease_until)
+        lane.claiming = True
+        try:
+            claimed, remaining = await self.store.claim(lane.webhook_id, want, now, lease_until)
+        finally:
+            lane.claiming = False
         if webhook.rate_limit is not None:
             lane.tokens -= len(claimed)
         for claim in claimed:
@@ -173,11 +233,15 @@ class Scheduler:
                 continue  # a lease that ran out under a live attempt: that attempt records the result
             lane.inflight += 1
             self._attempting += 1
-            entry = _InFlight(claim, lease_until)
-            self._in_flight[claim.delivery_seq] = entry
-            entry.task = asyncio.create_task(self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}")
+            self._launch(lane, webhook, claim, lease_until)
         if len(claimed) < want:
             lane.next_due = min(math.inf if remaining is None else remaining, lane.notified)
+
+    def _launch(self, lane: _Lane, webhook: Webhook, claim: Claim, lease_until: float) -> None:
+        """Start the attempt of a leased delivery (its slot is already counted in the lane)."""
+        entry = _InFlight(claim, lease_until)
+        self._in_flight[claim.delivery_seq] = entry
+        entry.task = asyncio.create_task(self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}")
 
     async def _attempt(self, lane: _Lane, webhook: Webhook, entry: _InFlight) -> None:
         claim = entry.claim

@@ -11,7 +11,7 @@ import pytest
 
 from relay.errors import StoreUnavailable
 from relay.models import Attempt, DeliveryStatus, Durability, ErrorKind
-from relay.store import AttemptResult, NewEvent, Store
+from relay.store import AttemptResult, Lease, NewEvent, Store
 
 T0 = 1_700_000_000.0
 
@@ -70,6 +70,31 @@ class TestOutboxContract:
         claims, _ = await store.claim("a", 10, T0 + 61, T0 + 120)
         assert [c.event.id for c in claims] == ["e1", "e2"]  # ran out
         assert await store.claim("c", 10, T0, T0 + 60) == ([], None)  # nothing queued
+
+    async def test_ingest_can_commit_new_deliveries_already_leased(self, store: Store) -> None:
+        await store.ingest([event("old", "a")], T0)
+        leases = {"a": Lease(2, T0 + 70), "b": Lease(5, T0 + 80)}
+        results = await store.ingest(
+            [event("old", "a"), event("e1", "a", "b"), event("e2", "a", "c"), event("e3", "a")], T0 + 1, leases
+        )
+        assert [r.created for r in results] == [False, True, True, True]
+        assert results[0].leased == ()  # a known id takes no room
+        leased = [claim for r in results for claim in r.leased]
+        assert [(c.event.id, c.webhook_id) for c in leased] == [("e1", "a"), ("e1", "b"), ("e2", "a")]  # a: 2 only
+        first = leased[0]
+        assert (first.attempt_number, first.created_at, first.event.data) == (1, T0 + 1, b'{"n":1}')
+        assert first.event.ingested_at == T0 + 1 and first.event.created_at == "2024-01-15T10:35:00Z"
+        found = await store.get_event("e1")
+        assert found is not None
+        assert {(d.id, d.status) for d in found[1]} == {(c.delivery_id, DeliveryStatus.DELIVERING) for c in leased[:2]}
+        assert found[0].seq == first.event.seq and {d.seq for d in found[1]} == {c.delivery_seq for c in leased[:2]}
+        # Not claimable while leased: only what was committed pending is, until the lease runs out.
+        claims, next_due = await store.claim("a", 10, T0 + 1, T0 + 300)
+        assert sorted(c.event.id for c in claims) == ["e3", "old"] and next_due == T0 + 70
+        assert (await store.claim("a", 10, T0 + 69, T0 + 200))[0] == []  # e1 and e2 leased until T0 + 70 ...
+        claims, _ = await store.claim("a", 10, T0 + 70, T0 + 200)
+        assert sorted(c.event.id for c in claims) == ["e1", "e2"]  # ... then due again
+        assert [c.event.id for c in (await store.claim("c", 10, T0 + 1, T0 + 60))[0]] == ["e2"]
 
     async def test_results_move_deliveries_and_keep_every_attempt(self, store: Store) -> None:
         await store.ingest([event("e1", "a")], T0)
