@@ -11,7 +11,7 @@ from pathlib import Path
 
 from relay import __version__
 from relay.cli_manage import add_management_commands
-from relay.config import Config, load_config, summarize
+from relay.config import Config, event_loop_factory, load_config, summarize
 from relay.errors import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -42,7 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(path)
     configure_logging(args.log_level, args.log_format)
     daemon = Daemon(config, reload_config=lambda: load_config(path))
-    return asyncio.run(daemon.run())
+    with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
+        return runner.run(daemon.run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -6,11 +6,13 @@ column. The types below are frozen; the running daemon swaps a whole ``Config`` 
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -68,6 +70,7 @@ class ServerConfig:
     request_timeout: float = 30.0
     shutdown_timeout: float = 10.0
     max_connections: int = 1024
+    event_loop: str = "auto"  # "auto": uvloop when installed, else asyncio's own; "asyncio"; "uvloop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,7 @@ _TOP_KEYS = ("server", "storage", "delivery", "webhooks")
 # fmt: off
 _SERVER_KEYS = (
     "listen", "health_listen", "api_keys", "max_body_size", "max_batch", "request_timeout",
-    "shutdown_timeout", "max_connections",
+    "shutdown_timeout", "max_connections", "event_loop",
 )
 _STORAGE_KEYS = ("path", "durability", "retention")
 _DELIVERY_KEYS = (
@@ -202,7 +205,28 @@ def _server(raw: Mapping[str, object], problems: list[Problem], secrets: SecretR
         request_timeout=_or(f.get("request_timeout", positive_duration), default.request_timeout),
         shutdown_timeout=_or(f.get("shutdown_timeout", parse_duration), default.shutdown_timeout),
         max_connections=_or(f.get("max_connections", int_at_least(1)), default.max_connections),
+        event_loop=_event_loop(f),
     )
+
+
+def _event_loop(f: Fields) -> str:
+    choice = _or(f.get("event_loop", one_of("auto", "asyncio", "uvloop")), "auto")
+    if choice == "uvloop" and not uvloop_installed():
+        f.problem("event_loop", 'uvloop is not installed (pip install \'relay[uvloop]\'), use "auto" or "asyncio"')
+    return choice
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop ``server.event_loop`` asks for: None for asyncio's own."""
+    if choice == "asyncio" or (choice == "auto" and not uvloop_installed()):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def _storage(raw: Mapping[str, object], problems: list[Problem]) -> StorageConfig:

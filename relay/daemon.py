@@ -172,6 +172,7 @@ class Daemon:
             store=str(config.storage.path),
             webhooks=len(self.registry.all()),
             reclaimed=reclaimed,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],  # "asyncio" or "uvloop"
         )
         self.notifier.notify("READY=1", f"STATUS=listening on {server.listen}", f"MAINPID={os.getpid()}")
 

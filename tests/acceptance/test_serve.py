@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from standardwebhooks.webhooks import Webhook as StandardVerifier
 
 from tests.support.process import RelayProcess, post_events, write_config
@@ -43,6 +44,23 @@ retry_schedule = ["0s", "1h"]
 {extra}
 {hooks}
 """
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+async def test_each_event_loop_delivers(tmp_path: Path, receiver: Receiver, event_loop: str) -> None:
+    pytest.importorskip(event_loop)
+    text = config_text(tmp_path, receiver.url()).replace("[server]\n", f'[server]\nevent_loop = "{event_loop}"\n')
+    relay = await RelayProcess(write_config(tmp_path / "relay.toml", text)).start()
+    try:
+        assert relay.events("relay_started")[0]["event_loop"] == event_loop
+        events = [{"type": "consent.created", "data": {"n": n}} for n in range(20)]
+        status, _ = await post_events(relay.url, KEY, events)
+        assert status == 202
+        received = await receiver.wait_for(20)
+        verified = [StandardVerifier(SECRET).verify(r.body, dict(r.headers))["data"]["n"] for r in received]
+        assert sorted(verified) == list(range(20))
+    finally:
+        assert await relay.stop() == 0
 
 
 async def test_round_trip_and_sigterm_exits_zero(tmp_path: Path, receiver: Receiver) -> None:

@@ -15,6 +15,7 @@ from relay.config import (
     Listen,
     ServerConfig,
     StorageConfig,
+    event_loop_factory,
     load_config,
     parse_listen,
     parse_webhook,
@@ -944,3 +945,22 @@ def test_api_body_that_is_not_an_object() -> None:
         require_id=False,
     )
     assert webhook is None and [str(p) for p in found] == ["must be an object"]
+
+
+def test_event_loop_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load(tmp_path, MINIMAL).server.event_loop == "auto"
+    assert load(tmp_path, MINIMAL + 'event_loop = "asyncio"\n').server.event_loop == "asyncio"
+    assert event_loop_factory("asyncio") is None
+    assert problems(tmp_path, MINIMAL + 'event_loop = "trio"\n') == [
+        'server.event_loop: must be "auto", "asyncio" or "uvloop"'
+    ]
+    monkeypatch.setattr("relay.config.uvloop_installed", lambda: False)
+    assert event_loop_factory("auto") is None  # without uvloop, auto is asyncio's own loop
+    [problem] = problems(tmp_path, MINIMAL + 'event_loop = "uvloop"\n')
+    assert problem.startswith("server.event_loop: uvloop is not installed (pip install 'relay[uvloop]')")
+
+
+def test_auto_picks_uvloop_when_installed() -> None:
+    pytest.importorskip("uvloop")
+    factory = event_loop_factory("auto")
+    assert factory is not None and type(factory()).__module__.startswith("uvloop")

@@ -173,6 +173,7 @@ server = st.fixed_dictionaries(
         "request_timeout": plausible(*DURATIONS),
         "shutdown_timeout": plausible(*DURATIONS),
         "max_connections": plausible(1, 0, 10**400),
+        "event_loop": plausible("auto", "asyncio", "uvloop", "UVLOOP"),
         "bogus": values,
     },
 )
