@@ -13,7 +13,6 @@ Every request relay makes (deliveries and OAuth2 token fetches alike) goes throu
 from __future__ import annotations
 
 import socket
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -68,13 +67,16 @@ def make_session(config: DeliveryConfig, *, resolver: AbstractResolver | None = 
     """The shared session: keep-alive per endpoint, at most ``concurrency`` connections, the policy enforced."""
     allow_http, allow_private = config.allow_http, config.allow_private_networks
 
-    async def on_request_start(
-        session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestStartParams
-    ) -> None:
-        check_destination(params.url, allow_http=allow_http, allow_private_networks=allow_private)
+    # A client middleware, not a trace hook: it runs before the connection is taken, and tracing (any trace
+    # config at all) makes aiohttp build a parameter object for every signal of every request.
+    async def destination_policy(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        check_destination(request.url, allow_http=allow_http, allow_private_networks=allow_private)
+        return await handler(request)
 
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_request_start)
     chosen = resolver if allow_private else PolicyResolver(resolver)
     connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0, ttl_dns_cache=60, resolver=chosen)
-    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False, trace_configs=[trace])
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=False, auto_decompress=False, middlewares=(destination_policy,)
+    )
