@@ -23,7 +23,7 @@ RESPONSE_BODY_LIMIT = 1024
 _DRAIN_LIMIT = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class AttemptReport:
     started_at: float
     duration_ms: float

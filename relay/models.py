@@ -1,4 +1,9 @@
-"""Value types shared by every module: statuses, webhooks, events, deliveries, attempts, ids, timestamps."""
+"""Value types shared by every module: statuses, webhooks, events, deliveries, attempts, ids, timestamps.
+
+Values are frozen slotted dataclasses, except the hot-path records made once per event or per attempt (events,
+claims, attempts, ingest and attempt results, retry decisions): building a frozen one costs about 1 µs against
+0.3 µs, several times per delivery. Nothing changes them after they are built.
+"""
 
 from __future__ import annotations
 
@@ -186,7 +191,7 @@ def matches_filter(patterns: tuple[str, ...], event_type: str) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Event:
     seq: int
     id: str
@@ -196,7 +201,7 @@ class Event:
     ingested_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Attempt:
     number: int
     started_at: float
@@ -222,7 +227,7 @@ class Delivery:
     attempts: tuple[Attempt, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Claim:
     """A delivery leased to this process for one attempt, with what the attempt needs."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from relay.models import DeliveryStatus
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class RetryPolicy:
     schedule: tuple[float, ...]  # delay before each attempt; schedule[0] is the first (usually 0)
     jitter: float  # ± fraction applied to every delay
@@ -20,13 +20,13 @@ class RetryPolicy:
     redrive_max_age: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Outcome:
     succeeded: bool
     retry_after: float | None = None  # seconds asked for by a 429/503 answer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Decision:
     status: DeliveryStatus
     next_attempt_at: float | None

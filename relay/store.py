@@ -43,7 +43,7 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], T]  # runs on the writer thread, inside the group transaction
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class NewEvent:
     """An accepted, validated event with the webhooks it fans out to (decided at ingest)."""
 
@@ -54,7 +54,7 @@ class NewEvent:
     webhook_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class IngestResult:
     id: str
     deliveries: int
@@ -62,7 +62,7 @@ class IngestResult:
     leased: tuple[Claim, ...] = ()  # deliveries committed already leased to the caller (see ``Store.ingest``)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Lease:
     """Up to ``count`` of a webhook's new deliveries are committed leased until ``until``, handed to the caller."""
 
@@ -70,7 +70,7 @@ class Lease:
     until: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class AttemptResult:
     """One finished attempt and the decision taken after it."""
 
@@ -295,11 +295,11 @@ class Store(StoreReads):
         with ``created=False``. Whatever the group's size, this is a handful of statements: the writer thread
         gives up the GIL at each statement step, and taking it back from a busy event loop is what costs.
         """
-        answers: dict[str, IngestResult] = {}
+        known: dict[str, int] = {}  # id -> delivery count, of events stored before or earlier in this group
         wanted = list({e.id for job in jobs for e in job.ingest or ()})
         sql = "SELECT id, delivery_count FROM events WHERE id IN (SELECT value FROM json_each(?))"
         for row in conn.execute(sql, (orjson.dumps(wanted),)).fetchall():
-            answers[row[0]] = IngestResult(row[0], int(row[1]), created=False)
+            known[row[0]] = int(row[1])
         event_seq, delivery_seq = conn.execute(
             "SELECT (SELECT IFNULL(MAX(seq), 0) FROM events), (SELECT IFNULL(MAX(seq), 0) FROM deliveries)"
         ).fetchone()
@@ -311,12 +311,13 @@ class Store(StoreReads):
             now = job.now
             budget = {webhook_id: lease.count for webhook_id, lease in (job.leases or {}).items()}
             for e in job.ingest or ():
-                known = answers.get(e.id)
-                if known is not None:
-                    job_answers.append(IngestResult(e.id, known.deliveries, created=False))
+                count = known.get(e.id)
+                if count is not None:
+                    job_answers.append(IngestResult(e.id, count, False))
                     continue
+                count = known[e.id] = len(e.webhook_ids)
                 event_seq += 1
-                event_rows.append((event_seq, e.id, e.type, e.created_at, e.data, now, len(e.webhook_ids)))
+                event_rows.append((event_seq, e.id, e.type, e.created_at, e.data, now, count))
                 leased: list[Claim] = []
                 stored: Event | None = None
                 for webhook_id in e.webhook_ids:
@@ -331,8 +332,7 @@ class Store(StoreReads):
                         leased.append(Claim(delivery_seq, delivery_id, webhook_id, 1, now, stored))
                     else:
                         delivery_rows.append((delivery_seq, delivery_id, event_seq, webhook_id, "pending", now))
-                answers[e.id] = IngestResult(e.id, len(e.webhook_ids), created=True)
-                job_answers.append(IngestResult(e.id, len(e.webhook_ids), True, tuple(leased)))
+                job_answers.append(IngestResult(e.id, count, True, tuple(leased) if leased else ()))
             per_job.append(job_answers)
         now_of = {row[0]: row[5] for row in event_rows}
         _insert_many(
