@@ -9,3 +9,20 @@ var/bench/profile-*.svg and per-thread, per-function summaries in var/bench/prof
 ``BENCH_LOADGEN=aiohttp`` forces the fallback load generator. A warning says when other processes were busy
 during a scenario.
 """
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from relay.config import event_loop_factory
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a bench process's main on the loop relay itself picks (``server.event_loop = "auto"``: uvloop when
+    installed), so that the baselines and the receivers are measured on the same footing as relay."""
+    with asyncio.Runner(loop_factory=event_loop_factory("auto")) as runner:
+        return runner.run(main)

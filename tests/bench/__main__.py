@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from relay.config import uvloop_installed
 from tests.bench import loadgen, scenarios
 from tests.bench.scenarios import BENCH_DIR, Figure, Settings
 
@@ -173,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(table)
     generator = f"wrk ({wrk})" if wrk else "aiohttp client process (wrk not on PATH, or BENCH_LOADGEN=aiohttp)"
-    print(f"\nload generator: {generator}; {os.cpu_count()} CPUs; durability full; wall time {wall:.0f} s")
+    loop = "uvloop" if uvloop_installed() else "asyncio"  # relay, its baselines and the receivers alike
+    print(
+        f"\nload generator: {generator}; event loop: {loop}; {os.cpu_count()} CPUs; durability full;"
+        f" wall time {wall:.0f} s"
+    )
     foreign = {k: v for k, v in extra["foreign_cpu_cores_during_scenario"].items() if v > 0.1}
     if foreign:
         print(f"WARNING: other processes were busy during the run (cores): {foreign}; the figures are low")
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_after": os.getloadavg(),
         },
         "load_generator": "wrk" if wrk else "aiohttp",
+        "event_loop": loop,
         "settings": asdict(settings),
         "figures": [asdict(f) for f in figures],
         **extra,

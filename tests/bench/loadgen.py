@@ -35,6 +35,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests import bench
+
 RESULT_MARK = "BENCH_RESULT "
 API_KEY = "bench-key"
 EVENT_TYPE = "consent.created"
@@ -395,13 +397,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.mode == "http":
         body = Path(args.body_file).read_bytes()
-        asyncio.run(http_load(args.url, body, ingest_headers(), args.connections, args.duration))
+        bench.run(http_load(args.url, body, ingest_headers(), args.connections, args.duration))
     elif args.mode == "batches":
-        asyncio.run(batches(args.url, args.count, args.batch, args.concurrency))
+        bench.run(batches(args.url, args.count, args.batch, args.concurrency))
     elif args.mode == "deliver":
-        asyncio.run(deliver(args.url, args.count, args.concurrency))
+        bench.run(deliver(args.url, args.count, args.concurrency))
     else:
-        asyncio.run(paced(args.url, args.rate, args.duration, args.connections, args.tag))
+        bench.run(paced(args.url, args.rate, args.duration, args.connections, args.tag))
 
 
 if __name__ == "__main__":

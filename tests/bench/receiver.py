@@ -22,6 +22,8 @@ from collections import Counter
 import orjson
 from aiohttp import web
 
+from tests import bench
+
 _ACCEPTED = orjson.dumps({"success": True, "data": {"id": "evt_baseline", "deliveries": 0}})
 
 
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("mode", choices=["receive", "ingest"])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.mode, args.port))
+    bench.run(serve(args.mode, args.port))
 
 
 if __name__ == "__main__":
