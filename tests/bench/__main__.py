@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from relay.config import uvloop_installed
+from tests import bench
 from tests.bench import loadgen, scenarios
 from tests.bench.scenarios import BENCH_DIR, Figure, Settings
 
@@ -157,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000, help="deliveries in each end-to-end figure")
     parser.add_argument("--profile", action="store_true", help="add runs profiled with py-spy")
     parser.add_argument("--profile-only", action="store_true", help="only the profiled runs, no figures")
+    parser.add_argument(
+        "--event-loop", choices=["auto", "asyncio"], help="the loop of relay and every bench process (default: auto)"
+    )
     args = parser.parse_args(argv)
+    if args.event_loop:
+        os.environ["BENCH_EVENT_LOOP"] = args.event_loop  # the bench's own processes inherit it
     settings = Settings(duration=args.duration, e2e_events=args.events, profile=args.profile or args.profile_only)
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     busy = cpu_busy()
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(table)
     generator = f"wrk ({wrk})" if wrk else "aiohttp client process (wrk not on PATH, or BENCH_LOADGEN=aiohttp)"
-    loop = "uvloop" if uvloop_installed() else "asyncio"  # relay, its baselines and the receivers alike
+    loop = bench.event_loop_name()  # relay, its baselines and the receivers alike
     print(
         f"\nload generator: {generator}; event loop: {loop}; {os.cpu_count()} CPUs; durability full;"
         f" wall time {wall:.0f} s"

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests import bench
 from tests.bench import loadgen
 from tests.bench.loadgen import API_KEY, WEBHOOK_SECRET, batch_body, bench_event, loadgen_command
 from tests.support.process import RelayProcess
@@ -195,6 +196,7 @@ def relay_config(workdir: Path, webhook_urls: list[str], rate_limit: str | None 
         "[server]",
         'listen = "127.0.0.1:0"',
         f'api_keys = ["{API_KEY}"]',
+        f'event_loop = "{bench.event_loop()}"',
         "",
         "[storage]",
         f'path = "{workdir / "relay.db"}"',
