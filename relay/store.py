@@ -1,9 +1,12 @@
 """The SQLite outbox: every SQL statement of relay lives here.
 
-One writer connection, driven by one writer task: callers submit write jobs and await them; the writer drains
-whatever is queued at that moment into one transaction and one commit (one fsync with ``durability = "full"``),
-so concurrent ingest requests, claims and attempt results share commits. A second connection serves reads.
-Driver errors are translated here into ``StoreUnavailable`` / ``StoreError``.
+One writer connection, on a thread of its own, fed by one writer task: callers submit write jobs and await them;
+the writer task drains whatever is queued at that moment into one group, and the thread runs the whole group as
+one transaction and one commit (one fsync with ``durability = "full"``), so concurrent ingest requests, claims and
+attempt results share commits. The writes are set-based (multi-row ``VALUES``, one aggregated row per claim):
+the thread lets go of the GIL at every statement step, and taking it back from a busy event loop is what costs.
+A second connection (aiosqlite) serves reads. Driver errors are translated here into ``StoreUnavailable`` /
+``StoreError``.
 """
 
 from __future__ import annotations
