@@ -21,7 +21,7 @@ from relay.listeners import guard_of
 from relay.metrics import CONTENT_TYPE, Metrics
 from relay.registry import Registry
 from relay.scheduler import Scheduler
-from relay.store import Store
+from relay.store import IngestResult, NewEvent, Store
 from relay.views import error_body, event_view
 
 log = structlog.get_logger()
@@ -187,29 +187,48 @@ async def post_events(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_json", str(exc)) from exc
     except TooLarge as exc:
         raise ApiError(413, "payload_too_large", str(exc)) from exc
-    # Where a webhook's lane has room, its new deliveries are committed leased and start at once, no claim.
+    results = await _commit(services, parsed.events, now)
+    data = [{"id": r.id, "deliveries": r.deliveries} for r in results]
+    return ok(data if parsed.batch else data[0], status=202)
+
+
+async def _commit(services: Services, events: list[NewEvent], now: float) -> list[IngestResult]:
+    """Commit the events, and tell the scheduler what to deliver the moment the commit lands.
+
+    Where a webhook's lane has room, its new deliveries are committed already leased and start at once, with no
+    claim; the rest are announced as due. That bookkeeping runs when the commit lands even if this request is
+    gone by then (its client left, the handler was cancelled), so nothing committed waits for a lease to run out
+    or for the next event to wake its lane.
+    """
     scheduler = services.scheduler
-    leases = scheduler.reserve(Counter(w for event in parsed.events for w in event.webhook_ids), now)
+    leases = scheduler.reserve(Counter(w for event in events for w in event.webhook_ids), now)
     try:
-        results = await services.store.ingest(parsed.events, now, leases)
+        committing = services.store.submit_ingest(events, now, leases)
     except BaseException:
         scheduler.start(leases, ())
         raise
-    scheduler.start(leases, [claim for result in results for claim in result.leased])
-    created = 0
-    for event, result in zip(parsed.events, results, strict=True):
-        if result.created:
-            created += 1
-            queued = event.webhook_ids
-            if result.leased:
-                started = {claim.webhook_id for claim in result.leased}
-                queued = tuple(w for w in queued if w not in started)
-            if queued:
-                scheduler.notify(queued, now)
-    for hook in services.on_ingest:
-        hook(created)
-    data = [{"id": r.id, "deliveries": r.deliveries} for r in results]
-    return ok(data if parsed.batch else data[0], status=202)
+
+    def committed(done: asyncio.Future[list[IngestResult]]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            scheduler.start(leases, ())
+            return
+        results = done.result()
+        scheduler.start(leases, [claim for result in results for claim in result.leased])
+        created = 0
+        for event, result in zip(events, results, strict=True):
+            if result.created:
+                created += 1
+                queued = event.webhook_ids
+                if result.leased:
+                    started = {claim.webhook_id for claim in result.leased}
+                    queued = tuple(w for w in queued if w not in started)
+                if queued:
+                    scheduler.notify(queued, now)
+        for hook in services.on_ingest:
+            hook(created)
+
+    committing.add_done_callback(committed)
+    return await asyncio.shield(committing)
 
 
 async def get_event(request: web.Request) -> web.Response:

@@ -286,10 +286,15 @@ class Store(StoreReads):
         already leased (``delivering``) and come back as claims in ``IngestResult.leased``: the scheduler
         reserved room for them and starts their attempts at once, with no claim of its own.
         """
+        return await self.submit_ingest(events, now, leases)
+
+    def submit_ingest(
+        self, events: Sequence[NewEvent], now: float, leases: dict[str, Lease] | None = None
+    ) -> asyncio.Future[list[IngestResult]]:
+        """``ingest`` as a future of the commit, which lands whether or not anybody still awaits it."""
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
-        job = _Job(None, future, ingest=list(events), leases=dict(leases) if leases else None, now=now)
-        result: list[IngestResult] = await self._submit(job)
-        return result
+        self._submit(_Job(None, future, ingest=list(events), leases=dict(leases) if leases else None, now=now))
+        return future
 
     def _apply_ingest(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[list[IngestResult]]:
         """Insert the group's new events and deliveries; one list of answers per job, in job order.
