@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from collections import OrderedDict
 from typing import Any, cast
@@ -37,24 +38,37 @@ class _Guard(asyncio.Protocol):
         self.factory = factory
         self.inner = inner
         self.transport: asyncio.Transport | None = None
-        self.deadline: asyncio.TimerHandle | None = None
-        self.deadline_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline_at = 0.0  # when the request being read must be in (kept while it is answered)
+        self.expires_at = math.inf  # when the connection is cut if no request has come in; inf: disarmed
         self.busy = False
 
-    # the deadline
+    # the deadline: one lazy timer per connection. Arming and disarming only move ``expires_at``; the timer,
+    # when it fires early, sets itself again for the new time. Keep-alive requests then cost no timer work.
 
     def _arm(self) -> None:
-        self._disarm()
         loop = asyncio.get_running_loop()
-        self.deadline_at = loop.time() + self.factory.request_timeout
-        self.deadline = loop.call_at(self.deadline_at, self._expired)
+        self.deadline_at = self.expires_at = loop.time() + self.factory.request_timeout
+        if self.timer is None:
+            self.timer = loop.call_at(self.expires_at, self._check)
 
     def _disarm(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.expires_at = math.inf
 
-    def _expired(self) -> None:
+    def _stop_timer(self) -> None:
+        self._disarm()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _check(self) -> None:
+        self.timer = None
+        if self.expires_at == math.inf:
+            return  # a request is being answered; the next _arm sets a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.expires_at:
+            self.timer = loop.call_at(self.expires_at, self._check)
+            return
         log.info("connection_timed_out", timeout=self.factory.request_timeout)
         if self.transport is not None:
             self.transport.abort()
@@ -90,7 +104,7 @@ class _Guard(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._stop_timer()
         if self.factory.release(self):
             self.inner.connection_lost(exc)
 

@@ -48,6 +48,28 @@ async def test_a_silent_connection_is_closed(tmp_path: Path) -> None:
         writer.close()
 
 
+async def test_a_keep_alive_connection_gets_a_fresh_deadline_after_each_request(tmp_path: Path) -> None:
+    """The deadline timer is set lazily: a request answered late in the first period moves the cut-off along."""
+    async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.6)) as relay:  # type: ignore[arg-type]
+        reader, writer = await _connect(relay.url)
+        request = (
+            f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(EVENT)}\r\n\r\n"
+        ).encode() + EVENT
+        loop = asyncio.get_running_loop()
+        for _ in range(3):  # each request comes 0.4 s after the last answer: never idle for 0.6 s
+            await asyncio.sleep(0.4)
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+            assert head.startswith(b"HTTP/1.1 202")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        idle_from = loop.time()
+        assert await _closed_within(reader, 2) == b""  # then idle: cut off one request_timeout later
+        assert 0.3 <= loop.time() - idle_from <= 1.5
+        writer.close()
+
+
 async def test_a_client_trickling_the_body_gets_408(tmp_path: Path) -> None:
     async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.5)) as relay:  # type: ignore[arg-type]
         reader, writer = await _connect(relay.url)
