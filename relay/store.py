@@ -106,6 +106,7 @@ class Store(StoreReads):
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self.on_commit: Callable[[], None] | None = None
+        self.busy_timeout = 5.0  # seconds the writer waits for a write lock held by another connection
         self.commits = 0  # group transactions committed (tests and metrics read it)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class Store(StoreReads):
             for pragma in self._pragmas():
                 conn.execute(pragma)
             self._migrate(conn)
+            conn.execute("PRAGMA busy_timeout = 0")  # waits for the lock only in _run_group, on the thread
         except BaseException:
             conn.close()
             raise
@@ -230,7 +232,9 @@ class Store(StoreReads):
 
     async def _commit_group(self, jobs: list[_Job]) -> None:
         try:
-            outcomes = await self._on_writer_thread(lambda: self._run_group(jobs))
+            outcomes = await self._run_small_group(jobs) if _small(jobs) else None
+            if outcomes is None:
+                outcomes = await self._on_writer_thread(lambda: self._run_group(jobs))
         except sqlite3.Error as exc:
             log.error("store_write_failed", error=str(exc), jobs=len(jobs))
             _fail(jobs, _translate(exc))
@@ -249,30 +253,62 @@ class Store(StoreReads):
         if self.on_commit is not None:
             self.on_commit()
 
-    def _run_group(self, jobs: list[_Job]) -> list[Any]:
-        """On the writer thread: every job of the group in one transaction; their outcomes in job order."""
+    async def _run_small_group(self, jobs: list[_Job]) -> list[Any] | None:
+        """A small group's statements on the loop, and only its COMMIT (the WAL write and the fsync) on the
+        writer thread: one hand-off instead of one per statement. None when another connection holds the write
+        lock: the group then runs on the thread, where waiting for the lock holds up no one."""
         conn = self._writer
         assert conn is not None
-        outcomes: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            ingest = [job for job in jobs if job.ingest is not None]
-            ingest_answers = iter(self._apply_ingest(conn, ingest) if ingest else [])
-            results = [r for job in jobs if job.results is not None for r in job.results]
-            if results:
-                self._apply_results(conn, results)
-            for job in jobs:
-                if job.ingest is not None:
-                    outcomes.append(next(ingest_answers))
-                elif job.fn is not None:
-                    outcomes.append(job.fn(conn))
-                else:
-                    outcomes.append(None)
-            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 outside _run_group: this never waits
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise
+        try:
+            outcomes = self._statements(conn, jobs)
+            await self._on_writer_thread(lambda: conn.execute("COMMIT"))
+        except asyncio.CancelledError:
+            raise  # the COMMIT may still be running on the thread: the connection is not ours to touch
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        return outcomes
+
+    def _run_group(self, jobs: list[_Job]) -> list[Any]:
+        """On the writer thread: every job of the group in one transaction; their outcomes in job order."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = self._statements(conn, jobs)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+        return outcomes
+
+    def _statements(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
+        """Every job of the group, inside its transaction; their outcomes in job order."""
+        outcomes: list[Any] = []
+        ingest = [job for job in jobs if job.ingest is not None]
+        ingest_answers = iter(self._apply_ingest(conn, ingest) if ingest else [])
+        results = [r for job in jobs if job.results is not None for r in job.results]
+        if results:
+            self._apply_results(conn, results)
+        for job in jobs:
+            if job.ingest is not None:
+                outcomes.append(next(ingest_answers))
+            elif job.fn is not None:
+                outcomes.append(job.fn(conn))
+            else:
+                outcomes.append(None)
         return outcomes
 
     # -- ingest ------------------------------------------------------------------------------------------
@@ -708,6 +744,18 @@ def _cancel_queued(conn: sqlite3.Connection, webhook_id: str, now: float) -> int
         (now, webhook_id),
     )
     return cursor.rowcount
+
+
+SMALL_GROUP = 128  # rows: a group of ingests and results this small runs its statements on the loop
+
+
+def _small(jobs: list[_Job]) -> bool:
+    rows = 0
+    for job in jobs:
+        if job.fn is not None:
+            return False  # arbitrary work (claims, prunes, checks) stays on the thread
+        rows += len(job.ingest or ()) + len(job.results or ())
+    return rows <= SMALL_GROUP
 
 
 def _fail(jobs: list[_Job], error: BaseException) -> None:

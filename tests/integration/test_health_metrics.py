@@ -104,11 +104,7 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
 
 async def test_a_locked_store_answers_503_and_recovers(tmp_path: Path) -> None:
     async with running_relay(tmp_path, []) as relay:
-
-        def impatient(conn: sqlite3.Connection) -> None:  # wait 100 ms for a lock instead of 5 s
-            conn.execute("PRAGMA busy_timeout = 100")
-
-        await relay.daemon.store.write(impatient)
+        relay.daemon.store.busy_timeout = 0.1  # wait 100 ms for a lock instead of 5 s
         other = sqlite3.connect(relay.db_path, isolation_level=None)
         try:
             other.execute("BEGIN EXCLUSIVE")  # another process holds the database
