@@ -1,10 +1,10 @@
 """The SQLite outbox: every SQL statement of relay lives here.
 
-One writer connection, on a thread of its own, fed by one writer task: callers submit write jobs and await them;
-the writer task drains whatever is queued at that moment into one group, and the thread runs the whole group as
-one transaction and one commit (one fsync with ``durability = "full"``), so concurrent ingest requests, claims and
-attempt results share commits. The writes are set-based (multi-row ``VALUES``, one aggregated row per claim):
-the thread lets go of the GIL at every statement step, and taking it back from a busy event loop is what costs.
+One writer connection with a thread of its own, fed by one writer task: callers submit write jobs and await them;
+the writer task drains whatever is queued at that moment into one group, committed as one transaction (one fsync
+with ``durability = "full"``, always on the writer thread), so concurrent ingest requests, claims and attempt
+results share commits. The writes are set-based (multi-row ``VALUES``, one aggregated row per claim): the thread
+lets go of the GIL at every statement step, and taking it back from a busy event loop is what costs.
 A second connection (aiosqlite) serves reads. Driver errors are translated here into ``StoreUnavailable`` /
 ``StoreError``.
 """
@@ -135,10 +135,13 @@ class Store(StoreReads):
         return [
             "PRAGMA journal_mode = WAL",
             f"PRAGMA synchronous = {synchronous}",
-            "PRAGMA busy_timeout = 5000",
+            self._busy_pragma(),
             "PRAGMA temp_store = MEMORY",
             "PRAGMA cache_size = -16000",
         ]
+
+    def _busy_pragma(self) -> str:
+        return f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}"
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -203,9 +206,10 @@ class Store(StoreReads):
         return self._writer_task is not None and not self._writer_task.done()
 
     # -- the writer --------------------------------------------------------------------------------------
-    # The writer task gathers what is queued and hands the whole group to the writer thread as one call: one
-    # thread hop and one commit per group, however many jobs it holds. Job functions are plain synchronous
-    # sqlite3 code and run on that thread; futures are settled back on the event loop.
+    # The writer task gathers what is queued into one group. A small group of ingests and results runs its
+    # statements on the loop and hands only its COMMIT to the writer thread; any other group runs whole on the
+    # thread, in one call. Either way: one commit and one thread hand-off per group, however many jobs it holds.
+    # Job functions are plain synchronous sqlite3 code; futures are settled back on the event loop.
 
     def _submit(self, job: _Job) -> asyncio.Future[Any]:
         if self._writer_task is None or self._writer_task.done():
@@ -280,7 +284,7 @@ class Store(StoreReads):
         """On the writer thread: every job of the group in one transaction; their outcomes in job order."""
         conn = self._writer
         assert conn is not None
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute(self._busy_pragma())
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -336,8 +340,8 @@ class Store(StoreReads):
         """Insert the group's new events and deliveries; one list of answers per job, in job order.
 
         An id already stored, or created by an earlier job of this group, answers as that first time did,
-        with ``created=False``. Whatever the group's size, this is a handful of statements: the writer thread
-        gives up the GIL at each statement step, and taking it back from a busy event loop is what costs.
+        with ``created=False``. Whatever the group's size, this is a handful of statements (see the module
+        docstring for why that matters).
         """
         known: dict[str, int] = {}  # id -> delivery count, of events stored before or earlier in this group
         wanted = list({e.id for job in jobs for e in job.ingest or ()})
@@ -371,14 +375,17 @@ class Store(StoreReads):
                         budget[webhook_id] -= 1
                         assert job.leases is not None
                         until = job.leases[webhook_id].until
-                        delivery_rows.append((delivery_seq, delivery_id, event_seq, webhook_id, "delivering", until))
+                        delivery_rows.append(
+                            (delivery_seq, delivery_id, event_seq, webhook_id, "delivering", until, now, now)
+                        )
                         stored = stored or Event(event_seq, e.id, e.type, e.created_at, e.data, now)
                         leased.append(Claim(delivery_seq, delivery_id, webhook_id, 1, now, stored))
                     else:
-                        delivery_rows.append((delivery_seq, delivery_id, event_seq, webhook_id, "pending", now))
-                job_answers.append(IngestResult(e.id, count, True, tuple(leased) if leased else ()))
+                        delivery_rows.append(
+                            (delivery_seq, delivery_id, event_seq, webhook_id, "pending", now, now, now)
+                        )
+                job_answers.append(IngestResult(e.id, count, True, tuple(leased)))
             per_job.append(job_answers)
-        now_of = {row[0]: row[5] for row in event_rows}
         _insert_many(
             conn,
             "INSERT INTO events (seq, id, type, created_at, data, ingested_at, delivery_count) VALUES",
@@ -387,7 +394,7 @@ class Store(StoreReads):
         _insert_many(
             conn,
             "INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, due_at, created_at, updated_at) VALUES",
-            [(*row, now_of[row[2]], now_of[row[2]]) for row in delivery_rows],
+            delivery_rows,
         )
         return per_job
 
