@@ -5,8 +5,6 @@ own example payload to a receiver written from that guide. Retry schedules are s
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from tests.support.profiles import (
     uncomment,
 )
 from tests.support.receiver import Receiver
+from tests.support.relay_harness import poll_until
 from tests.support.seed_payloads import (
     DATAGUARD_MESSAGE,
     DIDOMI_EVENT_CREATED,
@@ -58,17 +57,6 @@ async def api(relay: RelayProcess, method: str, path: str, body: Any = None) -> 
         return response.status, orjson.loads(await response.read())
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            result = predicate()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)
-
-
 async def delivery_of(relay: RelayProcess, event_id: str) -> dict[str, Any]:
     status, answer = await api(relay, "GET", f"/v1/events/{event_id}")
     assert status == 200, answer
@@ -81,7 +69,7 @@ async def settled(relay: RelayProcess, event_id: str, status: str) -> dict[str, 
     async def check() -> bool:
         return bool((await delivery_of(relay, event_id))["status"] == status)
 
-    await until(check)
+    await poll_until(check, timeout=10.0)
     return await delivery_of(relay, event_id)
 
 

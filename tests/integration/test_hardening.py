@@ -25,6 +25,19 @@ async def _connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
     return await asyncio.open_connection(host, int(port))
 
 
+async def _post_on_a_new_connection(url: str) -> int:
+    """Ingest one event over a connection of its own, closed after; the answer's status."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+        http.post(
+            f"{url}/v1/events",
+            data=EVENT,
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        ) as response,
+    ):
+        return response.status
+
+
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     """Read until the server closes the connection; fail if it is still open after ``seconds``."""
     return await asyncio.wait_for(reader.read(), seconds)
@@ -91,16 +104,7 @@ async def test_idle_connections_at_the_cap_make_room_for_ingest(tmp_path: Path) 
         idle = [await _connect(relay.url) for _ in range(5)]
         await asyncio.sleep(0.05)
         for attempt in range(3):  # the first finds the cap reached and evicts the longest-idle one
-            connector = aiohttp.TCPConnector(force_close=True)
-            async with (
-                aiohttp.ClientSession(connector=connector) as http,
-                http.post(
-                    f"{relay.url}/v1/events",
-                    data=EVENT,
-                    headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
-                ) as response,
-            ):
-                assert response.status == 202, attempt
+            assert await _post_on_a_new_connection(relay.url) == 202, attempt
         closed = 0
         for reader, writer in idle:
             try:
@@ -142,16 +146,7 @@ async def test_connections_trickling_bodies_at_the_cap_make_room_for_ingest(tmp_
             await writer.drain()
             slow.append((reader, writer))
         await asyncio.sleep(0.1)
-        connector = aiohttp.TCPConnector(force_close=True)
-        async with (
-            aiohttp.ClientSession(connector=connector) as http,
-            http.post(
-                f"{relay.url}/v1/events",
-                data=EVENT,
-                headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
-            ) as response,
-        ):
-            assert response.status == 202  # the oldest trickler made room
+        assert await _post_on_a_new_connection(relay.url) == 202  # the oldest trickler made room
         first_reader, _ = slow[0]
         assert await asyncio.wait_for(first_reader.read(), 2.0) == b""
         for _, writer in slow:

@@ -34,6 +34,20 @@ def make_config(tmp_path: Path, webhooks: list[Webhook], **delivery: Any) -> Con
     )
 
 
+async def poll_until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll an async or sync predicate on the real loop (not a fake clock) until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
 @dataclass
 class RunningRelay:
     daemon: Daemon
@@ -62,17 +76,7 @@ class RunningRelay:
         return result
 
     async def wait_until(self, predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-        """Poll an async or sync predicate on the real loop (not the fake clock) until it holds."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            result = predicate()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.01)
+        await poll_until(predicate, timeout)
 
     async def statuses(self, event_id: str) -> list[str]:
         return [d["status"] for d in (await self.event(event_id))["deliveries"]]
