@@ -14,8 +14,8 @@ from relay.models import format_datetime, format_time, new_id
 from relay.registry import Registry
 from relay.store import NewEvent
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
 _FIELDS = frozenset({"type", "data", "id", "created_at"})
 MAX_DEPTH = 253  # levels of arrays and objects in ``data`` (see ``_encode_data``)
 
@@ -45,32 +45,81 @@ def parse_body(body: bytes, *, now: float, max_batch: int, registry: Registry) -
             raise TooLarge(f"a batch holds at most {max_batch} events, this one {len(value)}")
         if not value:
             raise ValidationError([Problem("", "a batch must hold at least one event")])
-        items, batch = [(f"[{i}]", item) for i, item in enumerate(value)], True
+        items, batch = value, True
     elif isinstance(value, dict):
-        items, batch = [("", value)], False
+        items, batch = [value], False
     else:
         raise ValidationError([Problem("", "the body must be an event object or an array of events")])
 
     problems: list[Problem] = []
     events: list[NewEvent] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, int] = {}  # id -> index of the item that first had it
     ingest_time = format_time(now) or ""
-    for path, item in items:
-        event = _parse_event(item, path, now, ingest_time, problems, registry)
-        if event is None:
-            continue
+    for index, item in enumerate(items):
+        event = _valid_event(item, now, ingest_time, registry)
+        if event is None:  # something is wrong with it: the checked path names every problem
+            event = _parse_event(item, _path(index, batch), now, ingest_time, problems, registry)
+            if event is None:
+                continue
         if event.id in seen:
-            problems.append(Problem(_join(path, "id"), f"duplicates the id of {seen[event.id] or 'the body'}"))
+            first = _path(seen[event.id], batch) or "the body"
+            problems.append(Problem(_join(_path(index, batch), "id"), f"duplicates the id of {first}"))
             continue
-        seen[event.id] = path
+        seen[event.id] = index
         events.append(event)
     if problems:
         raise ValidationError(problems)
     return Parsed(events, batch)
 
 
+def _path(index: int, batch: bool) -> str:
+    return f"[{index}]" if batch else ""
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry) -> NewEvent | None:
+    """The event, when ``item`` is one with nothing wrong; None otherwise (``_parse_event`` then says what).
+
+    The fast path of a large batch: the same checks as ``_parse_event``, without collecting problems.
+    """
+    if type(item) is not dict or not _FIELDS.issuperset(item):
+        return None
+    event_type = item.get("type")
+    if type(event_type) is not str or not _valid_type(event_type):
+        return None
+    data = item.get("data")
+    if type(data) is not dict and type(data) is not list:
+        return None
+    encoded = _encode_data(data)
+    if encoded is None:
+        return None
+    event_id = item.get("id")
+    if event_id is None:
+        event_id = new_id("evt", now)
+    elif type(event_id) is not str or not _TOKEN.match(event_id):
+        return None
+    created_at = ingest_time
+    if (raw_created := item.get("created_at")) is not None:
+        if (parsed := _parse_time(raw_created)) is None:
+            return None
+        created_at = parsed
+    return NewEvent(event_id, event_type, created_at, encoded, registry.subscribers(event_type))
+
+
+_known_types: set[str] = set()  # event types that passed the check: a batch holds few distinct ones
+
+
+def _valid_type(event_type: str) -> bool:
+    if event_type in _known_types:
+        return True
+    if not _TOKEN.match(event_type):
+        return False
+    if len(_known_types) < 10_000:
+        _known_types.add(event_type)
+    return True
 
 
 def _parse_event(

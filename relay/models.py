@@ -7,8 +7,8 @@ claims, attempts, ingest and attempt results, retry decisions): building a froze
 
 from __future__ import annotations
 
+import itertools
 import os
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,21 +17,30 @@ from enum import StrEnum
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 _PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]  # 10 bits -> two characters
-# Ids need to be unique, not secret: a generator seeded from the OS once, because ``os.urandom`` per id is a
-# system call that lets go of the GIL, and the store's writer thread makes thousands of ids per group.
-_RANDOM = random.Random(os.urandom(32))
+_RANDOM_BITS = (1 << 80) - 1
+# Ids need to be unique and sorted, not secret. The random part starts at 80 bits drawn from the OS and counts up
+# by one per id (the spec's monotonic ULIDs): ids made in the same millisecond sort in the order they were made,
+# and only the last two characters change from one id to the next, so the rest of the text is encoded once per
+# 1,024 ids. ``next()`` on a count is atomic, so the store's writer thread can make ids alongside the event loop.
+_COUNTER = itertools.count(int.from_bytes(os.urandom(10)))
 _time_part: tuple[int, str] = (-1, "")  # the last millisecond seen and its 10 characters
+_high_part: tuple[int, str] = (-1, "")  # the random part's top 70 bits last seen and their 14 characters
 
 
 def new_ulid(now: float | None = None) -> str:
-    """26 Crockford base32 chars (lowercase): 48 bits of milliseconds then 80 random bits, so ids sort by time."""
-    global _time_part
+    """26 Crockford base32 chars (lowercase): 48 bits of milliseconds then 80 bits of a counter that started at
+    a random value, so ids sort by time, and by creation within one millisecond."""
+    global _time_part, _high_part
     millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    part = _time_part  # read once: the writer thread makes ids too
+    part = _time_part  # each global is read once: another thread may replace it meanwhile
     if part[0] != millis:  # ids come in bursts: the time part is encoded once per millisecond
         part = _time_part = (millis, "".join([_PAIRS[(millis >> shift) & 1023] for shift in (40, 30, 20, 10, 0)]))
-    bits = _RANDOM.getrandbits(80)
-    return part[1] + "".join([_PAIRS[(bits >> shift) & 1023] for shift in (70, 60, 50, 40, 30, 20, 10, 0)])
+    bits = next(_COUNTER) & _RANDOM_BITS
+    high = _high_part
+    if high[0] != bits >> 10:
+        top = bits >> 10
+        high = _high_part = (top, "".join([_PAIRS[(top >> shift) & 1023] for shift in (60, 50, 40, 30, 20, 10, 0)]))
+    return part[1] + high[1] + _PAIRS[bits & 1023]
 
 
 def new_id(prefix: str, now: float | None = None) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+
+import pytest
 
 from relay import models
 from relay.models import new_id, new_ulid
@@ -16,12 +19,24 @@ def reference_ulid(millis: int, bits: int) -> str:
     return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -5, -5))
 
 
-def test_the_encoding_is_the_canonical_ulid_one() -> None:
-    for now in (0.0, 1_700_000_000.0, 1_700_000_000.001, 123_456.789, (2**48 - 1) / 1000):
-        twin = random.Random()
-        twin.setstate(models._RANDOM.getstate())  # the bits new_ulid is about to draw
-        got = new_ulid(now)
-        assert got == reference_ulid(int(now * 1000) & (2**48 - 1), twin.getrandbits(80))
+def random_part(ulid: str) -> int:
+    return int("".join(f"{CROCKFORD.index(c):05b}" for c in ulid[10:]), 2)
+
+
+def test_the_encoding_is_the_canonical_ulid_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counters near the points where the cached top characters change, and where the 80 bits wrap around.
+    for start in (0, 1021, 2**40 - 2, 2**80 - 2, random.getrandbits(80)):
+        monkeypatch.setattr(models, "_COUNTER", itertools.count(start))
+        for step, now in enumerate((0.0, 1_700_000_000.0, 1_700_000_000.001, 123_456.789, (2**48 - 1) / 1000)):
+            got = new_ulid(now)
+            assert got == reference_ulid(int(now * 1000) & (2**48 - 1), (start + step) % 2**80)
+
+
+def test_ids_of_one_millisecond_count_up_from_a_random_start() -> None:
+    ids = [new_ulid(1_700_000_000.0) for _ in range(3000)]
+    parts = [random_part(i) for i in ids]
+    assert parts == [(parts[0] + n) % 2**80 for n in range(3000)]
+    assert ids == sorted(ids) or parts[0] > 2**80 - 3000  # sorted unless the 80 bits wrapped around
 
 
 def test_ids_sort_by_time_and_do_not_repeat() -> None:

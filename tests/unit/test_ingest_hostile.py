@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.errors import ValidationError
-from relay.ingest import MAX_DEPTH, InvalidJson, TooLarge, parse_body
+from relay.ingest import MAX_DEPTH, InvalidJson, TooLarge, _parse_event, _valid_event, parse_body
 from relay.models import BodyFormat, Event, Webhook
 from relay.registry import Registry
 from relay.render import render_body, stamp_sent_at
@@ -92,3 +92,37 @@ def test_a_timestamp_out_of_range_in_utc_is_a_validation_error(created_at: str) 
     with pytest.raises(ValidationError) as caught:
         parse_body(body, now=NOW, max_batch=1, registry=REGISTRY)
     assert [p.path for p in caught.value.problems] == ["created_at"]
+
+
+tokens = st.sampled_from(["consent.created", "ord:1", "", "a" * 129, "bad type!", "t\n", "é"]) | st.text(max_size=6)
+fields = {
+    "type": tokens | scalars,
+    "id": tokens | scalars,
+    "data": data_values,
+    "created_at": st.sampled_from(["2024-01-15T10:35:00Z", "2024-01-15T10:35:00Z\n", "yesterday"]) | scalars,
+    "extra": scalars,
+}
+items = st.fixed_dictionaries({}, optional=fields) | values
+
+
+@settings(max_examples=300, deadline=None)
+@given(item=items)
+def test_the_fast_path_accepts_exactly_what_the_checked_path_accepts(item: Any) -> None:
+    """``_valid_event`` (no problems collected) and ``_parse_event`` (every problem named) agree on every item."""
+    problems: list[Any] = []
+    checked = _parse_event(item, "", NOW, "2023-11-14T22:13:20.000Z", problems, REGISTRY)
+    fast = _valid_event(item, NOW, "2023-11-14T22:13:20.000Z", REGISTRY)
+    assert (fast is None) == (checked is None) == bool(problems)
+    if fast is not None and checked is not None:
+        if "id" not in item or item["id"] is None:
+            fast.id = checked.id  # both generated: unique
+        assert fast == checked
+
+
+@pytest.mark.parametrize("field", ["type", "id", "created_at"])
+def test_a_trailing_newline_is_not_a_valid_token_or_timestamp(field: str) -> None:
+    item = {"type": "t", "data": {}, "id": "a", "created_at": "2024-01-15T10:35:00Z"}
+    item[field] += "\n"
+    with pytest.raises(ValidationError) as info:
+        parse_body(orjson.dumps(item), now=NOW, max_batch=1, registry=REGISTRY)
+    assert [p.path for p in info.value.problems] == [field]
