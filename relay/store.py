@@ -1,10 +1,10 @@
 """The SQLite outbox: every SQL statement of relay lives here.
 
-One writer connection with a thread of its own, fed by one writer task: callers submit write jobs and await them;
-the writer task drains whatever is queued at that moment into one group, committed as one transaction (one fsync
-with ``durability = "full"``, always on the writer thread), so concurrent ingest requests, claims and attempt
-results share commits. The writes are set-based (multi-row ``VALUES``, one aggregated row per claim): the thread
-lets go of the GIL at every statement step, and taking it back from a busy event loop is what costs.
+One writer connection, fed by one writer task: callers submit write jobs and await them; the writer task drains
+whatever is queued at that moment into one group, committed as one transaction (one fsync with
+``durability = "full"``, always on the writer's own thread), so concurrent ingest requests, claims and attempt
+results share commits. The writes are set-based (multi-row ``VALUES``, one aggregated row per claim): a handful of
+statements per group whatever its size.
 A second connection (aiosqlite) serves reads. Driver errors are translated here into ``StoreUnavailable`` /
 ``StoreError``.
 """
@@ -43,7 +43,7 @@ from relay.store_reads import translate as _translate
 log = structlog.get_logger()
 
 T = TypeVar("T")
-WriteFn = Callable[[sqlite3.Connection], T]  # runs on the writer thread, inside the group transaction
+WriteFn = Callable[[sqlite3.Connection], T]  # runs inside the group transaction (see the writer's comment)
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -92,6 +92,8 @@ class _Job:
     leases: dict[str, Lease] | None = None
     results: list[AttemptResult] | None = None
     now: float = 0.0
+    on_loop: bool = True  # its statements may run on the event loop: bounded work (see the writer's comment)
+    rows: int = 1  # about how many rows it writes: what a group's size is counted in
 
 
 class Store(StoreReads):
@@ -206,9 +208,13 @@ class Store(StoreReads):
         return self._writer_task is not None and not self._writer_task.done()
 
     # -- the writer --------------------------------------------------------------------------------------
-    # The writer task gathers what is queued into one group. A small group of ingests and results runs its
-    # statements on the loop and hands only its COMMIT to the writer thread; any other group runs whole on the
-    # thread, in one call. Either way: one commit and one thread hand-off per group, however many jobs it holds.
+    # The writer task gathers what is queued into one group, committed as one transaction. A group of bounded
+    # jobs (ingests, attempt results, claims) runs its statements on the event loop and hands only its COMMIT
+    # (the WAL write, the fsync, any checkpoint) to the writer thread. A group of open-ended jobs (prunes,
+    # re-drives, anything else) runs whole on the thread, in one call, so the loop never waits on it. Either way:
+    # one commit and one thread hand-off per group, however many jobs it holds. The GIL is why: a thread that
+    # runs the statements gives it up at every statement step and waits to take it back from the busy loop.
+    # Groups are of one kind, and stop growing at GROUP_ROWS, which bounds how long the loop runs statements.
     # Job functions are plain synchronous sqlite3 code; futures are settled back on the event loop.
 
     def _submit(self, job: _Job) -> asyncio.Future[Any]:
@@ -217,26 +223,43 @@ class Store(StoreReads):
         self._queue.put_nowait(job)
         return job.future
 
-    async def write(self, fn: WriteFn[T]) -> T:
-        """Run ``fn`` on the writer thread inside the next group transaction; its result once committed."""
+    async def write(self, fn: WriteFn[T], *, bounded: bool = False) -> T:
+        """Run ``fn`` inside the next group transaction; its result once committed.
+
+        ``fn`` runs on the writer thread, unless ``bounded`` says its work is small whatever the store holds (a
+        claim of at most ``limit`` rows): then it may run on the event loop (see the writer's comment).
+        """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        result: T = await self._submit(_Job(fn, future))
+        result: T = await self._submit(_Job(fn, future, on_loop=bounded))
         return result
 
     async def _write_loop(self) -> None:
-        while True:
-            jobs = [await self._queue.get()]
-            while not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
-            try:
-                await self._commit_group(jobs)
-            finally:
-                for _ in jobs:
-                    self._queue.task_done()
+        held: _Job | None = None  # taken from the queue, but of the other kind than the group it came after
+        try:
+            while True:
+                first = held if held is not None else await self._queue.get()
+                held = None
+                jobs, rows = [first], first.rows
+                while rows < GROUP_ROWS and not self._queue.empty():
+                    job = self._queue.get_nowait()
+                    if job.on_loop is not first.on_loop:
+                        held = job
+                        break
+                    jobs.append(job)
+                    rows += job.rows
+                try:
+                    await self._commit_group(jobs)
+                finally:
+                    for _ in jobs:
+                        self._queue.task_done()
+        finally:
+            if held is not None:
+                _fail([held], StoreUnavailable("the store is closing"))
+                self._queue.task_done()
 
     async def _commit_group(self, jobs: list[_Job]) -> None:
         try:
-            outcomes = await self._run_small_group(jobs) if _small(jobs) else None
+            outcomes = await self._run_on_loop(jobs) if jobs[0].on_loop else None
             if outcomes is None:
                 outcomes = await self._on_writer_thread(lambda: self._run_group(jobs))
         except sqlite3.Error as exc:
@@ -257,10 +280,9 @@ class Store(StoreReads):
         if self.on_commit is not None:
             self.on_commit()
 
-    async def _run_small_group(self, jobs: list[_Job]) -> list[Any] | None:
-        """A small group's statements on the loop, and only its COMMIT (the WAL write and the fsync) on the
-        writer thread: one hand-off instead of one per statement. None when another connection holds the write
-        lock: the group then runs on the thread, where waiting for the lock holds up no one."""
+    async def _run_on_loop(self, jobs: list[_Job]) -> list[Any] | None:
+        """The group's statements on the loop, and only its COMMIT on the writer thread. None when another
+        connection holds the write lock: the group then runs on the thread, where waiting for it holds up no one."""
         conn = self._writer
         assert conn is not None
         try:
@@ -333,7 +355,9 @@ class Store(StoreReads):
     ) -> asyncio.Future[list[IngestResult]]:
         """``ingest`` as a future of the commit, which lands whether or not anybody still awaits it."""
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
-        self._submit(_Job(None, future, ingest=list(events), leases=dict(leases) if leases else None, now=now))
+        rows = len(events) + sum([len(e.webhook_ids) for e in events])
+        job = _Job(None, future, ingest=list(events), leases=dict(leases) if leases else None, now=now, rows=rows)
+        self._submit(job)
         return future
 
     def _apply_ingest(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[list[IngestResult]]:
@@ -444,12 +468,12 @@ class Store(StoreReads):
             claims.sort(key=lambda c: c.delivery_seq)
             return claims, next_due
 
-        return await self.write(run)
+        return await self.write(run, bounded=True)
 
     async def record(self, results: Sequence[AttemptResult]) -> None:
         """Record finished attempts and the decisions taken after them, in the next group commit."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._submit(_Job(None, future, results=list(results)))
+        await self._submit(_Job(None, future, results=list(results), rows=2 * len(results)))
 
     def _apply_results(self, conn: sqlite3.Connection, results: list[AttemptResult]) -> None:
         # A delivery pruned while its attempt was in flight leaves no attempt behind, and its seq, if reused
@@ -521,7 +545,7 @@ class Store(StoreReads):
                 [(now, now, seq) for seq in delivery_seqs],
             )
 
-        await self.write(run)
+        await self.write(run, bounded=len(delivery_seqs) <= GROUP_ROWS)
 
     async def due_by_webhook(self) -> dict[str, float]:
         """The earliest due time of each webhook that has queued deliveries."""
@@ -753,16 +777,7 @@ def _cancel_queued(conn: sqlite3.Connection, webhook_id: str, now: float) -> int
     return cursor.rowcount
 
 
-SMALL_GROUP = 128  # rows: a group of ingests and results this small runs its statements on the loop
-
-
-def _small(jobs: list[_Job]) -> bool:
-    rows = 0
-    for job in jobs:
-        if job.fn is not None:
-            return False  # arbitrary work (claims, prunes, checks) stays on the thread
-        rows += len(job.ingest or ()) + len(job.results or ())
-    return rows <= SMALL_GROUP
+GROUP_ROWS = 2048  # a group stops growing at about this many rows (one job is never split)
 
 
 def _fail(jobs: list[_Job], error: BaseException) -> None:

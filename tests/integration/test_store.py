@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from relay import store as store_module
 from relay.errors import StoreUnavailable
 from relay.models import Attempt, DeliveryStatus, Durability, ErrorKind
 from relay.store import AttemptResult, Lease, NewEvent, Store
@@ -200,14 +201,47 @@ class TestOutboxContract:
         def broken(conn: sqlite3.Connection) -> None:
             raise ValueError("a bug in a write job")
 
+        # A bounded job shares the group of the ingest queued before it (statements on the loop).
         ingest = asyncio.ensure_future(store.ingest([event("e1", "a")], T0))
         with pytest.raises(ValueError, match="a bug"):
-            await store.write(broken)
+            await store.write(broken, bounded=True)
         with pytest.raises(ValueError):  # it shared the group, so it was rolled back with it
             await ingest
         assert store.writer_alive
         assert await store.get_event("e1") is None
         assert [r.created for r in await store.ingest([event("e1", "a")], T0)] == [True]
+
+        # An open-ended job shares the group of the open-ended job before it (all on the writer thread).
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE events SET type = 'marked' WHERE id = 'e1'")
+
+        marking = asyncio.ensure_future(store.write(mark))
+        with pytest.raises(ValueError, match="a bug"):
+            await store.write(broken)
+        with pytest.raises(ValueError):
+            await marking
+        assert store.writer_alive
+        found = await store.get_event("e1")
+        assert found is not None and found[0].type == "t"
+
+    async def test_groups_are_of_one_kind_in_queue_order_and_stop_growing_at_group_rows(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def count(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+        commits = store.commits
+        first = asyncio.ensure_future(store.ingest([event("e1", "a")], T0))
+        counted = asyncio.ensure_future(store.write(count))  # open-ended: its own group, on the thread
+        second = asyncio.ensure_future(store.ingest([event("e2", "a")], T0))
+        assert await counted == 1  # after the first ingest, before the second
+        await asyncio.gather(first, second)
+        assert store.commits == commits + 3
+
+        monkeypatch.setattr(store_module, "GROUP_ROWS", 4)  # an ingest of one event and one webhook is 2 rows
+        commits = store.commits
+        await asyncio.gather(*(store.ingest([event(f"g{n}", "a")], T0) for n in range(5)))
+        assert store.commits == commits + 3  # 2 + 2 + 1 jobs
 
     async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "new.db"
