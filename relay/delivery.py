@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
+import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -159,10 +159,11 @@ class Deliverer:
     async def _post(
         self, url: str, headers: dict[str, str], body: bytes, timeout: float
     ) -> tuple[int, str, float | None]:
-        async with (
-            asyncio.timeout(timeout),
-            self.session.post(url, data=body, headers=headers, allow_redirects=False) as response,
-        ):
+        # aiohttp's own total timeout (it covers reading the answer too): an ``asyncio.timeout`` on top would be
+        # a second timer per attempt.
+        async with self.session.post(
+            url, data=body, headers=headers, allow_redirects=False, timeout=_client_timeout(timeout)
+        ) as response:
             head = await response.content.read(RESPONSE_BODY_LIMIT)
             # Drain a little more so the connection can be reused; a large answer closes it instead.
             drained = len(head)
@@ -172,6 +173,11 @@ class Deliverer:
                 response.close()
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock.now())
             return response.status, head.decode("utf-8", errors="replace"), retry_after
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _describe(exc: BaseException) -> str:

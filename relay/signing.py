@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -25,6 +26,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(os.urandom(32)).decode()
 
 
+@functools.lru_cache(maxsize=256)  # decoded once per secret, not once per attempt
 def standard_key(secret: str) -> bytes:
     """The HMAC key of a Standard Webhooks secret: the base64-decoded part after ``whsec_``.
 

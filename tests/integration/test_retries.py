@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+from aiohttp import web
 
 from relay.clock import FakeClock
 from tests.support.receiver import Receiver, Reply
@@ -153,3 +156,36 @@ async def test_a_fault_inside_relay_is_a_failed_attempt_that_follows_the_schedul
         assert any(entry["event"] == "attempt_crashed" for entry in logs)
         relay.advance(60)
         await _settled(relay, event_id, 2, "succeeded")
+
+
+async def test_an_answer_that_stalls_after_its_headers_is_a_timeout(tmp_path: Path) -> None:
+    """The attempt's timeout covers reading the answer, not only waiting for its headers."""
+    release = asyncio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200, headers={"Content-Length": "100"})
+        await response.prepare(request)
+        await response.write(b"x" * 10)
+        await release.wait()  # the other 90 bytes never come
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", stalls)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        hooks = [webhook(f"http://127.0.0.1:{port}/hook", timeout=0.3)]
+        async with running_relay(tmp_path, hooks, retry_schedule=(0.0, HOUR)) as relay:
+            _, answer = await relay.post({"type": "t", "data": {}})
+            event_id = answer["data"]["id"]
+            await _settled(relay, event_id, 1, "pending")
+            [attempt] = await _attempts(relay, event_id)
+            assert attempt["error"] == "timeout" and attempt["status_code"] is None
+            assert attempt["duration_ms"] < 5000
+    finally:
+        release.set()
+        await runner.cleanup()
