@@ -6,6 +6,7 @@ import orjson
 
 from relay.models import BodyFormat, Event
 from relay.render import flatten, render_body, stamp_sent_at
+from tests.support.seed_payloads import DIDOMI_EVENT_CREATED, DIDOMI_EVENT_CREATED_DATA_FLAT
 
 DATA = {
     "id": "con_abc123",
@@ -61,36 +62,12 @@ def test_an_array_body_is_not_stamped() -> None:
     assert stamp_sent_at(b"[1,2]", "sentAt", "x") == b"[1,2]"
 
 
-# Didomi's "event.created (original)" example, verbatim from seed 002: the producer posts it as the event's data.
-DIDOMI_EVENT_CREATED = {
-    "type": "event.created",
-    "parameters": {
-        "entity": {
-            "organization_id": "didomi",
-            "user": {"id": "some_unique_id", "organization_user_id": "[email protected]"},
-            "consents": {
-                "purposes": [{"id": "geo_location", "enabled": True}, {"id": "market_research", "enabled": True}]
-            },
-        }
-    },
-}
-
-
 def test_data_flat_flattens_the_payload_not_the_envelope() -> None:
     event = Event(2, "evt_2", "event.created", "2019-08-07T10:45:11Z", orjson.dumps(DIDOMI_EVENT_CREATED), 0.0)
     body = orjson.loads(render_body(event, BodyFormat.DATA_FLAT))
     # Didomi's "event.created (Flattened)", except that array items are keyed by index (relay's one flattening
     # rule) where Didomi's example keys purposes by their id.
-    assert body == {
-        "type": "event.created",
-        "parameters__entity__organization_id": "didomi",
-        "parameters__entity__user__id": "some_unique_id",
-        "parameters__entity__user__organization_user_id": "[email protected]",
-        "parameters__entity__consents__purposes__0__id": "geo_location",
-        "parameters__entity__consents__purposes__0__enabled": True,
-        "parameters__entity__consents__purposes__1__id": "market_research",
-        "parameters__entity__consents__purposes__1__enabled": True,
-    }
+    assert body == DIDOMI_EVENT_CREATED_DATA_FLAT
     assert body == flatten(DIDOMI_EVENT_CREATED)
     assert render_body(event, BodyFormat.DATA) == orjson.dumps(DIDOMI_EVENT_CREATED)
 
