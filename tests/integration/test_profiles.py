@@ -6,9 +6,11 @@ Retry timings run on the injected clock (the profile's real schedule, no waiting
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -409,8 +411,12 @@ async def _create_consentproof_webhook(relay: RunningRelay, url: str) -> dict[st
     return data
 
 
-async def test_consentproof_webhook_created_through_the_api_gets_all_seven_types(tmp_path: Path) -> None:
-    events = consentproof_events()
+@contextlib.asynccontextmanager
+async def _consentproof_api_webhook(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[RunningRelay, ConsentProofEndpoint, dict[str, Any]]]:
+    """A relay started with no webhooks and a ConsentProof endpoint, joined the guide's way: the webhook is created
+    through the API and the endpoint takes the secret relay generated."""
     async with (
         NodeVerifier() as verify,
         ConsentProofEndpoint(verify, "") as endpoint,
@@ -418,6 +424,12 @@ async def test_consentproof_webhook_created_through_the_api_gets_all_seven_types
     ):
         created = await _create_consentproof_webhook(relay, endpoint.url)
         endpoint.secret = created["secret"]
+        yield relay, endpoint, created
+
+
+async def test_consentproof_webhook_created_through_the_api_gets_all_seven_types(tmp_path: Path) -> None:
+    events = consentproof_events()
+    async with _consentproof_api_webhook(tmp_path) as (relay, endpoint, created):
         status, answer = await relay.post(events)
         assert status == 202 and [item["deliveries"] for item in answer["data"]] == [1] * 7
         await endpoint.wait_for(7)
@@ -438,13 +450,7 @@ async def _succeeded(relay: RunningRelay, event_id: str) -> bool:
 
 
 async def test_consentproof_send_test_through_the_api(tmp_path: Path) -> None:
-    async with (
-        NodeVerifier() as verify,
-        ConsentProofEndpoint(verify, "") as endpoint,
-        running_relay(tmp_path, []) as relay,
-    ):
-        created = await _create_consentproof_webhook(relay, endpoint.url)
-        endpoint.secret = created["secret"]
+    async with _consentproof_api_webhook(tmp_path) as (relay, endpoint, created):
         status, tested = await _api(relay, "POST", f"/v1/webhooks/{created['id']}/test")
     assert status == 200, tested
     assert tested["data"]["status_code"] == 200 and tested["data"]["error"] is None
