@@ -136,7 +136,7 @@ def _parse_event(
     event_type = item.get("type")
     if event_type is None:
         problems.append(Problem(_join(path, "type"), "required"))
-    elif not isinstance(event_type, str) or not _TOKEN.match(event_type):
+    elif not isinstance(event_type, str) or not _valid_type(event_type):
         problems.append(Problem(_join(path, "type"), "must be 1-128 characters of [A-Za-z0-9_.:-]"))
 
     data: bytes | None = None

@@ -36,9 +36,9 @@ def new_ulid(now: float | None = None) -> str:
     if part[0] != millis:  # ids come in bursts: the time part is encoded once per millisecond
         part = _time_part = (millis, "".join([_PAIRS[(millis >> shift) & 1023] for shift in (40, 30, 20, 10, 0)]))
     bits = next(_COUNTER) & _RANDOM_BITS
+    top = bits >> 10
     high = _high_part
-    if high[0] != bits >> 10:
-        top = bits >> 10
+    if high[0] != top:
         high = _high_part = (top, "".join([_PAIRS[(top >> shift) & 1023] for shift in (60, 50, 40, 30, 20, 10, 0)]))
     return part[1] + high[1] + _PAIRS[bits & 1023]
 
