@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import orjson
 import pytest_asyncio
 from standardwebhooks.webhooks import Webhook as StandardVerifier
 
-from tests.support.process import RelayProcess, run_relay, write_config
+from tests.support.process import RelayProcess, post_events, run_relay, write_config
 from tests.support.receiver import Receiver
 
 KEY = "cli-test-key"
@@ -65,17 +63,10 @@ async def cli_json(relay: RelayProcess, *args: str) -> Any:
 
 
 async def post_event(relay: RelayProcess, body: object) -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{relay.url}/v1/events",
-            data=orjson.dumps(body),
-            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-        ) as response,
-    ):
-        assert response.status == 202
-        event_id: str = (await response.json())["data"]["id"]
-        return event_id
+    status, answer = await post_events(relay.url, KEY, body)
+    assert status == 202
+    event_id: str = answer["data"]["id"]
+    return event_id
 
 
 async def test_webhooks_add_list_show_test_rotate_rm(relay: RelayProcess, receiver: Receiver) -> None:
