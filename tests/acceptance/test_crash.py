@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook as StandardVerifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.support.process import RelayProcess, write_config
+from tests.support.receiver import serve_locally
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 KEY = "crash-test-key"
@@ -60,11 +61,7 @@ class LedgerReceiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_locally(app, shutdown_timeout=0.5)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from relay.clock import FakeClock
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, serve_locally
 from tests.support.relay_harness import running_relay, webhook
 
 
@@ -33,11 +33,7 @@ class Gauge:
 async def _serve(gauge: Gauge) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_post("/{tail:.*}", gauge.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_locally(app)
     return runner, f"http://127.0.0.1:{port}"
 
 

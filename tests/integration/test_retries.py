@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from relay.clock import FakeClock
-from tests.support.receiver import Receiver, Reply
+from tests.support.receiver import Receiver, Reply, serve_locally
 from tests.support.relay_harness import RunningRelay, running_relay, webhook
 
 MIN, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -172,11 +172,7 @@ async def test_an_answer_that_stalls_after_its_headers_is_a_timeout(tmp_path: Pa
 
     app = web.Application()
     app.router.add_post("/hook", stalls)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_locally(app, handler_cancellation=True)
     try:
         hooks = [webhook(f"http://127.0.0.1:{port}/hook", timeout=0.3)]
         async with running_relay(tmp_path, hooks, retry_schedule=(0.0, HOUR)) as relay:

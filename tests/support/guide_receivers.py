@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.node_verify import NODE_MISSING, SCRIPT
-from tests.support.receiver import Headers
+from tests.support.receiver import Headers, serve_locally
 
 
 def expressconsent_signature_ok(body: bytes, signature: str, secret: str) -> bool:
@@ -111,11 +111,7 @@ class ConsentProofEndpoint:
     async def __aenter__(self) -> ConsentProofEndpoint:
         app = web.Application()
         app.router.add_post("/webhooks/consentproof", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._runner, self._port = await serve_locally(app, shutdown_timeout=1.0)
         return self
 
     async def __aexit__(

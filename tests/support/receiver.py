@@ -59,6 +59,20 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
+async def serve_locally(app: web.Application, **runner_options: Any) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on 127.0.0.1 at a free port, without an access log; the runner (``cleanup()`` stops it) and
+    the port."""
+    runner = web.AppRunner(app, **{"access_log": None, **runner_options})
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """One request as the receiver saw it."""
@@ -130,17 +144,8 @@ class Receiver:
             raise RuntimeError("receiver already started")
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        self._runner, self._port = await serve_locally(app, shutdown_timeout=1.0)
         self._stopping.clear()
-        self._port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
