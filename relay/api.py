@@ -122,8 +122,11 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
             if request.content_length is not None and request.content_length > limit:
                 raise too_large  # refused before a byte of it is read
             try:
-                async with asyncio.timeout(remaining):
+                if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
                     await request.read()  # capped at client_max_size = max_body_size; handlers get it cached
+                else:
+                    async with asyncio.timeout(remaining):  # a timer only for a body still on its way
+                        await request.read()
             except web.HTTPRequestEntityTooLarge:
                 raise too_large from None
             except TimeoutError:

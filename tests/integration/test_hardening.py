@@ -83,6 +83,23 @@ async def test_a_keep_alive_connection_gets_a_fresh_deadline_after_each_request(
         writer.close()
 
 
+async def test_a_body_that_follows_its_headers_within_the_deadline_is_read(tmp_path: Path) -> None:
+    """The body read waits (under the deadline) when the body was not in yet as the headers were handled."""
+    async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=2.0)) as relay:  # type: ignore[arg-type]
+        reader, writer = await _connect(relay.url)
+        writer.write(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(EVENT)}\r\n\r\n".encode()
+            + EVENT[:5]
+        )
+        await asyncio.sleep(0.2)
+        writer.write(EVENT[5:])
+        answer = await _closed_within(reader, 5.0)
+        assert answer.startswith(b"HTTP/1.1 202")
+        writer.close()
+        assert relay.sql("SELECT COUNT(*) FROM events") == [(1,)]
+
+
 async def test_a_client_trickling_the_body_gets_408(tmp_path: Path) -> None:
     async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.5)) as relay:  # type: ignore[arg-type]
         reader, writer = await _connect(relay.url)
