@@ -514,6 +514,27 @@ async def _paced(url: str, rate: float, duration: float) -> dict[str, Any]:
     return loadgen.parse_result(await loadgen.run_process(loadgen_command(*args), timeout=duration + 60))
 
 
+def _latency_stages(db_path: Path) -> dict[str, dict[str, float]]:
+    """Where an event's latency goes, read from the store of a relay that has delivered them all (first tries).
+
+    - ``to_handler``: from the producer's ``data.sent`` to the ingest handler's clock (the request's way in);
+    - ``to_attempt``: from there to the attempt's start (parse, group commit, the hand-back to the loop, launch);
+    - ``attempt``: the attempt itself (render, sign, the POST and its answer).
+    """
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        rows = db.execute(
+            "SELECT json_extract(CAST(e.data AS TEXT), '$.sent'), e.ingested_at, a.started_at, a.duration_ms"
+            " FROM events e JOIN deliveries d ON d.event_seq = e.seq JOIN attempts a ON a.delivery_seq = d.seq"
+            " WHERE a.number = 1"
+        ).fetchall()
+    stages = {
+        "to_handler": [(ingested - sent) * 1000 for sent, ingested, _, _ in rows],
+        "to_attempt": [(started - ingested) * 1000 for _, ingested, started, _ in rows],
+        "attempt": [duration for _, _, _, duration in rows],
+    }
+    return {name: {"p50": _pct(xs, 0.5), "p99": _pct(xs, 0.99)} for name, xs in stages.items()}
+
+
 async def latency(settings: Settings) -> list[Figure]:
     rate, duration = settings.latency_rate, settings.duration
     p50 = Figure("latency_p50", f"latency ingest→delivered at {rate:,.0f}/s, p50", "ms", "≤ 5 ms")
@@ -532,13 +553,15 @@ async def latency(settings: Settings) -> list[Figure]:
                 run = await _paced(f"{relay.url}/v1/events", rate, duration)
                 run["cpu"] = meter.stop()
                 stats, complete = await receiver.wait_for(session, run["accepted"], 30, key="latency_count")
+                stages = _latency_stages(workdir / "relay.db")
             lat = (await receiver.stats(session, latencies=True))["latencies"]
     for fig, q in ((p50, 0.50), (p99, 0.99)):
         fig.baseline = _pct(base_lat, q) * 1000 if base_lat else None
         fig.relay = _pct(lat, q) * 1000 if lat else None
         fig.note = (
             f"{run['accepted']:,} events over {run['duration']:.1f} s ({run['rate']:,.0f}/s achieved); "
-            f"baseline: producer → receiver direct"
+            f"baseline: producer → receiver direct; stages at {q:.0%}: "
+            + ", ".join(f"{name} {stage[f'p{q * 100:.0f}']:.1f} ms" for name, stage in stages.items())
         )
     p50.met = complete and p50.relay is not None and p50.relay <= 5
     p99.met = complete and p99.relay is not None and p99.relay <= 50
@@ -551,6 +574,7 @@ async def latency(settings: Settings) -> list[Figure]:
         "p999_ms": _pct(lat, 0.999) * 1000 if lat else None,
         "baseline_producer": base_run,
         "baseline_received": base_stats["latency_count"],
+        "stages_ms": stages,
     }
     p50.details = p99.details = details
     return [p50, p99]
