@@ -38,6 +38,15 @@ async def _post_on_a_new_connection(url: str) -> int:
         return response.status
 
 
+def _post_head(content_length: int, *, close: bool = False) -> bytes:
+    """The head of a raw ingest request with a valid key, for tests that send the body by hand."""
+    connection = "Connection: close\r\n" if close else ""
+    return (
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{connection}Authorization: Bearer {API_KEY}\r\nContent-Length: {content_length}\r\n\r\n"
+    ).encode()
+
+
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     """Read until the server closes the connection; fail if it is still open after ``seconds``."""
     return await asyncio.wait_for(reader.read(), seconds)
@@ -65,10 +74,7 @@ async def test_a_keep_alive_connection_gets_a_fresh_deadline_after_each_request(
     """The deadline timer is set lazily: a request answered late in the first period moves the cut-off along."""
     async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.6)) as relay:  # type: ignore[arg-type]
         reader, writer = await _connect(relay.url)
-        request = (
-            f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(EVENT)}\r\n\r\n"
-        ).encode() + EVENT
+        request = _post_head(len(EVENT)) + EVENT
         loop = asyncio.get_running_loop()
         for _ in range(3):  # each request comes 0.4 s after the last answer: never idle for 0.6 s
             await asyncio.sleep(0.4)
@@ -87,11 +93,7 @@ async def test_a_body_that_follows_its_headers_within_the_deadline_is_read(tmp_p
     """The body read waits (under the deadline) when the body was not in yet as the headers were handled."""
     async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=2.0)) as relay:  # type: ignore[arg-type]
         reader, writer = await _connect(relay.url)
-        writer.write(
-            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(EVENT)}\r\n\r\n".encode()
-            + EVENT[:5]
-        )
+        writer.write(_post_head(len(EVENT), close=True) + EVENT[:5])
         await asyncio.sleep(0.2)
         writer.write(EVENT[5:])
         answer = await _closed_within(reader, 5.0)
@@ -103,11 +105,7 @@ async def test_a_body_that_follows_its_headers_within_the_deadline_is_read(tmp_p
 async def test_a_client_trickling_the_body_gets_408(tmp_path: Path) -> None:
     async with running_relay(tmp_path, [], config=_hardened(tmp_path, request_timeout=0.5)) as relay:  # type: ignore[arg-type]
         reader, writer = await _connect(relay.url)
-        writer.write(
-            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: 100\r\n\r\n".encode()
-            + b'{"type": '
-        )
+        writer.write(_post_head(100) + b'{"type": ')
         answer = await _closed_within(reader, 2.0)
         assert answer.startswith(b"HTTP/1.1 408")
         assert b'"request_timeout"' in answer
@@ -155,11 +153,7 @@ async def test_connections_trickling_bodies_at_the_cap_make_room_for_ingest(tmp_
         slow = []
         for _ in range(5):  # complete headers, then a body that never finishes
             reader, writer = await _connect(relay.url)
-            writer.write(
-                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + f"Authorization: Bearer {API_KEY}\r\nContent-Length: 1000\r\n\r\n".encode()
-                + b'{"type": '
-            )
+            writer.write(_post_head(1000) + b'{"type": ')
             await writer.drain()
             slow.append((reader, writer))
         await asyncio.sleep(0.1)
