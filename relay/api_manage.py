@@ -28,7 +28,7 @@ from aiohttp import web
 from relay.api import SERVICES, ApiError, ok, require_json
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
 from relay.errors import Conflict, NotFound, Problem, ValidationError
-from relay.models import Claim, DeliveryStatus, Event, Secret, Webhook, format_time, new_id
+from relay.models import Claim, DeliveryStatus, Event, Secret, Webhook, format_time, new_event_id, new_id
 from relay.openapi import openapi_document
 from relay.views import attempt_view, delivery_view, webhook_view
 from relay.webhook_specs import SECRET_MESSAGE, create_spec, parse_rotation, patch_spec
@@ -170,7 +170,7 @@ async def test_webhook(request: web.Request) -> web.Response:
     webhook = _webhook(request)
     now = services.clock.now()
     data = {"webhook_id": webhook.id, "message": "A test event sent by relay."}
-    event = Event(0, new_id("evt", now), "webhook.test", format_time(now) or "", orjson.dumps(data), now)
+    event = Event(0, new_event_id(now), "webhook.test", format_time(now) or "", orjson.dumps(data), now)
     claim = Claim(0, new_id("dlv", now), webhook.id, 1, now, event)
     report = await services.scheduler.deliverer.attempt(webhook, claim)
     attempt = report.to_attempt(1, None)

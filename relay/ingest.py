@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from relay.errors import Problem, RelayError, ValidationError
-from relay.models import format_datetime, format_time, new_id
+from relay.models import format_datetime, format_time, new_event_id
 from relay.registry import Registry
 from relay.store import NewEvent
 
@@ -97,8 +97,9 @@ def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry) ->
     if encoded is None:
         return None
     event_id = item.get("id")
-    if event_id is None:
-        event_id = new_id("evt", now)
+    generated = event_id is None
+    if generated:
+        event_id = new_event_id(now)
     elif type(event_id) is not str or not _TOKEN.match(event_id):
         return None
     created_at = ingest_time
@@ -106,7 +107,7 @@ def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry) ->
         if (parsed := _parse_time(raw_created)) is None:
             return None
         created_at = parsed
-    return NewEvent(event_id, event_type, created_at, encoded, registry.subscribers(event_type))
+    return NewEvent(event_id, event_type, created_at, encoded, registry.subscribers(event_type), generated)
 
 
 _known_types: set[str] = set()  # event types that passed the check: a batch holds few distinct ones
@@ -166,11 +167,12 @@ def _parse_event(
         return None
     assert isinstance(event_type, str) and created_at is not None and data is not None
     return NewEvent(
-        id=event_id if isinstance(event_id, str) else new_id("evt", now),
+        id=event_id if isinstance(event_id, str) else new_event_id(now),
         type=event_type,
         created_at=created_at,
         data=data,
         webhook_ids=registry.subscribers(event_type),
+        generated=not isinstance(event_id, str),
     )
 
 

@@ -47,6 +47,11 @@ def new_id(prefix: str, now: float | None = None) -> str:
     return f"{prefix}_{new_ulid(now)}"
 
 
+def new_event_id(now: float | None = None) -> str:
+    """The id relay gives an event posted without one."""
+    return new_id("evt", now)
+
+
 def format_time(ts: float | None) -> str | None:
     """RFC 3339 in UTC with a ``Z``, millisecond precision."""
     if ts is None:

@@ -33,6 +33,7 @@ from relay.models import (
     DeliveryStatus,
     Durability,
     Event,
+    new_event_id,
     new_id,
 )
 from relay.schema import MIGRATIONS, QUEUED
@@ -55,6 +56,7 @@ class NewEvent:
     created_at: str
     data: bytes
     webhook_ids: tuple[str, ...]
+    generated: bool = False  # relay made the id up (the producer sent none): it must not match a stored event
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -383,13 +385,18 @@ class Store(StoreReads):
             now = job.now
             budget = {webhook_id: lease.count for webhook_id, lease in (job.leases or {}).items()}
             for e in job.ingest or ():
-                count = known.get(e.id)
+                event_id = e.id
+                count = known.get(event_id)
+                if count is not None and e.generated:
+                    # A producer posted this id before relay made it up (generated ids count up, so they can be
+                    # foreseen): this is another event, and it gets another id rather than answering as that one.
+                    event_id, count = _unused_event_id(conn, known, now), None
                 if count is not None:
-                    job_answers.append(IngestResult(e.id, count, False))
+                    job_answers.append(IngestResult(event_id, count, False))
                     continue
-                count = known[e.id] = len(e.webhook_ids)
+                count = known[event_id] = len(e.webhook_ids)
                 event_seq += 1
-                event_rows.append((event_seq, e.id, e.type, e.created_at, e.data, now, count))
+                event_rows.append((event_seq, event_id, e.type, e.created_at, e.data, now, count))
                 leased: list[Claim] = []
                 stored: Event | None = None
                 for webhook_id in e.webhook_ids:
@@ -402,13 +409,13 @@ class Store(StoreReads):
                         delivery_rows.append(
                             (delivery_seq, delivery_id, event_seq, webhook_id, "delivering", until, now, now)
                         )
-                        stored = stored or Event(event_seq, e.id, e.type, e.created_at, e.data, now)
+                        stored = stored or Event(event_seq, event_id, e.type, e.created_at, e.data, now)
                         leased.append(Claim(delivery_seq, delivery_id, webhook_id, 1, now, stored))
                     else:
                         delivery_rows.append(
                             (delivery_seq, delivery_id, event_seq, webhook_id, "pending", now, now, now)
                         )
-                job_answers.append(IngestResult(e.id, count, True, tuple(leased)))
+                job_answers.append(IngestResult(event_id, count, True, tuple(leased)))
             per_job.append(job_answers)
         _insert_many(
             conn,
@@ -778,6 +785,17 @@ def _cancel_queued(conn: sqlite3.Connection, webhook_id: str, now: float) -> int
 
 
 GROUP_ROWS = 2048  # a group stops growing at about this many rows (one job is never split)
+
+
+def _unused_event_id(conn: sqlite3.Connection, known: dict[str, int], now: float) -> str:
+    """A generated event id that no stored event and no event of this group has."""
+    while True:
+        candidate = new_event_id(now)
+        if (
+            candidate not in known
+            and conn.execute("SELECT 1 FROM events WHERE id = ?", (candidate,)).fetchone() is None
+        ):
+            return candidate
 
 
 def _fail(jobs: list[_Job], error: BaseException) -> None:

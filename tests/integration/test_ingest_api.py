@@ -7,7 +7,9 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
+from relay import ingest
 from tests.support.relay_harness import API_KEY, running_relay, webhook
 
 NOWHERE = "http://127.0.0.1:9/nowhere"  # nothing listens: deliveries stay queued, which these tests don't need
@@ -43,6 +45,22 @@ async def test_idempotent_ids_answer_as_the_first_time(tmp_path: Path) -> None:
         assert relay.sql("SELECT COUNT(*) FROM events") == [(1,)]
         assert relay.sql("SELECT COUNT(*) FROM deliveries") == [(1,)]
         assert (await relay.event("ord-1"))["data"] == {"v": 1}
+
+
+async def test_an_event_without_an_id_is_never_taken_for_one_posted_with_its_foreseen_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generated ids count up and can be foreseen; one a producer posted already does not swallow a new event."""
+    async with running_relay(tmp_path, []) as relay:
+        assert (await relay.post({"id": "evt_next", "type": "t", "data": {"v": 1}}))[0] == 202
+        made = iter(["evt_next", "evt_next"])  # both paths of the validation make the id up, in either order
+        monkeypatch.setattr(ingest, "new_event_id", lambda now=None: next(made))
+        status, body = await relay.post({"type": "t", "data": {"v": 2}})
+        assert status == 202
+        new_id = body["data"]["id"]
+        assert new_id != "evt_next" and new_id.startswith("evt_")
+        assert (await relay.event(new_id))["data"] == {"v": 2}
+        assert (await relay.event("evt_next"))["data"] == {"v": 1}
 
 
 async def test_a_batch_answers_a_list_and_is_all_or_nothing(tmp_path: Path) -> None:

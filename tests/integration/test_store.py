@@ -52,6 +52,23 @@ class TestOutboxContract:
         [again] = await store.ingest([event("e1", "a", "b")], T0 + 1)
         assert (again.deliveries, again.created) == (1, False)
 
+    async def test_a_generated_id_a_producer_already_used_is_replaced(self, store: Store) -> None:
+        """Generated ids count up, so a producer can post one before relay makes it: relay's event gets another,
+        whether the producer's event is stored already or comes earlier in the same group."""
+        await store.ingest([event("evt_taken", "a")], T0)
+        foreseen, twin = event("evt_taken", "a", "b"), event("evt_twin", "a")
+        foreseen.generated = twin.generated = True
+        results = await store.ingest([event("evt_twin"), foreseen, twin], T0 + 1)
+        assert [r.created for r in results] == [True, True, True]
+        ids = [r.id for r in results]
+        assert ids[0] == "evt_twin" and len({"evt_taken", *ids}) == 4
+        assert all(i.startswith("evt_") for i in ids)
+        found = await store.get_event(ids[1])
+        assert found is not None
+        assert sorted(d.webhook_id for d in found[1]) == ["a", "b"]
+        first = await store.get_event("evt_taken")
+        assert first is not None and [d.webhook_id for d in first[1]] == ["a"]
+
     async def test_concurrent_duplicates_in_one_group_are_stored_once(self, store: Store) -> None:
         first, second = await asyncio.gather(
             store.ingest([event("same", "a")], T0), store.ingest([event("same", "a")], T0)
