@@ -11,7 +11,7 @@ import pytest
 
 from relay import store as store_module
 from relay.errors import StoreUnavailable
-from relay.models import Attempt, DeliveryStatus, Durability, ErrorKind
+from relay.models import Attempt, Claim, DeliveryStatus, Durability, ErrorKind
 from relay.store import AttemptResult, Lease, NewEvent, Store
 
 T0 = 1_700_000_000.0
@@ -23,6 +23,11 @@ def event(event_id: str, *webhooks: str, event_type: str = "t") -> NewEvent:
 
 def attempt(number: int, at: float, *, ok: bool, next_at: float | None = None) -> Attempt:
     return Attempt(number, at, 12.5, 200 if ok else 500, None if ok else ErrorKind.HTTP_ERROR, None, "body", next_at)
+
+
+def result(claim: Claim, tried: Attempt, status: DeliveryStatus) -> AttemptResult:
+    """The result of the attempt ``tried`` on ``claim``, due again when that attempt says (if at all)."""
+    return AttemptResult(claim.delivery_seq, claim.delivery_id, tried, status, tried.next_attempt_at)
 
 
 @pytest.fixture
@@ -117,27 +122,11 @@ class TestOutboxContract:
     async def test_results_move_deliveries_and_keep_every_attempt(self, store: Store) -> None:
         await store.ingest([event("e1", "a")], T0)
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)
-        await store.record(
-            [
-                AttemptResult(
-                    claim.delivery_seq,
-                    claim.delivery_id,
-                    attempt(1, T0, ok=False, next_at=T0 + 60),
-                    DeliveryStatus.PENDING,
-                    T0 + 60,
-                )
-            ]
-        )
+        await store.record([result(claim, attempt(1, T0, ok=False, next_at=T0 + 60), DeliveryStatus.PENDING)])
         assert await store.claim("a", 1, T0 + 59, T0 + 120) == ([], T0 + 60)
         [claim], _ = await store.claim("a", 1, T0 + 60, T0 + 120)
         assert claim.attempt_number == 2
-        await store.record(
-            [
-                AttemptResult(
-                    claim.delivery_seq, claim.delivery_id, attempt(2, T0 + 60, ok=True), DeliveryStatus.SUCCEEDED, None
-                )
-            ]
-        )
+        await store.record([result(claim, attempt(2, T0 + 60, ok=True), DeliveryStatus.SUCCEEDED)])
         found = await store.get_event("e1")
         assert found is not None
         [delivery] = found[1]
@@ -150,13 +139,7 @@ class TestOutboxContract:
         await store.ingest([event("e1", "a")], T0)
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         assert await store.cancel_webhook_deliveries("a", T0) == 1
-        await store.record(
-            [
-                AttemptResult(
-                    claim.delivery_seq, claim.delivery_id, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None
-                )
-            ]
-        )
+        await store.record([result(claim, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED)])
         found = await store.get_event("e1")
         assert found is not None and found[1][0].status is DeliveryStatus.CANCELLED
 
@@ -173,13 +156,7 @@ class TestOutboxContract:
         await store.ingest([event("done", "a"), event("failing", "b"), event("none")], T0)
         await store.ingest([event("recent", "a")], T0 + 100)
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)
-        await store.record(
-            [
-                AttemptResult(
-                    claim.delivery_seq, claim.delivery_id, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED, None
-                )
-            ]
-        )
+        await store.record([result(claim, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED)])
         assert await store.prune(T0 + 50) == 2  # "done" and "none"; "failing" still owes a delivery
         assert await store.get_event("done") is None and await store.get_event("none") is None
         assert await store.get_event("failing") is not None and await store.get_event("recent") is not None
