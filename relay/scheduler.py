@@ -22,6 +22,7 @@ from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
 from relay.errors import StoreError
 from relay.models import Claim, DeliveryStatus, ErrorKind, Webhook
+from relay.ratelimit import RateWindow
 from relay.registry import Registry
 from relay.retry import Decision, Outcome, RetryPolicy, decide
 from relay.store import AttemptResult, Lease, Store
@@ -39,19 +40,18 @@ class _Lane:
     next_due: float = math.inf
     notified: float = math.inf  # due times announced while a claim was under way
     claiming: bool = False
-    tokens: float = math.inf  # a new bucket starts full (capped at its capacity on first use)
-    tokens_at: float = 0.0
+    rate: RateWindow | None = None  # the webhook's rate_limit, once it has one
 
-    def available_tokens(self, rate: float | None, now: float) -> float:
+    def limiter(self, rate: float | None) -> RateWindow | None:
+        """The lane's rate window for the webhook's current ``rate_limit`` (the starts it holds outlive a change)."""
         if rate is None:
-            return math.inf
-        capacity = max(1.0, rate)
-        self.tokens = min(capacity, self.tokens + (now - self.tokens_at) * rate)
-        self.tokens_at = now
-        return self.tokens
-
-    def next_token_at(self, rate: float, now: float) -> float:
-        return now + max(0.0, (1.0 - self.tokens) / rate)
+            return None
+        if self.rate is None or self.rate.rate != rate:
+            window = RateWindow(rate)
+            if self.rate is not None:
+                window.starts = self.rate.starts
+            self.rate = window
+        return self.rate
 
 
 @dataclass(slots=True)
@@ -128,11 +128,12 @@ class Scheduler:
                 self.config.per_webhook_concurrency - lane.inflight,
                 self.config.concurrency - self._attempting,
             )
-            if webhook.rate_limit is not None:
-                room = min(room, int(lane.available_tokens(webhook.rate_limit, now)))
-                lane.tokens -= max(room, 0)
+            if (limiter := lane.limiter(webhook.rate_limit)) is not None:
+                room = min(room, limiter.available(now))
             if room <= 0:
                 continue
+            if limiter is not None:
+                limiter.take(room, now)
             lane.inflight += room
             self._attempting += room
             leases[webhook_id] = Lease(room, self._lease_until(webhook, now))
@@ -153,9 +154,8 @@ class Scheduler:
                 lane = self._lane(webhook_id)
                 lane.inflight -= count
                 self._attempting -= count
-                webhook = self.registry.get(webhook_id)
-                if webhook is not None and webhook.rate_limit is not None:
-                    lane.tokens += count
+                if lane.rate is not None:
+                    lane.rate.give_back(count)
         self._wake.set()
 
     @property
@@ -188,12 +188,12 @@ class Scheduler:
             if lane.next_due > now:
                 wake_at = min(wake_at, lane.next_due)
                 continue
-            room = self.config.per_webhook_concurrency - lane.inflight
-            tokens = lane.available_tokens(webhook.rate_limit, now)
-            if webhook.rate_limit is not None and tokens < 1.0:
-                wake_at = min(wake_at, lane.next_token_at(webhook.rate_limit, now))
-                continue
-            want = int(min(room, free, tokens))
+            want = min(self.config.per_webhook_concurrency - lane.inflight, free)
+            if (limiter := lane.limiter(webhook.rate_limit)) is not None:
+                if (allowed := limiter.available(now)) <= 0:
+                    wake_at = min(wake_at, limiter.next_free_at(now))
+                    continue
+                want = min(want, allowed)
             if want <= 0:
                 continue  # a finishing attempt wakes the loop
             free -= want
@@ -226,8 +226,8 @@ class Scheduler:
             claimed, remaining = await self.store.claim(lane.webhook_id, want, now, lease_until)
         finally:
             lane.claiming = False
-        if webhook.rate_limit is not None:
-            lane.tokens -= len(claimed)
+        if (limiter := lane.limiter(webhook.rate_limit)) is not None:
+            limiter.take(len(claimed), now)
         for claim in claimed:
             if claim.delivery_seq in self._in_flight:
                 continue  # a lease that ran out under a live attempt: that attempt records the result
@@ -329,7 +329,7 @@ class Scheduler:
     def _lane(self, webhook_id: str) -> _Lane:
         lane = self._lanes.get(webhook_id)
         if lane is None:
-            lane = self._lanes[webhook_id] = _Lane(webhook_id, tokens_at=self.clock.now())
+            lane = self._lanes[webhook_id] = _Lane(webhook_id)
         return lane
 
     # -- shutdown ----------------------------------------------------------------------------------------

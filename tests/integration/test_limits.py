@@ -69,11 +69,27 @@ async def test_a_rate_limited_webhook_does_not_hold_up_others(tmp_path: Path, re
     async with running_relay(tmp_path, hooks, clock=clock) as relay:
         await relay.post([{"type": "t", "data": {"n": n}} for n in range(10)])
         await receiver.wait_until(lambda rs: len([r for r in rs if r.path == "/fast"]) == 10)
-        assert len(receiver.requests_to("/slow")) == 2  # the bucket holds one second's worth
+        assert len(receiver.requests_to("/slow")) == 2  # one second's worth
         for second in range(1, 5):
             relay.advance(1.0)
             await receiver.wait_until(lambda rs, n=second: len([r for r in rs if r.path == "/slow"]) == 2 + 2 * n)
         assert len(receiver.requests_to("/slow")) == 10
+
+
+async def test_no_second_of_a_backlog_holds_more_attempts_than_the_rate(tmp_path: Path, receiver: Receiver) -> None:
+    """A token bucket let a full bucket and its refill out in the first second (9–10 attempts for "5/s")."""
+    clock = FakeClock()
+    async with running_relay(tmp_path, [webhook(receiver.url(), rate_limit=5.0)], clock=clock) as relay:
+        await relay.post([{"type": "t", "data": {"n": n}} for n in range(23)])
+        for eighth in range(8 * 6):  # steps of 1/8 s add up exactly
+            expected = min(23, 5 * (eighth // 8 + 1))
+            await receiver.wait_until(lambda rs, n=expected: len(rs) >= n)
+            await asyncio.sleep(0.005)  # room for an attempt the window should not have let out
+            assert len(receiver.requests) == expected, f"at +{eighth / 8}s"
+            relay.advance(0.125)
+        starts = sorted(row[0] for row in relay.sql("SELECT started_at FROM attempts"))
+    assert len(starts) == 23
+    assert max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts) == 5
 
 
 async def test_retention_prunes_delivered_events(tmp_path: Path, receiver: Receiver) -> None:

@@ -93,10 +93,10 @@ async def test_no_room_once_stopping() -> None:
     assert s.reserve({"a": 1}, T0) == {}
 
 
-async def test_a_rate_limit_spends_tokens_and_unused_ones_come_back() -> None:
+async def test_a_rate_limit_spends_its_window_and_unused_room_comes_back() -> None:
     s = scheduler(Stubs(), Webhook("a", "http://a", rate_limit=2.0))
     leases = s.reserve({"a": 5}, T0)
-    assert leases["a"].count == 2  # a new bucket holds max(1, rate) tokens
+    assert leases["a"].count == 2  # one second's worth
     assert s.reserve({"a": 1}, T0) == {}
     s.start(leases, ())
     assert s.reserve({"a": 5}, T0)["a"].count == 2
