@@ -17,7 +17,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
 from relay.ingest import InvalidJson, TooLarge, parse_body
-from relay.listeners import guard_of
+from relay.listeners import SUPPORTED_ENCODINGS, UNSUPPORTED_ENCODING, guard_of
 from relay.metrics import CONTENT_TYPE, Metrics
 from relay.registry import Registry
 from relay.scheduler import Scheduler
@@ -115,6 +115,10 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
     remaining = guard.request_started()
     try:
         if request.body_exists:
+            if (encoding := request.headers.get("Content-Encoding")) and encoding.strip().lower() not in (
+                SUPPORTED_ENCODINGS
+            ):
+                raise ApiError(415, "unsupported_media_type", UNSUPPORTED_ENCODING)
             limit = request.app[SERVICES].config.server.max_body_size
             too_large = ApiError(
                 413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
@@ -146,11 +150,11 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
         guard.request_finished()
 
 
-def _presented_key(request: web.Request) -> str | None:
+def _presented_key(request: web.Request) -> bytes:
     header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return request.headers.get("X-API-Key")
+    key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("X-API-Key", "")
+    # Header bytes that are not UTF-8 arrive as surrogate escapes: back as the bytes sent, they match no key.
+    return key.encode("utf-8", "surrogateescape")
 
 
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})  # describes the API, holds no data: served without a key
@@ -159,7 +163,7 @@ PUBLIC_PATHS = frozenset({"/v1/openapi.json"})  # describes the API, holds no da
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/") and request.path not in PUBLIC_PATHS:
-        presented = (_presented_key(request) or "").encode()
+        presented = _presented_key(request)
         keys = request.app[SERVICES].config.server.api_keys
         # Compare against every key, always, so timing says nothing about which (if any) matched.
         matched = False

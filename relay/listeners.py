@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 from collections import OrderedDict
 from typing import Any, cast
 
 import structlog
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
 from relay.config import Listen
@@ -136,7 +137,7 @@ class GuardedProtocolFactory:
         inner = _JsonErrorHandler(
             self.server,
             loop=asyncio.get_running_loop(),
-            access_log=None,  # type: ignore[arg-type]  # None: no access log
+            access_log=None,  # None: no access log
         )
         return _Guard(self, inner)
 
@@ -164,9 +165,27 @@ class GuardedProtocolFactory:
 
 class _JsonErrorHandler(RequestHandler):
     """aiohttp's protocol, except that requests it cannot parse (a request line over 8 KiB, broken headers) get
-    relay's JSON error envelope too, and a client's mistake is not logged as a server error with a traceback."""
+    relay's JSON error envelope too, and a client's mistake is not logged as a server error with a traceback.
+
+    An ``Expect`` other than ``100-continue`` gets the envelope as well (a 417).
+    """
 
     __slots__ = ()
+
+    def __init__(self, manager: Any, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        handler = self._request_handler
+        assert handler is not None
+
+        async def expecting(request: web.BaseRequest) -> web.StreamResponse:
+            # aiohttp answers an unknown Expect outside the app's middlewares, in plain text that quotes it (and
+            # fails with a 500 on bytes that are not UTF-8): refuse it here, before routing, in the envelope.
+            expect = request.headers.get("Expect")
+            if expect is not None and request.version >= (1, 1) and expect.lower() != "100-continue":
+                return _error_response(417, "expectation_failed", "the only Expect this server meets is 100-continue")
+            return await handler(request)
+
+        self._request_handler = expecting
 
     def handle_error(
         self,
@@ -178,24 +197,69 @@ class _JsonErrorHandler(RequestHandler):
         return _protocol_error_response(request, status, exc, message)
 
 
+# What a request body may be encoded with: what aiohttp decodes without optional packages. Anything else is a 415,
+# never read as if it were plain JSON.
+SUPPORTED_ENCODINGS = ("identity", "gzip", "deflate")
+UNSUPPORTED_ENCODING = f"Content-Encoding must be one of: {', '.join(SUPPORTED_ENCODINGS)}"
+
+# The parser's reasons carry the raw bytes it choked on (keys, bodies): only these fixed words reach a log or an
+# answer. Most specific class first.
+_PARSER_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (http_exceptions.LineTooLong, "a request line or header field is longer than the limit"),
+    (http_exceptions.BadHttpMethod, "the request line has an invalid method"),
+    (http_exceptions.BadStatusLine, "the request line is malformed"),
+    (http_exceptions.InvalidURLError, "the request target is invalid"),
+    (http_exceptions.InvalidHeader, "a header is invalid"),
+    (http_exceptions.ContentLengthError, "the body does not match its Content-Length"),
+    (http_exceptions.TransferEncodingError, "the body's transfer encoding is invalid"),
+    (http_exceptions.ContentEncodingError, "the body cannot be decoded by its Content-Encoding"),
+)
+
+
+# llhttp's own reasons are fixed words ("Invalid header token"); aiohttp puts the bytes after them.
+_LLHTTP_REASON = re.compile(r"([A-Za-z][A-Za-z ]{2,80}):\n\n")
+
+
+def parser_reason(exc: BaseException | None) -> str:
+    """Why a request could not be parsed, in words that hold nothing the client sent."""
+    for kind, reason in _PARSER_REASONS:
+        if isinstance(exc, kind):
+            return reason
+    if type(exc) is http_exceptions.BadHttpMessage and (match := _LLHTTP_REASON.match(exc.message)):
+        return match.group(1).lower()
+    return "the request is not valid HTTP/1.1"
+
+
+def _unsupported_encoding(exc: BaseException | None) -> bool:
+    """aiohttp refuses ``br`` and ``zstd`` when their optional packages are missing, before any handler runs."""
+    return isinstance(exc, http_exceptions.ContentEncodingError) and "Please install" in str(exc)
+
+
 def _protocol_error_response(
     request: web.BaseRequest, status: int, exc: BaseException | None, message: str | None
 ) -> web.StreamResponse:
+    peer = request.remote
     if status >= 500:
-        log.error("request_failed", path=request.path, error=repr(exc))
-    else:
-        log.info("bad_request", status=status, error=(message or str(exc or ""))[:200])
+        log.error("request_failed", peer=peer, path=request.path, error=type(exc).__name__)
     if request.writer is not None and request.writer.output_size > 0:
         raise ConnectionError("the response had started; no error response can follow")
-    code = "payload_too_large" if status == 413 else "bad_request" if status < 500 else "internal_error"
-    text = (
-        "the request could not be parsed as HTTP" if status < 500 else "an internal error occurred; it has been logged"
-    )
-    if message and status < 500:
-        text = f"{text}: {message.splitlines()[0][:200]}"
-    response = web.Response(status=status, body=error_body(code, text), content_type="application/json")
+    if status >= 500:
+        response = _error_response(status, "internal_error", "an internal error occurred; it has been logged")
+    elif _unsupported_encoding(exc):
+        log.info("bad_request", peer=peer, status=415, reason=UNSUPPORTED_ENCODING)
+        response = _error_response(415, "unsupported_media_type", UNSUPPORTED_ENCODING)
+    else:
+        # The request line may not have been read: method and path are aiohttp's placeholders then, not the client's.
+        reason = parser_reason(exc)
+        log.info("bad_request", peer=peer, status=status, reason=reason)
+        code = "payload_too_large" if status == 413 else "bad_request"
+        response = _error_response(status, code, f"the request could not be parsed as HTTP: {reason}")
     response.force_close()
     return response
+
+
+def _error_response(status: int, code: str, message: str) -> web.Response:
+    return web.Response(status=status, body=error_body(code, message), content_type="application/json")
 
 
 def guard_of(request: web.Request) -> _Guard | None:

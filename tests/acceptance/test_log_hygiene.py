@@ -8,12 +8,14 @@ import aiohttp
 import orjson
 
 from tests.support.process import RelayProcess, post_events, write_config
+from tests.support.raw_http import exchange, unparsable_requests
 from tests.support.receiver import Receiver, Reply
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HMAC_SECRET = "hmac-secret-do-not-log"
 KEY = "api-key-do-not-log"
 TOKEN = "bearer-token-do-not-log"
+BODY_MARKER = "event-body-do-not-log"
 
 
 async def test_no_credential_or_signature_reaches_the_logs(tmp_path: Path, receiver: Receiver) -> None:
@@ -62,12 +64,17 @@ token = "env:TEST_BEARER_TOKEN"
             ) as response,
         ):
             assert response.status in (401, 415)
+        for raw in unparsable_requests(KEY.encode(), BODY_MARKER.encode()).values():
+            assert b" 400 " in (await exchange(relay.url, raw)).split(b"\r\n")[0]
     finally:
         assert await relay.stop() == 0
+    assert len(relay.events("bad_request")) >= 6, "each unparsable request is logged, without its bytes"
     text = relay.log_path.read_text()
     signatures = [r.headers.get("webhook-signature") or r.headers.get("x-signature") for r in receiver.requests]
-    for secret in [SECRET, SECRET.removeprefix("whsec_"), HMAC_SECRET, KEY, TOKEN, "wrong-key-attempt", *signatures]:
-        assert secret and secret not in text, f"{secret[:12]}… leaked into the logs"
+    for secret in [SECRET, SECRET.removeprefix("whsec_"), HMAC_SECRET, KEY, TOKEN, "wrong-key-attempt", BODY_MARKER]:
+        assert secret not in text, f"{secret[:12]}… leaked into the logs"
+    for signature in signatures:
+        assert signature and signature not in text, f"{signature[:12]}… leaked into the logs"
     for line in text.splitlines():
         entry = orjson.loads(line)
         assert isinstance(entry, dict) and "event" in entry and "timestamp" in entry
