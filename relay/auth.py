@@ -5,7 +5,8 @@ token endpoint (RFC 6749 §4.4 client credentials, or §6 refresh token), caches
 ``expires_in`` minus 10 % (at least 5 s early), and shares it with every concurrent delivery of the webhook:
 one lock, one token request per round, and every waiter of a round gets that round's token or its failure.
 A rotated refresh token is saved through a :class:`RefreshTokenStore` before the access token that came with
-it is used.
+it is used. A token answer is read up to ``TOKEN_ANSWER_LIMIT`` and checked whole (RFC 6749 §5.1) before any of
+it is saved or used: a value that could not go into a header or a form fails the fetch like an endpoint error.
 
 No secret, token or refresh token ever appears in a log line, an exception or a repr.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,10 +28,12 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from relay.clock import Clock
 from relay.errors import RelayError
 from relay.models import Auth, BasicAuth, BearerAuth, HeaderAuth, OAuth2Auth
+from relay.outbound import read_capped
+from relay.token_answer import UnusableAnswer, check_answer
 
 log = structlog.get_logger()
 
-DEFAULT_EXPIRES_IN = 3600.0  # when the token endpoint does not say
+TOKEN_ANSWER_LIMIT = 64 * 1024  # a larger token answer is refused, and the rest of it is never read
 _MIN_EARLY = 5.0  # refresh at least this many seconds before the token expires
 _EARLY_FRACTION = 0.1
 _LOCAL_RETRY_WAIT = 0.1  # one quick retry of a transient token-endpoint failure; the schedule does the rest
@@ -315,7 +317,8 @@ class OAuth2Authenticator:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
-                status, reason, raw = resp.status, resp.reason or "", await resp.read()
+                status, reason = resp.status, resp.reason or ""
+                raw, too_large = await read_capped(resp, TOKEN_ANSWER_LIMIT)
         except TimeoutError as exc:
             raise OAuthError(None, "timeout", transient=True) from exc
         except aiohttp.ClientSSLError as exc:
@@ -325,6 +328,11 @@ class OAuth2Authenticator:
         except aiohttp.ClientError as exc:
             raise OAuthError(None, _clean(f"connection error: {exc}", scrub), transient=True) from exc
 
+        if too_large:
+            what = f"token answer: too large (over {TOKEN_ANSWER_LIMIT // 1024} KiB), not read further"
+            if not 200 <= status < 300:
+                what = f"HTTP {status} {reason}".strip() + f"; {what}"
+            raise OAuthError(None, what, status_code=status, transient=status >= 500)
         try:
             parsed: object = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -348,24 +356,21 @@ class OAuth2Authenticator:
         return data
 
     async def _accept(self, data: dict[str, object], *, used_refresh_token: str | None) -> _Token:
-        access_token = data.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise OAuthError(None, "the token endpoint's answer has no access_token")
-        token_type = data.get("token_type")
-        if token_type is not None and (not isinstance(token_type, str) or token_type.lower() != "bearer"):
-            raise OAuthError(None, f"unsupported token_type {str(token_type)[:40]!r}")
-        expires_in = _expires_in(data.get("expires_in"))
-
-        new_refresh = data.get("refresh_token")
-        if isinstance(new_refresh, str) and new_refresh and new_refresh != used_refresh_token:
+        try:
+            answer = check_answer(data)  # all of it, before anything is saved or used
+        except UnusableAnswer as exc:
+            raise OAuthError(None, f"token answer: {exc}") from None
+        new_refresh = answer.refresh_token
+        if new_refresh is not None and new_refresh != used_refresh_token:
             # Not used before the new refresh token is durable: the server may have revoked the old one.
             await self._persist(new_refresh)
             log.info("oauth_refresh_token_rotated", webhook_id=self.webhook_id)
 
+        expires_in = answer.expires_in
         early = max(expires_in * _EARLY_FRACTION, _MIN_EARLY)
         shown = int(expires_in) if expires_in.is_integer() else expires_in
         log.info("oauth_token_fetched", webhook_id=self.webhook_id, expires_in=shown)
-        return _Token(access_token, self._clock.now() + max(expires_in - early, 0.0))
+        return _Token(answer.access_token, self._clock.now() + max(expires_in - early, 0.0))
 
     async def _persist(self, refresh_token: str) -> None:
         # Kept in memory even when the store fails, for this process's next fetch.
@@ -382,17 +387,6 @@ class OAuth2Authenticator:
 
 def _bearer(token: _Token) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.access_token}"}
-
-
-def _expires_in(value: object) -> float:
-    """Seconds from the answer's ``expires_in`` (a number or a numeric string); else the default."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return DEFAULT_EXPIRES_IN
-    try:
-        seconds = float(value)
-    except ValueError:
-        return DEFAULT_EXPIRES_IN
-    return max(seconds, 0.0) if math.isfinite(seconds) else DEFAULT_EXPIRES_IN
 
 
 def _clean(text: str, scrub: list[str]) -> str:

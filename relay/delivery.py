@@ -16,6 +16,7 @@ from relay.auth import Authenticator, OAuthError
 from relay.clock import Clock
 from relay.errors import BlockedDestination
 from relay.models import Attempt, Claim, ErrorKind, Webhook, format_time
+from relay.outbound import read_capped
 from relay.render import render_body, stamp_sent_at
 from relay.signing import signature_headers
 
@@ -164,13 +165,8 @@ class Deliverer:
         async with self.session.post(
             url, data=body, headers=headers, allow_redirects=False, timeout=_client_timeout(timeout)
         ) as response:
-            head = await response.content.read(RESPONSE_BODY_LIMIT)
-            # Drain a little more so the connection can be reused; a large answer closes it instead.
-            drained = len(head)
-            while drained < _DRAIN_LIMIT and (chunk := await response.content.read(16 * 1024)):
-                drained += len(chunk)
-            if not response.content.at_eof():
-                response.close()
+            # A little more is drained so the connection can be reused; a large answer closes it instead.
+            head, _ = await read_capped(response, RESPONSE_BODY_LIMIT, drain=_DRAIN_LIMIT)
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock.now())
             return response.status, head.decode("utf-8", errors="replace"), retry_after
 

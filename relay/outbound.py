@@ -7,7 +7,9 @@ Every request relay makes (deliveries and OAuth2 token fetches alike) goes throu
 - IP-literal hosts, which aiohttp never passes to the resolver (``2130706433``, ``127.1``, ``[::ffff:10.0.0.1]``
   included), and ``http://`` URLs are checked when the request starts, before any socket opens;
 - proxy environment variables are ignored and redirects are never followed (the callers pass
-  ``allow_redirects=False``).
+  ``allow_redirects=False``);
+- an answer's body is read through :func:`read_capped`, never whole: a remote server cannot make relay hold more
+  than the caller's limit of it in memory.
 """
 
 from __future__ import annotations
@@ -80,3 +82,30 @@ def make_session(config: DeliveryConfig, *, resolver: AbstractResolver | None = 
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, auto_decompress=False, middlewares=(destination_policy,)
     )
+
+
+_DRAIN_CHUNK = 16 * 1024
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int, *, drain: int = 0) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the answer's body, and whether it holds more.
+
+    One byte past ``limit`` is read to tell. When there is more, up to ``drain`` further bytes are read and dropped
+    so the connection can be reused; an answer longer still has its connection closed, unread.
+    """
+    content = response.content
+    chunks: list[bytes] = []
+    size = 0
+    # ``read(n)`` returns what has arrived (up to n), not n bytes: loop until the limit or the end.
+    while size <= limit and (chunk := await content.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
+    if size <= limit:
+        return body, False
+    dropped = size - limit
+    while dropped < drain and (chunk := await content.read(_DRAIN_CHUNK)):
+        dropped += len(chunk)
+    if not content.at_eof():
+        response.close()
+    return body[:limit], True
