@@ -7,6 +7,10 @@ results share commits. The writes are set-based (multi-row ``VALUES``, one aggre
 statements per group whatever its size.
 A second connection (aiosqlite) serves reads. Driver errors are translated here into ``StoreUnavailable`` /
 ``StoreError``.
+
+A group is answered only if its commit landed in the store: after each COMMIT the writer checks that the path still
+names the files it opened (the database and its WAL). A file removed or replaced under the running relay makes the
+store lost for good: that group and every later write fail with ``StoreUnavailable`` (the API answers 503).
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ class Store(StoreReads):
         self.on_commit: Callable[[], None] | None = None
         self.busy_timeout = 5.0  # seconds the writer waits for a write lock held by another connection
         self.commits = 0  # group transactions committed (tests and metrics read it)
+        self._files: dict[str, tuple[int, int]] = {}  # path -> (st_dev, st_ino) of the files the writer opened
+        self._lost: str | None = None  # why the store is gone (see _commit); once set, it stays set
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -154,6 +160,8 @@ class Store(StoreReads):
                 conn.execute(pragma)
             self._migrate(conn)
             conn.execute("PRAGMA busy_timeout = 0")  # waits for the lock only in _run_group, on the thread
+            wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            self._files = _file_ids([str(self.path), f"{self.path}-wal"] if wal else [str(self.path)])
         except BaseException:
             conn.close()
             raise
@@ -222,6 +230,8 @@ class Store(StoreReads):
     def _submit(self, job: _Job) -> asyncio.Future[Any]:
         if self._writer_task is None or self._writer_task.done():
             raise StoreUnavailable("the store is closed")
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost)
         self._queue.put_nowait(job)
         return job.future
 
@@ -260,6 +270,9 @@ class Store(StoreReads):
                 self._queue.task_done()
 
     async def _commit_group(self, jobs: list[_Job]) -> None:
+        if self._lost is not None:  # queued before the loss was found
+            _fail(jobs, StoreUnavailable(self._lost))
+            return
         try:
             outcomes = await self._run_on_loop(jobs) if jobs[0].on_loop else None
             if outcomes is None:
@@ -274,6 +287,10 @@ class Store(StoreReads):
         except Exception as exc:  # a job's own fault: the group is rolled back, the writer goes on
             log.exception("store_job_failed", jobs=len(jobs))
             _fail(jobs, exc)
+            return
+        if self._lost is not None:  # this group's COMMIT found it: it went into a file nobody can reopen
+            log.error("store_lost", path=str(self.path), reason=self._lost, jobs=len(jobs))
+            _fail(jobs, StoreUnavailable(self._lost))
             return
         for job, outcome in zip(jobs, outcomes, strict=True):
             if not job.future.done():
@@ -295,7 +312,7 @@ class Store(StoreReads):
             raise
         try:
             outcomes = self._statements(conn, jobs)
-            await self._on_writer_thread(lambda: conn.execute("COMMIT"))
+            await self._on_writer_thread(lambda: self._commit(conn))
         except asyncio.CancelledError:
             raise  # the COMMIT may still be running on the thread: the connection is not ours to touch
         except BaseException:
@@ -313,7 +330,7 @@ class Store(StoreReads):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 outcomes = self._statements(conn, jobs)
-                conn.execute("COMMIT")
+                self._commit(conn)
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
@@ -321,6 +338,20 @@ class Store(StoreReads):
         finally:
             conn.execute("PRAGMA busy_timeout = 0")
         return outcomes
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        """On the writer thread: COMMIT the group, then make sure it landed in the store and not in a file that
+        was removed or replaced meanwhile (sets ``_lost``; the loop fails the group). One stat per file opened,
+        per group: a few microseconds against the commit's fsync, and none on the event loop."""
+        conn.execute("COMMIT")
+        for path, opened in self._files.items():
+            try:
+                found = os.stat(path)
+            except OSError:
+                found = None
+            if found is None or (found.st_dev, found.st_ino) != opened:
+                self._lost = f"store file was removed or replaced: {path}"
+                return
 
     def _statements(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
         """Every job of the group, inside its transaction; their outcomes in job order."""
@@ -748,17 +779,12 @@ class Store(StoreReads):
     # -- health ------------------------------------------------------------------------------------------
 
     async def check_writable(self, min_free_bytes: int = 1024 * 1024) -> None:
-        """Raise ``StoreUnavailable`` unless a write commits now and there is room for more.
+        """Raise ``StoreUnavailable`` unless a write commits now, into the store's file, and there is room for more.
 
-        A nearly full store can still commit a tiny heartbeat, so capacity is checked too: the pages in use
-        against ``max_page_count``, and the free space on the file system.
+        The heartbeat goes through the group commit, so a store file removed or replaced is found here too, with
+        no ingest. A nearly full store can still commit a tiny heartbeat, so capacity is checked too: the pages
+        in use against ``max_page_count``, and the free space on the file system.
         """
-        try:
-            free = os.statvfs(self.path.parent)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot stat the store's folder: {exc}") from exc
-        if free.f_bavail * free.f_frsize < min_free_bytes:
-            raise StoreUnavailable(f"the disk holding {self.path} has less than {min_free_bytes} bytes free")
 
         def run(conn: sqlite3.Connection) -> None:
             pages = {}
@@ -772,6 +798,12 @@ class Store(StoreReads):
             conn.execute("INSERT INTO heartbeat (at) VALUES (unixepoch())")
 
         await self.write(run)
+        try:
+            free = os.statvfs(self.path.parent)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot stat the store's folder: {exc}") from exc
+        if free.f_bavail * free.f_frsize < min_free_bytes:
+            raise StoreUnavailable(f"the disk holding {self.path} has less than {min_free_bytes} bytes free")
 
 
 def _cancel_queued(conn: sqlite3.Connection, webhook_id: str, now: float) -> int:
@@ -796,6 +828,16 @@ def _unused_event_id(conn: sqlite3.Connection, known: dict[str, int], now: float
             and conn.execute("SELECT 1 FROM events WHERE id = ?", (candidate,)).fetchone() is None
         ):
             return candidate
+
+
+def _file_ids(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """The (st_dev, st_ino) of each file that exists: what the path must still name for a commit to count."""
+    ids: dict[str, tuple[int, int]] = {}
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            found = os.stat(path)
+            ids[path] = (found.st_dev, found.st_ino)
+    return ids
 
 
 def _fail(jobs: list[_Job], error: BaseException) -> None:
