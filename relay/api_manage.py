@@ -31,7 +31,7 @@ from relay.errors import Conflict, NotFound, Problem, ValidationError
 from relay.models import Claim, DeliveryStatus, Event, Secret, Webhook, format_time, new_event_id, new_id
 from relay.openapi import openapi_document
 from relay.views import attempt_view, delivery_view, webhook_view
-from relay.webhook_specs import SECRET_MESSAGE, create_spec, parse_rotation, patch_spec
+from relay.webhook_specs import SECRET_MESSAGE, create_spec, parse_rotation, patch_spec, rotation_secret
 
 log = structlog.get_logger()
 
@@ -146,10 +146,11 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 async def rotate_secret(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    secret, overlap = parse_rotation(await _json_body(request, optional=True))
+    given, overlap = parse_rotation(await _json_body(request, optional=True))
     now = services.clock.now()
     async with request.app[WEBHOOK_LOCK]:
         current = _api_webhook(request)
+        secret = rotation_secret(given, current.signature)
         stored = await services.store.api_webhook(current.id)
         if stored is None:
             raise NotFound(f"no webhook with id {current.id!r}")

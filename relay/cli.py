@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     receive = commands.add_parser("receive", help="a development receiver that verifies signatures")
     receive.add_argument("--port", type=int, default=9000)
     receive.add_argument("--host", default="127.0.0.1")
-    receive.add_argument("--secret", help="verify signatures with this secret")
+    receive.add_argument(
+        "--secret",
+        help='verify signatures with this secret ("whsec_" + base64 of 24-64 bytes for standard, '
+        "at least 16 characters for hmac-sha256)",
+    )
     receive.add_argument("--scheme", choices=["standard", "hmac-sha256"], help="default: from the headers")
     receive.add_argument("--fail-with", type=int, metavar="STATUS", help="answer this status instead of 200")
     receive.set_defaults(func=cmd_receive)

@@ -29,10 +29,12 @@ from relay.models import (
     BodyFormat,
     HeaderAuth,
     OAuth2Auth,
+    Secret,
     SignatureScheme,
     Webhook,
     new_id,
 )
+from relay.signing import secret_problem
 from relay.units import parse_duration, parse_rate
 
 if TYPE_CHECKING:
@@ -103,13 +105,15 @@ def parse_webhook(
     resolve_secrets: bool,
     source: str,
     require_id: bool = True,
+    check_secret: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> Webhook | None:
     """One webhook from a raw table, or None after recording its problems (key paths prefixed by ``path``).
 
     ``resolve_secrets``: read ``env:``/``file:``/``cred:`` references from ``environ`` (default
     ``os.environ``); when False (API bodies) every secret is taken literally. ``require_id=False`` (API): an
-    absent ``id`` is generated as ``whk_…``. Durations may be strings or numbers.
+    absent ``id`` is generated as ``whk_…``. Durations may be strings or numbers. ``check_secret=False`` skips
+    the secret rules (``relay.signing.secret_problem``): a webhook stored before them keeps loading.
     """
     noun = "a table" if source == "config" else "an object"
     if not isinstance(raw, Mapping):
@@ -132,6 +136,8 @@ def parse_webhook(
         signature = SignatureScheme.STANDARD if f.present("secret") else SignatureScheme.NONE
     if signature not in (None, SignatureScheme.NONE) and not f.present("secret"):
         f.problem("signature", f'"{signature}" needs a secret')
+    if check_secret and (problem := _secret_problem(secret_value, signature)) is not None:
+        f.problem("secret", problem)
     body_format = f.get("format", one_of(*BodyFormat))
     sent_at_field = f.get("sent_at_field", as_str) or None
     if sent_at_field is not None:
@@ -173,6 +179,12 @@ def _as_webhook_id(value: object) -> str:
     if not WEBHOOK_ID.fullmatch(as_str(value)):
         raise ValueError("must be 1-64 characters of [a-z0-9_-]")
     return as_str(value)
+
+
+def _secret_problem(secret: Secret | None, signature: str | None) -> str | None:
+    if secret is None or signature is None:
+        return None  # absent, or already reported
+    return secret_problem(secret.reveal(), SignatureScheme(signature))
 
 
 def _check_url(url: str, delivery: DeliveryConfig) -> str | None:

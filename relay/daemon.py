@@ -34,7 +34,7 @@ from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import Store
 from relay.systemd import Notifier
-from relay.webhook_specs import load_api_webhooks
+from relay.webhook_specs import load_api_webhooks, warn_weak_secrets
 
 log = structlog.get_logger()
 
@@ -135,7 +135,9 @@ class Daemon:
         await self.store.open()
         now = self.clock.now()
         reclaimed = await self.store.reclaim_in_flight(now)
-        self.registry.replace(await load_api_webhooks(self.store))  # then the config's join them
+        api_webhooks = await load_api_webhooks(self.store)
+        warn_weak_secrets(api_webhooks, now)  # stored before the secret rules; the config's are held to them
+        self.registry.replace(api_webhooks)  # then the config's join them
         await self._apply_webhooks(config.webhooks, now)
         delivery = config.delivery
         self._session = make_session(delivery, resolver=self.resolver)

@@ -35,6 +35,12 @@ _DURATION: Schema = {
     "description": 'A duration such as "250ms", "30s", "5m", "2h", "7d", or a number of seconds',
     "anyOf": [{"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"}, {"type": "number", "minimum": 0}],
 }
+_SECRET_INPUT: Schema = {  # minLength stays 1: with signature "none" a secret signs nothing and has no rule
+    "type": "string",
+    "minLength": 1,
+    "description": 'With signature "standard": "whsec_" + base64 of 24-64 bytes (or the base64 alone); with '
+    '"hmac-sha256": at least 16 characters. Generated ("whsec_" + base64 of 32 random bytes) when absent',
+}
 _RATE: Schema = {
     "description": 'Attempts per second ("50/s", "600/m", "1000/h") or a number per second',
     "anyOf": [{"type": "string"}, {"type": "number", "exclusiveMinimum": 0}],
@@ -194,9 +200,7 @@ def _schemas() -> dict[str, Schema]:
             },
             ("id", "url", "events", "signature", "format", "is_active", "source", "created_at"),
         ),
-        "WebhookCreate": _object(
-            {**_webhook_fields(nullable=False), "secret": {"type": "string", "minLength": 1}}, ("url",), closed=True
-        ),
+        "WebhookCreate": _object({**_webhook_fields(nullable=False), "secret": _SECRET_INPUT}, ("url",), closed=True),
         "WebhookPatch": {
             **_object(_webhook_fields(nullable=True), closed=True),
             "description": "A JSON merge patch (RFC 7396): null removes a field, objects merge",
@@ -204,7 +208,7 @@ def _schemas() -> dict[str, Schema]:
         "RotateSecret": _object(
             {
                 "overlap": {**_DURATION, "description": "How long the previous secret keeps signing (default 24h)"},
-                "secret": {"type": "string", "minLength": 1},
+                "secret": _SECRET_INPUT,
             },
             closed=True,
         ),

@@ -4,6 +4,11 @@ Every POST, on any path, is checked against the secret (when one is given) with 
 is, the one its headers show (``webhook-signature``: standard, ``X-Signature``: hmac-sha256), printed as a
 readable block, and answered ``401`` when the signature does not verify, else ``--fail-with`` or ``200``.
 The secret and the signature values are never printed.
+
+A standard signature is verified exactly as the reference ``standardwebhooks`` library does: the key is the
+strict base64 decoding of the secret (``relay.signing.standard_key``), which is that library's for every secret
+the rules accept. A secret the rules refuse for every scheme it may be checked with is refused at start
+(``ValueError`` naming ``--secret``); one that fits only the other scheme fails each request of this one.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from aiohttp import web
 
 from relay.clock import Clock, SystemClock
 from relay.models import SignatureScheme, format_time
-from relay.signing import sign_hmac_sha256, sign_standard
+from relay.signing import secret_problem, sign_hmac_sha256, sign_standard_with_key, standard_key
 
 TIMESTAMP_TOLERANCE = 300.0  # seconds either way, as the Standard Webhooks libraries allow
 _NO_BODY_STATUSES = frozenset({204, 205, 304})
@@ -61,6 +66,8 @@ def verify_signature(
     ``headers`` must look names up case-insensitively, as aiohttp's do.
     """
     scheme = scheme or detect_scheme(headers)
+    if scheme is not None and (problem := secret_problem(secret, scheme)) is not None:
+        return Verdict(False, scheme, f"--secret {problem}")
     if scheme is SignatureScheme.STANDARD:
         return _verify_standard(secret, headers, body, now)
     if scheme is SignatureScheme.HMAC_SHA256:
@@ -82,7 +89,8 @@ def _verify_standard(secret: str, headers: Mapping[str, str], body: bytes, now: 
     if abs(now - timestamp) > TIMESTAMP_TOLERANCE:
         return Verdict(False, scheme, f"webhook-timestamp {now - timestamp:+.0f}s off (tolerance 300s)")
 
-    expected = base64.b64decode(sign_standard(secret, msg_id, timestamp, body).removeprefix("v1,"))
+    signed = sign_standard_with_key(standard_key(secret), msg_id, timestamp, body)
+    expected = base64.b64decode(signed.removeprefix("v1,"))
     for entry in signatures.split():
         version, _, encoded = entry.partition(",")
         if version != "v1":
@@ -140,6 +148,15 @@ def _parse_scheme(scheme: SignatureScheme | str | None) -> SignatureScheme | Non
     return parsed
 
 
+def check_secret(secret: str, scheme: SignatureScheme | None) -> None:
+    """Refuse (``ValueError`` naming ``--secret``) a secret that breaks the secret rules of ``scheme``, or, when
+    the scheme is detected per request (None), of both."""
+    schemes = [scheme] if scheme is not None else [SignatureScheme.STANDARD, SignatureScheme.HMAC_SHA256]
+    problems = [problem for s in schemes if (problem := secret_problem(secret, s)) is not None]
+    if len(problems) == len(schemes):
+        raise ValueError("; ".join(f"--secret {problem}" for problem in problems))
+
+
 def build_receiver_app(
     secret: str | None,
     scheme: SignatureScheme | str | None,
@@ -152,6 +169,8 @@ def build_receiver_app(
     if fail_with is not None and not 200 <= fail_with <= 599:
         raise ValueError(f"fail_with must be an HTTP status 200-599, got {fail_with}")
     settings = _Settings(secret or None, _parse_scheme(scheme), fail_with, out, clock or SystemClock())
+    if settings.secret is not None:
+        check_secret(settings.secret, settings.scheme)
     app = web.Application()
     app[_SETTINGS] = settings
     app.router.add_post("/{tail:.*}", _handle)

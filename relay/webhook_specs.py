@@ -1,6 +1,9 @@
 """Webhooks created through the management API: the JSON body they are created from (their "spec"), a change
 merged into it (JSON merge patch, RFC 7396), a secret rotation, and the ``Webhook`` rebuilt from what the store
-keeps. Pure functions, except ``load_api_webhooks`` which reads the store.
+keeps. Pure functions, except ``load_api_webhooks`` which reads the store and ``warn_weak_secrets`` which logs.
+
+Secrets are held to ``relay.signing.secret_problem`` when they are given (create, rotation) and when a change
+moves a webhook to another scheme; a webhook stored before those rules is rebuilt and signs as it did.
 
 The spec is validated by the same ``parse_webhook`` as a ``[[webhooks]]`` table, with secrets taken literally
 (an API client never reads the server's environment) and a few extra bounds, so that no value a client sends can
@@ -9,7 +12,7 @@ push a timestamp past what RFC 3339 can show.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -20,8 +23,8 @@ from relay.config import DeliveryConfig
 from relay.config_fields import Fields, as_nonempty_str
 from relay.config_webhooks import parse_webhook
 from relay.errors import Problem, ValidationError
-from relay.models import Secret, Webhook
-from relay.signing import new_secret
+from relay.models import Secret, SignatureScheme, Webhook
+from relay.signing import new_secret, secret_problem
 from relay.store_reads import StoredWebhook, StoreReads
 from relay.units import parse_duration, parse_rate
 
@@ -60,9 +63,15 @@ def patch_spec(stored: Mapping[str, Any], patch: object, delivery: DeliveryConfi
     if "secret" in changes:
         problems.append(Problem("secret", "cannot be changed here: use POST /v1/webhooks/{id}/rotate-secret"))
     spec = merge_patch(stored, {k: v for k, v in changes.items() if k not in ("id", "secret")})
-    # Only what changes is held to the URL policy now: a stored URL was checked when it was set.
+    # Only what changes is held to the URL policy and the secret rules now: a stored URL was checked when it was
+    # set, and a secret stored before the rules keeps signing until the webhook changes scheme (or rotates).
     checked = delivery if {"url", "auth"} & changes.keys() else _UNCHECKED
-    return _parse(spec, checked, problems), spec
+    return _parse(spec, checked, problems, check_secret=_scheme_of(spec) != _scheme_of(stored)), spec
+
+
+def _scheme_of(spec: Mapping[str, Any]) -> object:
+    """The scheme a spec signs with, as written (``parse_webhook`` checks it): the default when it names none."""
+    return spec.get("signature") or ("standard" if spec.get("secret") is not None else "none")
 
 
 def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,8 +87,9 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def parse_rotation(body: object) -> tuple[str, float]:
-    """``{"overlap"?: duration (default 24h, at most 30d), "secret"?: str}`` -> (new secret, overlap seconds)."""
+def parse_rotation(body: object) -> tuple[str | None, float]:
+    """``{"overlap"?: duration (default 24h, at most 30d), "secret"?: str}`` -> (the given secret or None, overlap
+    seconds). Whether a given secret fits the webhook's scheme is ``rotation_secret``'s to say."""
     problems: list[Problem] = []
     f = Fields(_object(body), "", problems, known=("overlap", "secret"), table_noun="an object")
     overlap = f.get("overlap", parse_duration)
@@ -88,7 +98,17 @@ def parse_rotation(body: object) -> tuple[str, float]:
     secret = f.get("secret", as_nonempty_str)
     if problems:
         raise ValidationError(problems)
-    return secret or new_secret(), DEFAULT_OVERLAP if overlap is None else overlap
+    return secret, DEFAULT_OVERLAP if overlap is None else overlap
+
+
+def rotation_secret(given: str | None, scheme: SignatureScheme) -> str:
+    """The secret a rotation installs: ``given``, held to the secret rules of the webhook's ``scheme``, or a
+    generated one. Raises ``ValidationError`` naming ``secret``."""
+    if given is None:
+        return new_secret()
+    if (problem := secret_problem(given, scheme)) is not None:
+        raise ValidationError([Problem("secret", problem)])
+    return given
 
 
 def rebuild(stored: StoredWebhook) -> Webhook | None:
@@ -102,7 +122,14 @@ def rebuild(stored: StoredWebhook) -> Webhook | None:
     webhook = None
     if isinstance(spec, dict):
         webhook = parse_webhook(
-            spec, "", problems, delivery=_UNCHECKED, resolve_secrets=False, source="api", require_id=False
+            spec,
+            "",
+            problems,
+            delivery=_UNCHECKED,
+            resolve_secrets=False,
+            source="api",
+            require_id=False,
+            check_secret=False,  # a secret stored before the rules keeps signing; warn_weak_secrets reports it
         )
     if webhook is None:
         log.error("webhook_not_loaded", webhook_id=stored.id, problems=[str(p) for p in problems])
@@ -121,15 +148,48 @@ async def load_api_webhooks(store: StoreReads) -> list[Webhook]:
     return [w for w in map(rebuild, await store.api_webhooks()) if w is not None]
 
 
+def warn_weak_secrets(webhooks: Iterable[Webhook], now: float) -> None:
+    """Log ``weak_secret`` (the webhook's id and what is wrong, never the secret) for each secret that signs at
+    ``now`` but breaks the secret rules: one stored through the API before they existed. It keeps signing as it
+    did until the secret is rotated (``POST /v1/webhooks/{id}/rotate-secret``) and the overlap ends."""
+    for webhook in webhooks:
+        signing = webhook.signing_secrets(now)
+        hints = {
+            "secret": f"rotate it: POST /v1/webhooks/{webhook.id}/rotate-secret",
+            "previous_secret": "it signs until the rotation's overlap ends (previous_secret_until)",
+        }
+        for field, secret in (("secret", webhook.secret), ("previous_secret", webhook.previous_secret)):
+            if secret is None or secret not in signing:
+                continue
+            if (problem := secret_problem(secret.reveal(), webhook.signature)) is not None:
+                log.warning(
+                    "weak_secret",
+                    webhook_id=webhook.id,
+                    field=field,
+                    signature=str(webhook.signature),
+                    problem=problem,
+                    hint=hints[field],
+                )
+
+
 def _object(body: object) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise ValidationError([Problem("", "the body must be a JSON object")])
     return body
 
 
-def _parse(spec: Mapping[str, Any], delivery: DeliveryConfig, problems: list[Problem]) -> Webhook:
+def _parse(
+    spec: Mapping[str, Any], delivery: DeliveryConfig, problems: list[Problem], *, check_secret: bool = True
+) -> Webhook:
     webhook = parse_webhook(
-        spec, "", problems, delivery=delivery, resolve_secrets=False, source="api", require_id=False
+        spec,
+        "",
+        problems,
+        delivery=delivery,
+        resolve_secrets=False,
+        source="api",
+        require_id=False,
+        check_secret=check_secret,
     )
     _check_bounds(spec, problems)
     if webhook is None or problems:

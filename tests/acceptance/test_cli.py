@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from relay import __version__
 from tests.support.process import run_relay, write_config
 
@@ -75,6 +77,32 @@ async def test_missing_files_and_missing_config(tmp_path: Path) -> None:
     assert code == 2 and "absent.toml" in err
     code, _, err = await run_relay("check-config", env={"RELAY_CONFIG": ""})
     assert code == 2 and "RELAY_CONFIG" in err
+
+
+async def test_a_secret_that_signs_nothing_is_a_config_error(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "relay.db"
+    text = VALID.format(db=db).replace("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_AA==")
+    path = write_config(tmp_path / "relay.toml", text)
+    for command in ("check-config", "serve"):
+        code, out, err = await run_relay(command, "--config", str(path), env={"TEST_RELAY_KEY": "k" * 16})
+        assert code == 2 and out == "", err
+        assert err.splitlines() == [
+            'relay: config error: webhooks[0].secret: must be "whsec_" + base64 of 24-64 bytes (or the base64 alone)'
+            ' for signature "standard": it decodes to 1 byte'
+        ]
+    assert not db.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("secret", "scheme"),
+    [("whsec_AA==", None), ("whsec_AA==", "standard"), ("#", None), ("my-own-secret", "hmac-sha256")],
+)
+async def test_relay_receive_refuses_a_secret_that_signs_nothing(secret: str, scheme: str | None) -> None:
+    args = ["receive", "--port", "0", "--secret", secret, *(["--scheme", scheme] if scheme else [])]
+    code, out, err = await run_relay(*args, timeout=10)  # a receiver that started would run until the timeout
+    assert code == 2 and out == ""
+    assert err.startswith("relay receive: --secret must be") and "Traceback" not in err
+    assert secret not in err
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,13 +8,16 @@ import base64
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardVerifier
 from standardwebhooks.webhooks import WebhookVerificationError
+from structlog.testing import capture_logs
 
 from relay.clock import FakeClock
 from relay.models import Secret, SignatureScheme
 from relay.signing import sign_hmac_sha256
+from relay.store import Store
 from relay.webhook_specs import SECRET_MESSAGE
 from tests.support.management import call, create_webhook, error_of
 from tests.support.receiver import Receiver, Reply
@@ -61,11 +64,12 @@ async def test_an_api_webhook_receives_events_signed_with_its_secret(tmp_path: P
 
 async def test_a_chosen_secret_and_the_consentproof_scheme(tmp_path: Path, receiver: Receiver) -> None:
     async with running_relay(tmp_path, []) as relay:
-        created = await create_webhook(relay, url=receiver.url(), secret="my-secret", signature="hmac-sha256")
-        assert created["secret"] == "my-secret"
+        secret = "my-hand-chosen-secret"
+        created = await create_webhook(relay, url=receiver.url(), secret=secret, signature="hmac-sha256")
+        assert created["secret"] == secret
         await relay.post({"type": "t", "data": {}})
         [request] = await receiver.wait_for(1)
-        assert request.headers["x-signature"] == sign_hmac_sha256("my-secret", request.body)
+        assert request.headers["x-signature"] == sign_hmac_sha256(secret, request.body)
         assert request.headers["x-webhook-id"] == created["id"]
 
 
@@ -206,12 +210,72 @@ async def test_rotation_signs_with_both_secrets_during_the_overlap_then_only_the
 
 async def test_rotation_of_an_hmac_webhook_signs_with_the_new_secret(tmp_path: Path, receiver: Receiver) -> None:
     async with running_relay(tmp_path, []) as relay:
-        created = await create_webhook(relay, url=receiver.url(), secret="old-secret", signature="hmac-sha256")
-        status, answer = await call(relay, "POST", f"/v1/webhooks/{created['id']}/rotate-secret", {"secret": "new"})
-        assert status == 200 and answer["data"]["secret"] == "new"
+        created = await create_webhook(
+            relay, url=receiver.url(), secret="old-hmac-secret-0123", signature="hmac-sha256"
+        )
+        new = "new-hmac-secret-0123"
+        status, answer = await call(relay, "POST", f"/v1/webhooks/{created['id']}/rotate-secret", {"secret": new})
+        assert status == 200 and answer["data"]["secret"] == new
         await relay.post({"type": "t", "data": {}})
         [request] = await receiver.wait_for(1)
-        assert request.headers["x-signature"] == sign_hmac_sha256("new", request.body)
+        assert request.headers["x-signature"] == sign_hmac_sha256(new, request.body)
+
+
+async def test_secrets_that_sign_nothing_are_refused_naming_secret(tmp_path: Path, receiver: Receiver) -> None:
+    hand_chosen = "my-hand-chosen-webhook-secret"  # fine for hmac-sha256; not base64, so not for standard
+    async with running_relay(tmp_path, []) as relay:
+        for body in [
+            {"url": receiver.url(), "secret": "whsec_AA=="},  # one zero byte: anyone could sign
+            {"url": receiver.url(), "secret": "#"},
+            {"url": receiver.url(), "secret": hand_chosen},  # standard by default
+            {"url": receiver.url(), "secret": "short-secret", "signature": "hmac-sha256"},
+        ]:
+            status, answer = await call(relay, "POST", "/v1/webhooks", body)
+            assert status == 400 and error_of(answer) == ("validation_error", ["secret"]), (body, answer)
+            assert body["secret"] not in str(answer)
+        assert relay.sql("SELECT COUNT(*) FROM webhooks WHERE source = 'api'") == [(0,)]
+
+        created = await create_webhook(relay, url=receiver.url(), secret=hand_chosen, signature="hmac-sha256")
+        path = f"/v1/webhooks/{created['id']}"
+        status, answer = await call(relay, "PATCH", path, {"signature": "standard"})
+        assert status == 400 and error_of(answer) == ("validation_error", ["secret"]), answer
+        _, shown = await call(relay, "GET", path)
+        assert shown["data"]["signature"] == "hmac-sha256"
+        status, answer = await call(relay, "POST", f"{path}/rotate-secret", {"secret": "short-secret"})
+        assert status == 400 and error_of(answer) == ("validation_error", ["secret"]), answer
+        status, answer = await call(relay, "POST", f"{path}/rotate-secret", {"secret": "a-longer-hmac-secret"})
+        assert status == 200 and answer["data"]["secret"] == "a-longer-hmac-secret"
+
+
+async def test_a_weak_secret_stored_before_the_rules_still_signs_and_is_reported_at_startup(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    weak, weak_hmac, strong = "whsec_AA==", "tiny-hmac", CONFIG_SECRET
+    store = Store(tmp_path / "relay.db")  # where running_relay keeps it; written as an older relay would have
+    await store.open()
+    for webhook_id, spec in [
+        ("whk_weak", {"url": receiver.url("/weak"), "secret": weak}),
+        ("whk_weak_hmac", {"url": receiver.url("/hmac"), "secret": weak_hmac, "signature": "hmac-sha256"}),
+        ("whk_strong", {"url": receiver.url("/strong"), "secret": strong}),
+    ]:
+        assert await store.insert_api_webhook(webhook_id, orjson.dumps(spec), time.time())
+    await store.close()
+
+    with capture_logs() as logs:
+        async with running_relay(tmp_path, []) as relay:
+            _, answer = await relay.post({"type": "t", "data": {}})
+            assert answer["data"]["deliveries"] == 3  # all three still loaded and subscribed
+            by_path = {r.path: r for r in await receiver.wait_for(3)}
+    assert StandardVerifier(weak).verify(by_path["/weak"].body, dict(by_path["/weak"].headers))  # signed as before
+    assert by_path["/hmac"].headers["x-signature"] == sign_hmac_sha256(weak_hmac, by_path["/hmac"].body)
+    warned = [e for e in logs if e["event"] == "weak_secret"]
+    assert [(e["webhook_id"], e["field"], e["log_level"]) for e in warned] == [
+        ("whk_weak", "secret", "warning"),
+        ("whk_weak_hmac", "secret", "warning"),
+    ]
+    assert all("rotate-secret" in e["hint"] for e in warned)
+    for secret in (weak, weak.removeprefix("whsec_"), weak_hmac, strong):
+        assert not any(secret in str(entry) for entry in logs)
 
 
 async def test_the_test_send_goes_to_that_webhook_alone_and_answers_the_attempt(

@@ -64,11 +64,11 @@ async def _delivered(relay: object, event_id: str) -> bool:
 
 
 async def test_hmac_sha256_scheme_signs_the_raw_body(tmp_path: Path, receiver: Receiver) -> None:
-    hook = webhook(receiver.url(), id="cp", secret=Secret("my-secret"), signature=SignatureScheme.HMAC_SHA256)
+    hook = webhook(receiver.url(), id="cp", secret=Secret("my-hmac-secret-0123"), signature=SignatureScheme.HMAC_SHA256)
     async with running_relay(tmp_path, [hook]) as relay:
         await relay.post({"type": "consent.created", "data": CONSENT})
         [request] = await receiver.wait_for(1)
-        assert request.headers["x-signature"] == sign_hmac_sha256("my-secret", request.body)
+        assert request.headers["x-signature"] == sign_hmac_sha256("my-hmac-secret-0123", request.body)
         assert request.headers["x-webhook-id"] == "cp"
         assert abs(int(request.headers["x-timestamp"]) - time.time()) < 5
         assert "webhook-signature" not in request.headers

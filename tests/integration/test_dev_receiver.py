@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from relay.clock import FakeClock
 from relay.models import SignatureScheme
@@ -21,7 +25,7 @@ from relay.receiver import build_receiver_app, run_receiver
 from relay.signing import new_secret, signature_headers
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-HMAC_SECRET = "p+ss%20w%ord/="
+HMAC_SECRET = "p+ss%20w%ord/=-0123"  # an hmac-sha256 secret is any string of 16 characters or more
 EVENT = {
     "id": "evt_01hx",
     "type": "consent.created",
@@ -188,6 +192,60 @@ def test_bad_settings_are_refused() -> None:
         build_receiver_app(SECRET, "none", None, io.StringIO())
     with pytest.raises(ValueError):
         build_receiver_app(SECRET, "sha1", None, io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("secret", "scheme"),
+    [
+        ("whsec_AA==", None),  # one zero byte: anyone can make a signature it accepts
+        ("whsec_AA==", "standard"),
+        ("#", None),
+        ("short-secret", "hmac-sha256"),
+        (HMAC_SECRET, "standard"),  # not base64: the Standard Webhooks libraries would read other bytes
+    ],
+)
+def test_a_secret_that_signs_nothing_is_refused_naming_the_option(secret: str, scheme: str | None) -> None:
+    with pytest.raises(ValueError, match=r"^--secret must be") as caught:
+        build_receiver_app(secret, scheme, None, io.StringIO())
+    assert secret not in str(caught.value)
+
+
+def reference_headers(secret: str, body: bytes = BODY) -> dict[str, str]:
+    """Headers signed by the reference ``standardwebhooks`` library itself, not by relay."""
+    now = datetime.now(UTC)
+    signature = StandardWebhook(secret).sign("evt_01hx", now, body.decode())
+    return {"webhook-id": "evt_01hx", "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        base64.b64encode(bytes(range(32))).decode(),  # base64 alone, no whsec_
+        base64.b64encode(bytes(range(32))).decode().rstrip("="),  # unpadded too
+        "whsec_" + base64.b64encode(bytes(range(64))).decode(),
+    ],
+    ids=["base64-alone", "unpadded", "whsec-64-bytes"],
+)
+async def test_standard_verification_is_the_reference_librarys(secret: str) -> None:
+    relay_signed = delivery_headers(SignatureScheme.STANDARD, [secret])
+    StandardWebhook(secret).verify(BODY, relay_signed)  # what relay signs, the library accepts ...
+    async with dev_receiver(secret) as (client, out):
+        assert await post(client, reference_headers(secret)) == (200, {"received": True})  # ... and the reverse
+        assert await post(client, relay_signed) == (200, {"received": True})
+        other = reference_headers("whsec_" + base64.b64encode(bytes(32)).decode())
+        assert await post(client, other) == (401, {"error": "invalid signature"})
+    assert out.getvalue().count("valid (standard): signature matches") == 2
+
+
+async def test_a_standard_request_checked_with_an_hmac_only_secret_says_why_it_fails() -> None:
+    """The secret fits hmac-sha256 only: a standard delivery signed with it is one the reference libraries reject,
+    so the receiver must not call it valid (it did, keying with the secret's UTF-8 bytes)."""
+    async with dev_receiver(HMAC_SECRET) as (client, out):
+        headers = delivery_headers(SignatureScheme.STANDARD, [HMAC_SECRET])
+        assert await post(client, headers) == (401, {"error": "invalid signature"})
+    assert 'INVALID (standard): --secret must be "whsec_" + base64 of 24-64 bytes' in out.getvalue()
+    with pytest.raises(WebhookVerificationError):
+        StandardWebhook(HMAC_SECRET).verify(BODY, headers)
 
 
 class _Announcing(io.StringIO):

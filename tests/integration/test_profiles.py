@@ -172,7 +172,7 @@ async def test_consentproof_seven_types_verified_by_the_guides_node_code_and_ded
 
 
 async def test_consentproof_guide_code_refuses_a_wrong_secret(tmp_path: Path) -> None:
-    async with NodeVerifier() as verify, ConsentProofEndpoint(verify, "not-the-secret") as endpoint:
+    async with NodeVerifier() as verify, ConsentProofEndpoint(verify, "not-the-webhook-secret") as endpoint:
         hook, settings = declared(tmp_path, set_keys(read_profile("consentproof"), url=endpoint.url))
         async with running_relay(tmp_path, [hook], **{**settings, "retry_schedule": (0.0, HOUR)}) as relay:
             _, answer = await relay.post(CONSENTPROOF_CONSENT_CREATED)

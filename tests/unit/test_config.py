@@ -125,7 +125,7 @@ refresh_token = "env:CRM_REFRESH_TOKEN"
 [[webhooks]]
 id = "bearer_1"
 url = "http://10.0.0.5:8080/hook"
-secret = "plain-secret"
+secret = "plain-secret-0123"
 signature = "hmac-sha256"
 format = "data"
 [webhooks.auth]
@@ -152,7 +152,7 @@ password = "pw"
 
 FULL_ENV = {
     "RELAY_API_KEY": "api-key-1",
-    "CRM_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+    "CRM_WEBHOOK_SECRET": "whsec_Y3JtLXdlYmhvb2stc2VjcmV0LWZvci10ZXN0cw==",
     "CRM_CLIENT_SECRET": "client+secret%",
     "CRM_REFRESH_TOKEN": "refresh-1",
 }
@@ -193,7 +193,7 @@ def test_full_config_reads_every_key(tmp_path: Path) -> None:
     assert crm.id == "crm"
     assert crm.url == "https://crm.example.com/hooks/consent"
     assert crm.events == ("consent.created", "consent.*", "*")
-    assert crm.secret == Secret("whsec_c2VjcmV0")
+    assert crm.secret == Secret(FULL_ENV["CRM_WEBHOOK_SECRET"])
     assert crm.signature is SignatureScheme.STANDARD
     assert crm.format is BodyFormat.FLAT
     assert crm.sent_at_field == "sentAt"
@@ -256,7 +256,7 @@ def test_webhook_defaults(tmp_path: Path) -> None:
 
 
 def test_signature_defaults_to_standard_with_a_secret(tmp_path: Path) -> None:
-    config = load(tmp_path, MINIMAL + '[[webhooks]]\nid = "a"\nurl = "https://a.example.com/"\nsecret = "s"\n')
+    config = load(tmp_path, MINIMAL + WEBHOOK + f'secret = "{HOOK_SECRET}"\n')
     assert config.webhooks[0].signature is SignatureScheme.STANDARD
 
 
@@ -320,7 +320,7 @@ def test_example_file_loads_with_its_environment(tmp_path: Path) -> None:
         "RELAY_API_KEY": "example-api-key",
         "CRM_WEBHOOK_SECRET": "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         "CRM_CLIENT_SECRET": "client-secret",
-        "AUDIT_WEBHOOK_SECRET": "audit-secret",
+        "AUDIT_WEBHOOK_SECRET": "audit-secret-0123",
         "AUDIT_TOKEN": "audit-token",
     }
     config = load_config(REPO / "relay.toml.example", environ=environ)
@@ -381,7 +381,7 @@ def test_summary_names_webhooks_and_no_secret(tmp_path: Path) -> None:
         "api-key-2",
         "api-key-3",
         "literal-key",
-        "plain-secret",
+        "plain-secret-0123",
         "bearer-tok-1",
         "sup3rs3cret",
     ]:
@@ -434,6 +434,7 @@ def test_api_keys_are_required(tmp_path: Path) -> None:
 
 
 WEBHOOK = '[[webhooks]]\nid = "a"\nurl = "https://a.example.com/"\n'
+HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks spec's example: 24 bytes
 
 
 @pytest.mark.parametrize(
@@ -767,16 +768,17 @@ def test_header_auth_may_use_authorization(tmp_path: Path) -> None:
 # --- secret references -------------------------------------------------------------------------------------
 
 
-def secret_problems(tmp_path: Path, ref: str, environ: Mapping[str, str]) -> list[str]:
-    return problems(tmp_path, MINIMAL + WEBHOOK + f'secret = "{ref}"\n', environ)
+def secret_problems(tmp_path: Path, ref: str, environ: Mapping[str, str], signature: str = "standard") -> list[str]:
+    return problems(tmp_path, MINIMAL + WEBHOOK + f'secret = "{ref}"\nsignature = "{signature}"\n', environ)
 
 
-def load_secret(tmp_path: Path, ref: str, environ: Mapping[str, str]) -> Secret | None:
-    return load(tmp_path, MINIMAL + WEBHOOK + f'secret = "{ref}"\n', environ).webhooks[0].secret
+def load_secret(tmp_path: Path, ref: str, environ: Mapping[str, str], signature: str = "standard") -> Secret | None:
+    text = MINIMAL + WEBHOOK + f'secret = "{ref}"\nsignature = "{signature}"\n'
+    return load(tmp_path, text, environ).webhooks[0].secret
 
 
 def test_env_secret(tmp_path: Path) -> None:
-    assert load_secret(tmp_path, "env:HOOK_SECRET", {"HOOK_SECRET": "s3cret"}) == Secret("s3cret")
+    assert load_secret(tmp_path, "env:HOOK_SECRET", {"HOOK_SECRET": HOOK_SECRET}) == Secret(HOOK_SECRET)
 
 
 def test_unset_env_secret(tmp_path: Path) -> None:
@@ -789,8 +791,8 @@ def test_unset_env_secret(tmp_path: Path) -> None:
 
 
 def test_file_secret_reads_the_first_line(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text("first\nsecond\n")
-    assert load_secret(tmp_path, f"file:{tmp_path}/secret", {}) == Secret("first")
+    (tmp_path / "secret").write_text(f"{HOOK_SECRET}\nsecond\n")
+    assert load_secret(tmp_path, f"file:{tmp_path}/secret", {}) == Secret(HOOK_SECRET)
 
 
 def test_missing_file_secret(tmp_path: Path) -> None:
@@ -806,9 +808,9 @@ def test_empty_file_secret(tmp_path: Path) -> None:
 
 
 def test_cred_secret_reads_from_credentials_directory(tmp_path: Path) -> None:
-    (tmp_path / "hook-secret").write_text("from-systemd\n")
+    (tmp_path / "hook-secret").write_text(f"{HOOK_SECRET}\n")
     environ = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
-    assert load_secret(tmp_path, "cred:hook-secret", environ) == Secret("from-systemd")
+    assert load_secret(tmp_path, "cred:hook-secret", environ) == Secret(HOOK_SECRET)
 
 
 def test_cred_secret_without_credentials_directory(tmp_path: Path) -> None:
@@ -835,7 +837,28 @@ def test_secret_references_in_auth_name_their_key(tmp_path: Path) -> None:
 
 
 def test_secret_that_merely_contains_a_colon_is_literal(tmp_path: Path) -> None:
-    assert load_secret(tmp_path, "abc:def", {}) == Secret("abc:def")
+    assert load_secret(tmp_path, "abc:def-ghi-jkl-mno", {}, "hmac-sha256") == Secret("abc:def-ghi-jkl-mno")
+
+
+@pytest.mark.parametrize(
+    ("secret", "signature", "reason"),
+    [
+        ("whsec_AA==", "standard", "decodes to 1 byte"),
+        ("s", "standard", "not base64"),
+        ("my-hand-chosen-webhook-secret", "standard", "not base64"),
+        ("fifteen-chars!!", "hmac-sha256", "at least 16 characters"),
+    ],
+)
+def test_a_secret_that_breaks_the_rules_of_its_scheme_names_its_key(
+    tmp_path: Path, secret: str, signature: str, reason: str
+) -> None:
+    (found,) = secret_problems(tmp_path, "env:HOOK_SECRET", {"HOOK_SECRET": secret}, signature)
+    assert found.startswith("webhooks[0].secret: must be") and reason in found
+
+
+def test_the_secret_rules_follow_the_default_scheme_and_skip_unsigned_webhooks(tmp_path: Path) -> None:
+    assert problem_paths(tmp_path, MINIMAL + WEBHOOK + 'secret = "whsec_AA=="\n') == ["webhooks[0].secret"]
+    assert load_secret(tmp_path, "whsec_AA==", {}, "none") == Secret("whsec_AA==")  # signs nothing, refused nothing
 
 
 # --- many problems at once ---------------------------------------------------------------------------------
@@ -892,7 +915,8 @@ def api_webhook(body: dict[str, object]) -> tuple[Webhook | None, list[Problem]]
 def test_api_body_takes_secrets_literally_and_generates_an_id() -> None:
     body: dict[str, object] = {
         "url": "https://a.example.com/",
-        "secret": "env:HOME",
+        "secret": "env:RELAY_API_KEY",
+        "signature": "hmac-sha256",
         "retry_schedule": [0, 30, "5m"],
         "timeout": 2.5,
         "auth": {"type": "bearer", "token": "file:/etc/passwd"},
@@ -901,12 +925,12 @@ def test_api_body_takes_secrets_literally_and_generates_an_id() -> None:
     assert found == []
     assert webhook is not None
     assert webhook.id.startswith("whk_")
-    assert webhook.secret == Secret("env:HOME")
+    assert webhook.secret == Secret("env:RELAY_API_KEY")
     assert webhook.auth == BearerAuth(Secret("file:/etc/passwd"))
     assert webhook.retry_schedule == (0.0, 30.0, 300.0)
     assert webhook.timeout == 2.5
     assert webhook.source == "api"
-    assert webhook.signature is SignatureScheme.STANDARD
+    assert webhook.signature is SignatureScheme.HMAC_SHA256
 
 
 def test_api_body_problems_have_unprefixed_paths() -> None:

@@ -124,9 +124,9 @@ def hmac_headers(secret: str, body: bytes) -> dict[str, str]:
 
 
 def test_hmac_headers_shape() -> None:
-    headers = hmac_headers("s3cret", b"{}")
+    headers = hmac_headers("s3cret-s3cret-0123", b"{}")
     assert headers == {
-        "X-Signature": sign_hmac_sha256("s3cret", b"{}"),
+        "X-Signature": sign_hmac_sha256("s3cret-s3cret-0123", b"{}"),
         "X-Timestamp": "1700000000",
         "X-Webhook-ID": "whk_crm",
     }
@@ -138,22 +138,22 @@ def test_consentproof_node_verifier_accepts_relay_signatures() -> None:
     secrets = [
         "whsec_a1b2c3d4e5f6",
         new_secret(),  # contains "+" or "/" more often than not; used as its UTF-8 bytes, not decoded
-        "p+ss%20w%ord/=",
-        "clé-secrète-✓",
-    ]
+        "p+ss%20w%ord/=-0123",
+        "clé-secrète-✓-0123",
+    ]  # every one at least 16 characters, as an hmac-sha256 secret must be
     cases = [(body, hmac_headers(secret, body)["X-Signature"], secret) for secret in secrets for body in [*BODIES, b""]]
     assert node_verify(cases) == [True] * len(cases)
 
 
 def test_consentproof_node_verifier_rejects_tampering() -> None:
-    secret = "p+ss%20w%ord/="
+    secret = "p+ss%20w%ord/=-0123"
     body = BODIES[1]
     signature = hmac_headers(secret, body)["X-Signature"]
     tampered_body = body.replace("Zoë".encode(), b"Zoe")
     verdicts = node_verify_raw(
         [
             (tampered_body, signature, secret),
-            (body, signature, "p ss%20w%ord/="),  # "+" decoded as a space somewhere: must not pass
+            (body, signature, "p ss%20w%ord/=-0123"),  # "+" decoded as a space somewhere: must not pass
             (body, signature.upper(), secret),
             (body, signature[:-2], secret),  # timingSafeEqual throws on a length mismatch
         ]

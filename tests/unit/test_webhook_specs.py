@@ -3,16 +3,27 @@ pure functions, no I/O."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from relay.client import url_for
 from relay.config import DeliveryConfig, Listen
 from relay.errors import ValidationError
-from relay.models import BasicAuth, OAuth2Auth, Secret, Webhook
+from relay.models import BasicAuth, OAuth2Auth, Secret, SignatureScheme, Webhook
 from relay.store_reads import StoredWebhook
 from relay.views import auth_view, format_rate, webhook_view
-from relay.webhook_specs import create_spec, merge_patch, parse_rotation, patch_spec, rebuild
+from relay.webhook_specs import (
+    create_spec,
+    merge_patch,
+    parse_rotation,
+    patch_spec,
+    rebuild,
+    rotation_secret,
+    warn_weak_secrets,
+)
 
 STRICT = DeliveryConfig()  # https only, public destinations only
 
@@ -50,7 +61,7 @@ def test_merge_patch_follows_rfc_7396() -> None:
 
 
 def test_patch_keeps_the_secret_and_checks_the_policy_only_for_what_changes() -> None:
-    stored = {"url": "http://127.0.0.1/h", "secret": "s"}  # stored under a laxer policy than STRICT
+    stored = {"url": "http://127.0.0.1/h", "secret": "s"}  # stored under a laxer policy, and before the secret rules
     webhook, spec = patch_spec(stored, {"description": "d"}, STRICT)
     assert spec == {**stored, "description": "d"} and webhook.secret == Secret("s")
     with pytest.raises(ValidationError) as caught:
@@ -59,16 +70,76 @@ def test_patch_keeps_the_secret_and_checks_the_policy_only_for_what_changes() ->
 
 
 def test_rotation_bounds() -> None:
-    secret, overlap = parse_rotation({})
-    assert secret.startswith("whsec_") and overlap == 86400
+    assert parse_rotation({}) == (None, 86400)
     assert parse_rotation({"overlap": 0, "secret": "mine"}) == ("mine", 0)
     with pytest.raises(ValidationError) as caught:
         parse_rotation({"overlap": "31d", "secret": "", "extra": 1})
     assert paths(caught) == ["extra", "overlap", "secret"]
 
 
+def test_rotation_generates_a_secret_or_holds_the_given_one_to_the_webhooks_scheme() -> None:
+    assert rotation_secret(None, SignatureScheme.STANDARD).startswith("whsec_")
+    assert rotation_secret("my-own-hmac-secret", SignatureScheme.HMAC_SHA256) == "my-own-hmac-secret"
+    for given, scheme in [("mine", SignatureScheme.HMAC_SHA256), ("my-own-hmac-secret", SignatureScheme.STANDARD)]:
+        with pytest.raises(ValidationError) as caught:
+            rotation_secret(given, scheme)
+        assert paths(caught) == ["secret"] and given not in str(caught.value)
+
+
+def test_create_holds_a_given_secret_to_the_rules_of_its_scheme() -> None:
+    for body in [
+        {"url": "https://example.com/h", "secret": "whsec_AA=="},  # one zero byte: anyone could sign
+        {"url": "https://example.com/h", "secret": "not base64 at all!"},  # the libraries would decode it otherwise
+        {"url": "https://example.com/h", "secret": "short-secret", "signature": "hmac-sha256"},
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            create_spec(body, STRICT)
+        assert paths(caught) == ["secret"] and str(body["secret"]) not in str(caught.value)
+    good = "whsec_" + "A" * 32  # 24 bytes
+    assert create_spec({"url": "https://example.com/h", "secret": good}, STRICT)[0].secret == Secret(good)
+
+
+def test_patch_that_changes_the_scheme_holds_the_stored_secret_to_the_new_rules() -> None:
+    stored = {"url": "https://example.com/h", "secret": "a-hand-chosen-hmac-secret", "signature": "hmac-sha256"}
+    with pytest.raises(ValidationError) as caught:
+        patch_spec(stored, {"signature": "standard"}, STRICT)
+    assert paths(caught) == ["secret"]
+    webhook, _ = patch_spec(stored, {"signature": "none"}, STRICT)
+    assert webhook.signature is SignatureScheme.NONE
+    legacy = {"url": "https://example.com/h", "secret": "whsec_AA=="}  # stored before the rules
+    for restated in ({"signature": "standard"}, {"description": "d"}):  # the scheme does not change: no new rule
+        webhook, _ = patch_spec(legacy, restated, STRICT)
+        assert webhook.secret == Secret("whsec_AA==")
+
+
+def test_weak_secrets_that_still_sign_are_reported_by_webhook_id_only() -> None:
+    weak, strong = "whsec_AA==", "whsec_" + "A" * 32
+
+    def stored(webhook_id: str, secret: str, **rotation: Any) -> Webhook:
+        scheme = SignatureScheme.HMAC_SHA256 if webhook_id.endswith("hmac") else SignatureScheme.STANDARD
+        return Webhook(webhook_id, "https://example.com/h", secret=Secret(secret), signature=scheme, **rotation)
+
+    webhooks = [
+        stored("whk_weak", weak),
+        stored("whk_ok", strong),
+        stored("whk_rotating", strong, previous_secret=Secret("tiny"), previous_secret_until=100.0),
+        stored("whk_rotated", strong, previous_secret=Secret("tiny"), previous_secret_until=10.0),  # signs no more
+        stored("whk_hmac", "tiny"),
+        stored("whk_ok_hmac", "sixteen-chars-ok"),
+    ]
+    with capture_logs() as logs:
+        warn_weak_secrets(webhooks, now=50.0)
+    assert [(e["event"], e["log_level"], e["webhook_id"], e["field"]) for e in logs] == [
+        ("weak_secret", "warning", "whk_weak", "secret"),
+        ("weak_secret", "warning", "whk_rotating", "previous_secret"),
+        ("weak_secret", "warning", "whk_hmac", "secret"),
+    ]
+    assert "decodes to 1 byte" in logs[0]["problem"]
+    assert not any(secret in str(entry) for entry in logs for secret in (weak, "tiny", weak.removeprefix("whsec_")))
+
+
 def test_rebuild_restores_the_rotation_state_and_skips_what_no_longer_parses() -> None:
-    spec = orjson.dumps({"url": "http://127.0.0.1/h", "secret": "new", "is_active": False})
+    spec = orjson.dumps({"url": "http://127.0.0.1/h", "secret": "new", "is_active": False})  # before the rules
     webhook = rebuild(StoredWebhook("whk_1", spec, 10.0, 20.0, "old", 99.0))
     assert webhook is not None and webhook.id == "whk_1" and not webhook.is_active and webhook.created_at == 10.0
     assert [s.reveal() for s in webhook.signing_secrets(98.0)] == ["new", "old"]
