@@ -208,19 +208,19 @@ async def _commit(services: Services, events: list[NewEvent], now: float) -> lis
     or for the next event to wake its lane.
     """
     scheduler = services.scheduler
-    leases = scheduler.reserve(Counter(w for event in events for w in event.webhook_ids), now)
+    rooms = scheduler.reserve(Counter(w for event in events for w in event.webhook_ids), now)
     try:
-        committing = services.store.submit_ingest(events, now, leases)
+        committing = services.store.submit_ingest(events, now, rooms)
     except BaseException:
-        scheduler.start(leases, ())
+        scheduler.start(rooms, ())
         raise
 
     def committed(done: asyncio.Future[list[IngestResult]]) -> None:
         if done.cancelled() or done.exception() is not None:
-            scheduler.start(leases, ())
+            scheduler.start(rooms, ())
             return
         results = done.result()
-        scheduler.start(leases, [claim for result in results for claim in result.leased])
+        scheduler.start(rooms, [claim for result in results for claim in result.leased])
         created = 0
         for event, result in zip(events, results, strict=True):
             if result.created:

@@ -28,7 +28,7 @@ from aiohttp import web
 from relay.api import SERVICES, ApiError, ok, require_json
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
 from relay.errors import Conflict, NotFound, Problem, ValidationError
-from relay.models import Claim, DeliveryStatus, Event, Secret, Webhook, format_time, new_event_id, new_id
+from relay.models import Claim, DeliveryStatus, Event, Lease, Secret, Webhook, format_time, new_event_id, new_id
 from relay.openapi import openapi_document
 from relay.views import attempt_view, delivery_view, webhook_view
 from relay.webhook_specs import SECRET_MESSAGE, create_spec, parse_rotation, patch_spec, rotation_secret
@@ -171,8 +171,8 @@ async def test_webhook(request: web.Request) -> web.Response:
     webhook = _webhook(request)
     now = services.clock.now()
     data = {"webhook_id": webhook.id, "message": "A test event sent by relay."}
-    event = Event(0, new_event_id(now), "webhook.test", format_time(now) or "", orjson.dumps(data), now)
-    claim = Claim(0, new_id("dlv", now), webhook.id, 1, now, event)
+    event = Event(new_event_id(now), "webhook.test", format_time(now) or "", orjson.dumps(data), now)
+    claim = Claim(new_id("dlv", now), webhook.id, 1, now, event, Lease("test", now, 0))  # not in the outbox
     report = await services.scheduler.deliverer.attempt(webhook, claim)
     attempt = report.to_attempt(1, None)
     log.info(
@@ -197,19 +197,11 @@ async def list_deliveries(request: web.Request) -> web.Response:
         problems.append(Problem("status", f"must be {choices(DeliveryStatus)}"))
     limit = _limit(request, problems)
     after = _cursor(request, "d", problems)
-    before_seq = None
-    if after is not None:
-        before_seq = int(after) if after.isascii() and after.isdigit() and len(after) <= 18 else None
-        if before_seq is None:
-            problems.append(Problem("cursor", "is not a cursor this list gave"))
     if problems:
         raise ValidationError(problems)
-    found = await services.store.deliveries_of_webhook(
-        webhook.id, status=status, before_seq=before_seq, limit=limit + 1
-    )
-    page = found[:limit]
-    next_cursor = _encode_cursor("d", str(page[-1].seq)) if len(found) > limit else None
-    return ok([delivery_view(d) for d in page], meta={"next_cursor": next_cursor})
+    page = await services.store.deliveries_of_webhook(webhook.id, status=status, cursor=after, limit=limit)
+    next_cursor = _encode_cursor("d", page.next_cursor) if page.next_cursor is not None else None
+    return ok([delivery_view(d) for d in page.deliveries], meta={"next_cursor": next_cursor})
 
 
 async def replay_event(request: web.Request) -> web.Response:
@@ -230,13 +222,12 @@ async def replay_event(request: web.Request) -> web.Response:
     else:
         webhook_ids = services.registry.subscribers(found[0].type)
     now = services.clock.now()
-    seqs = await services.store.add_deliveries(event_id, webhook_ids, now)
-    if seqs is None:
+    deliveries = await services.store.replay(event_id, webhook_ids, now)
+    if deliveries is None:
         raise NotFound(f"no event with id {event_id!r}")
     if webhook_ids:
         services.scheduler.notify(webhook_ids, now)
-    deliveries = await services.store.deliveries_by_seq(seqs)
-    log.info("event_replayed", event_id=event_id, deliveries=len(seqs), webhook_ids=list(webhook_ids))
+    log.info("event_replayed", event_id=event_id, deliveries=len(deliveries), webhook_ids=list(webhook_ids))
     return ok({"deliveries": [delivery_view(d) for d in deliveries]}, status=202)
 
 

@@ -32,7 +32,7 @@ from relay.models import Webhook
 from relay.outbound import make_session
 from relay.registry import Registry
 from relay.scheduler import Scheduler
-from relay.store import Store
+from relay.store import open_store
 from relay.systemd import Notifier
 from relay.webhook_specs import load_api_webhooks, warn_weak_secrets
 
@@ -69,7 +69,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.reload_config = reload_config
         self.notifier = notifier or Notifier()
-        self.store = Store(config.storage.path, config.storage.durability)
+        self.store = open_store(config.storage)
         self.registry = Registry()
         self.metrics = Metrics()
         self._stop = asyncio.Event()
@@ -134,7 +134,7 @@ class Daemon:
         config = self.config
         await self.store.open()
         now = self.clock.now()
-        reclaimed = await self.store.reclaim_in_flight(now)
+        reclaimed = await self.store.reclaim_abandoned(now)
         api_webhooks = await load_api_webhooks(self.store)
         warn_weak_secrets(api_webhooks, now)  # stored before the secret rules; the config's are held to them
         self.registry.replace(api_webhooks)  # then the config's join them
@@ -163,7 +163,7 @@ class Daemon:
             await self._serve(build_health_app(self.services), server.health_listen)
         self._spawn(self.scheduler.run(), "scheduler")
         self._spawn(self._prune_loop(), "pruner")
-        self._spawn(self._watch_writer(), "store-writer")
+        self._spawn(self.store.stopped(), "store-writer")
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval), "watchdog")
         log.info(
@@ -211,9 +211,6 @@ class Daemon:
         except StoreError as exc:
             return f"store is not writable: {exc}"
         return None
-
-    async def _watch_writer(self) -> None:
-        await self.store.writer_stopped()
 
     async def _watchdog_loop(self, interval: float) -> None:
         while True:

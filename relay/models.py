@@ -207,7 +207,6 @@ def matches_filter(patterns: tuple[str, ...], event_type: str) -> bool:
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Event:
-    seq: int
     id: str
     type: str
     created_at: str  # RFC 3339, UTC, normalised
@@ -229,7 +228,6 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    seq: int
     id: str
     event_id: str
     webhook_id: str
@@ -242,12 +240,22 @@ class Delivery:
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
-class Claim:
-    """A delivery leased to this process for one attempt, with what the attempt needs."""
+class Lease:
+    """A claim's hold on one delivery: whose it is, until when, and the store's own handle on the delivery (``ref``,
+    for the store alone). A result is recorded only while the delivery still holds this lease."""
 
-    delivery_seq: int
+    owner: str
+    until: float
+    ref: int
+
+
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
+class Claim:
+    """A delivery leased for one attempt, with what the attempt needs."""
+
     delivery_id: str
     webhook_id: str
     attempt_number: int
     created_at: float
     event: Event
+    lease: Lease

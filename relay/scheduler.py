@@ -25,7 +25,7 @@ from relay.models import Claim, DeliveryStatus, ErrorKind, Webhook
 from relay.ratelimit import RateWindow
 from relay.registry import Registry
 from relay.retry import Decision, Outcome, RetryPolicy, decide
-from relay.store import AttemptResult, Lease, Store
+from relay.store import AttemptResult, Outbox, Room
 
 log = structlog.get_logger()
 
@@ -57,14 +57,13 @@ class _Lane:
 @dataclass(slots=True)
 class _InFlight:
     claim: Claim
-    lease_until: float
     task: asyncio.Task[None] | None = None
 
 
 class Scheduler:
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         registry: Registry,
         deliverer: Deliverer,
         clock: Clock,
@@ -81,7 +80,7 @@ class Scheduler:
         self.rng = rng
         self.on_attempt = on_attempt
         self._lanes: dict[str, _Lane] = {}
-        self._in_flight: dict[int, _InFlight] = {}  # leased here: attempting, or recording the result
+        self._in_flight: dict[str, _InFlight] = {}  # by delivery id, leased here: attempting, or recording the result
         self._attempting = 0  # HTTP attempts under way: what the concurrency limits count
         self._wake = asyncio.Event()
         self._stopping = False
@@ -106,16 +105,16 @@ class Scheduler:
                 self.notify([webhook_id], due[webhook_id])
         self._wake.set()
 
-    def reserve(self, wanted: Mapping[str, int], now: float) -> dict[str, Lease]:
+    def reserve(self, wanted: Mapping[str, int], now: float) -> dict[str, Room]:
         """Room for fresh deliveries to start at once, with no claim: how many of each webhook's new deliveries
         the ingest may commit already leased (``Store.ingest``), and until when.
 
         Only a lane with nothing due and no claim under way gets room, so fresh deliveries never overtake older
         ones. The room is taken from the limits now; ``start`` gives back what the commit did not use.
         """
-        leases: dict[str, Lease] = {}
+        rooms: dict[str, Room] = {}
         if self._stopping:
-            return leases
+            return rooms
         for webhook_id, count in wanted.items():
             webhook = self.registry.get(webhook_id)
             if webhook is None or not webhook.is_active:
@@ -136,19 +135,19 @@ class Scheduler:
                 limiter.take(room, now)
             lane.inflight += room
             self._attempting += room
-            leases[webhook_id] = Lease(room, self._lease_until(webhook, now))
-        return leases
+            rooms[webhook_id] = Room(room, self._lease_until(webhook, now))
+        return rooms
 
-    def start(self, leases: Mapping[str, Lease], claims: Iterable[Claim]) -> None:
-        """Start the attempts of deliveries committed leased under ``leases``; give back the room not used
+    def start(self, rooms: Mapping[str, Room], claims: Iterable[Claim]) -> None:
+        """Start the attempts of deliveries committed leased in ``rooms``; give back the room not used
         (duplicate ids, a failed commit: then ``claims`` is empty)."""
-        unused = {webhook_id: lease.count for webhook_id, lease in leases.items()}
+        unused = {webhook_id: room.count for webhook_id, room in rooms.items()}
         for claim in claims:
             webhook = self.registry.get(claim.webhook_id)
             if webhook is None or self._stopping:
                 continue  # removed meanwhile, or shutting down: its lease runs out, or the next start reclaims it
             unused[claim.webhook_id] -= 1
-            self._launch(self._lane(claim.webhook_id), webhook, claim, leases[claim.webhook_id].until)
+            self._launch(self._lane(claim.webhook_id), webhook, claim)
         for webhook_id, count in unused.items():
             if count:
                 lane = self._lane(webhook_id)
@@ -229,18 +228,20 @@ class Scheduler:
         if (limiter := lane.limiter(webhook.rate_limit)) is not None:
             limiter.take(len(claimed), now)
         for claim in claimed:
-            if claim.delivery_seq in self._in_flight:
-                continue  # a lease that ran out under a live attempt: that attempt records the result
+            if (live := self._in_flight.get(claim.delivery_id)) is not None:
+                # A lease that ran out under a live attempt: that attempt records the result, under the new lease.
+                live.claim.lease = claim.lease
+                continue
             lane.inflight += 1
             self._attempting += 1
-            self._launch(lane, webhook, claim, lease_until)
+            self._launch(lane, webhook, claim)
         if len(claimed) < want:
             lane.next_due = min(math.inf if remaining is None else remaining, lane.notified)
 
-    def _launch(self, lane: _Lane, webhook: Webhook, claim: Claim, lease_until: float) -> None:
+    def _launch(self, lane: _Lane, webhook: Webhook, claim: Claim) -> None:
         """Start the attempt of a leased delivery (its slot is already counted in the lane)."""
-        entry = _InFlight(claim, lease_until)
-        self._in_flight[claim.delivery_seq] = entry
+        entry = _InFlight(claim)
+        self._in_flight[claim.delivery_id] = entry
         entry.task = asyncio.create_task(self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}")
 
     async def _attempt(self, lane: _Lane, webhook: Webhook, entry: _InFlight) -> None:
@@ -271,16 +272,12 @@ class Scheduler:
             attempt = report.to_attempt(claim.attempt_number, decision.next_attempt_at)
             try:
                 await self.store.record(
-                    [
-                        AttemptResult(
-                            claim.delivery_seq, claim.delivery_id, attempt, decision.status, decision.next_attempt_at
-                        )
-                    ]
+                    [AttemptResult(claim.lease, claim.delivery_id, attempt, decision.status, decision.next_attempt_at)]
                 )
             except StoreError as exc:
                 # The lease runs out and the delivery is attempted again: at least once, never lost.
                 log.error("attempt_not_recorded", delivery_id=claim.delivery_id, error=str(exc))
-                self.notify([lane.webhook_id], entry.lease_until)
+                self.notify([lane.webhook_id], claim.lease.until)
                 return
             self._log(webhook, claim, report, decision)
             if self.on_attempt is not None:
@@ -288,7 +285,7 @@ class Scheduler:
             if decision.next_attempt_at is not None:
                 self.notify([lane.webhook_id], decision.next_attempt_at)
         finally:
-            self._in_flight.pop(claim.delivery_seq, None)
+            self._in_flight.pop(claim.delivery_id, None)
 
     async def _guarded_attempt(self, webhook: Webhook, claim: Claim) -> AttemptReport:
         """The attempt; a fault of relay's own becomes a failed attempt that follows the schedule.
@@ -354,4 +351,4 @@ class Scheduler:
         if unfinished:
             log.warning("attempts_abandoned", count=len(unfinished))
             with contextlib.suppress(StoreError):
-                await self.store.release([e.claim.delivery_seq for e in unfinished], self.clock.now())
+                await self.store.release([e.claim.lease for e in unfinished], self.clock.now())

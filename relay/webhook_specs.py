@@ -25,7 +25,7 @@ from relay.config_webhooks import parse_webhook
 from relay.errors import Problem, ValidationError
 from relay.models import Secret, SignatureScheme, Webhook
 from relay.signing import new_secret, secret_problem
-from relay.store_reads import StoredWebhook, StoreReads
+from relay.store import StoredWebhook, Webhooks
 from relay.units import parse_duration, parse_rate
 
 log = structlog.get_logger()
@@ -143,7 +143,7 @@ def rebuild(stored: StoredWebhook) -> Webhook | None:
     )
 
 
-async def load_api_webhooks(store: StoreReads) -> list[Webhook]:
+async def load_api_webhooks(store: Webhooks) -> list[Webhook]:
     """Every webhook created through the API, as the store keeps them (at startup)."""
     return [w for w in map(rebuild, await store.api_webhooks()) if w is not None]
 

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from relay.clock import FakeClock
 from relay.models import Secret, SignatureScheme
 from relay.signing import sign_hmac_sha256
-from relay.store import Store
+from relay.store.sqlite import SqliteStore
 from relay.webhook_specs import SECRET_MESSAGE
 from tests.support.management import call, create_webhook, error_of
 from tests.support.receiver import Receiver, Reply
@@ -251,7 +251,7 @@ async def test_a_weak_secret_stored_before_the_rules_still_signs_and_is_reported
     tmp_path: Path, receiver: Receiver
 ) -> None:
     weak, weak_hmac, strong = "whsec_AA==", "tiny-hmac", CONFIG_SECRET
-    store = Store(tmp_path / "relay.db")  # where running_relay keeps it; written as an older relay would have
+    store = SqliteStore(tmp_path / "relay.db")  # where running_relay keeps it; written as an older relay would have
     await store.open()
     for webhook_id, spec in [
         ("whk_weak", {"url": receiver.url("/weak"), "secret": weak}),

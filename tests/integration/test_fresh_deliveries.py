@@ -13,6 +13,7 @@ from relay.clock import FakeClock
 from relay.store import NewEvent
 from tests.support.receiver import Receiver, Reply
 from tests.support.relay_harness import RunningRelay, running_relay, webhook
+from tests.support.sqlite_raw import in_writer
 
 
 def count_claims(relay: RunningRelay) -> list[str]:
@@ -68,7 +69,7 @@ async def test_what_a_commit_leased_starts_even_when_its_request_is_gone(tmp_pat
             entered.set()
             held.wait(5)
 
-        blocker = asyncio.ensure_future(relay.daemon.store.write(hold))
+        blocker = asyncio.ensure_future(in_writer(relay.daemon.store, hold))
         await asyncio.to_thread(entered.wait, 5)
         event = NewEvent("evt_gone", "t", "2024-01-15T10:35:00Z", b"{}", ("hook",))
         request = asyncio.ensure_future(api._commit(services, [event], relay.clock.now()))

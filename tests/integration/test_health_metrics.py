@@ -13,6 +13,7 @@ from relay.models import OAuth2Auth, Secret
 from tests.support.oauth_server import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OAuthServer
 from tests.support.receiver import Receiver
 from tests.support.relay_harness import RunningRelay, make_config, running_relay, webhook
+from tests.support.sqlite_raw import in_writer, set_busy_timeout
 
 
 async def scrape(relay: RunningRelay, base: str | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -82,7 +83,7 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
             pages = conn.execute("PRAGMA page_count").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {pages}")
 
-        await relay.daemon.store.write(full)
+        await in_writer(relay.daemon.store, full)
         async with relay.http.get(f"{relay.url}/readyz") as response:
             assert response.status == 503
             body = await response.json()
@@ -94,7 +95,7 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
         def space_again(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA max_page_count = 1073741823")
 
-        await relay.daemon.store.write(space_again)  # the daemon recovers by itself once there is room
+        await in_writer(relay.daemon.store, space_again)  # the daemon recovers by itself once there is room
         async with relay.http.get(f"{relay.url}/readyz") as response:
             assert response.status == 200
         status, _ = await relay.post({"type": "t", "data": {"blob": "x" * 50_000}})
@@ -104,7 +105,7 @@ async def test_a_full_store_answers_503_and_recovers(tmp_path: Path) -> None:
 
 async def test_a_locked_store_answers_503_and_recovers(tmp_path: Path) -> None:
     async with running_relay(tmp_path, []) as relay:
-        relay.daemon.store.busy_timeout = 0.1  # wait 100 ms for a lock instead of 5 s
+        set_busy_timeout(relay.daemon.store, 0.1)  # wait 100 ms for a lock instead of 5 s
         other = sqlite3.connect(relay.db_path, isolation_level=None)
         try:
             other.execute("BEGIN EXCLUSIVE")  # another process holds the database

@@ -18,8 +18,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from relay.errors import StoreUnavailable
-from relay.store import NewEvent, Store
+from relay.store import NewEvent
+from relay.store.sqlite import SqliteStore as Store
 from tests.support.relay_harness import running_relay
+from tests.support.sqlite_raw import in_writer
 
 T0 = 1_700_000_000.0
 SUFFIXES = ("", "-wal", "-shm")
@@ -103,7 +105,7 @@ async def test_a_commit_in_flight_when_the_file_goes_is_not_answered(store: Stor
         return "committed"
 
     with pytest.raises(StoreUnavailable, match="store file was removed or replaced"):
-        await store.write(insert_while_the_file_goes, bounded=bounded)
+        await in_writer(store, insert_while_the_file_goes, bounded=bounded)
 
 
 async def test_a_store_whose_files_stay_put_keeps_committing(store: Store) -> None:

@@ -43,7 +43,7 @@ data_values = st.one_of(
 
 
 def check_renders(event_data: bytes) -> None:
-    event = Event(1, "evt_1", "t", "2024-01-01T00:00:00Z", event_data, NOW)
+    event = Event("evt_1", "t", "2024-01-01T00:00:00Z", event_data, NOW)
     for body_format in BodyFormat:
         body = render_body(event, body_format)
         orjson.loads(body)

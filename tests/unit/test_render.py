@@ -13,7 +13,7 @@ DATA = {
     "metadata": {"ip_address": "192.168.1.1"},
     "purposes": [{"id": "geo"}, {"id": "ads"}],
 }
-EVENT = Event(1, "evt_1", "consent.created", "2024-01-15T10:35:00Z", orjson.dumps(DATA), 0.0)
+EVENT = Event("evt_1", "consent.created", "2024-01-15T10:35:00Z", orjson.dumps(DATA), 0.0)
 
 
 def test_envelope_is_consentproofs_shape() -> None:
@@ -63,7 +63,7 @@ def test_an_array_body_is_not_stamped() -> None:
 
 
 def test_data_flat_flattens_the_payload_not_the_envelope() -> None:
-    event = Event(2, "evt_2", "event.created", "2019-08-07T10:45:11Z", orjson.dumps(DIDOMI_EVENT_CREATED), 0.0)
+    event = Event("evt_2", "event.created", "2019-08-07T10:45:11Z", orjson.dumps(DIDOMI_EVENT_CREATED), 0.0)
     body = orjson.loads(render_body(event, BodyFormat.DATA_FLAT))
     # Didomi's "event.created (Flattened)", except that array items are keyed by index (relay's one flattening
     # rule) where Didomi's example keys purposes by their id.
@@ -73,22 +73,22 @@ def test_data_flat_flattens_the_payload_not_the_envelope() -> None:
 
 
 def test_data_flat_of_an_array_payload_keys_its_items_by_index() -> None:
-    event = Event(3, "evt_3", "t", "2024-01-15T10:35:00Z", b'[{"id":"a"},{"id":"b","tags":["x"]}]', 0.0)
+    event = Event("evt_3", "t", "2024-01-15T10:35:00Z", b'[{"id":"a"},{"id":"b","tags":["x"]}]', 0.0)
     assert orjson.loads(render_body(event, BodyFormat.DATA_FLAT)) == {"0__id": "a", "1__id": "b", "1__tags__0": "x"}
 
 
 def test_data_flat_sends_an_empty_payload_as_it_is() -> None:
     for empty in (b"{}", b"[]"):
-        assert render_body(Event(4, "evt_4", "t", "2024-01-15T10:35:00Z", empty, 0.0), BodyFormat.DATA_FLAT) == empty
+        assert render_body(Event("evt_4", "t", "2024-01-15T10:35:00Z", empty, 0.0), BodyFormat.DATA_FLAT) == empty
 
 
 def test_data_flat_of_a_flat_payload_is_the_payload() -> None:
     flat = {"a": 1, "b": None, "c": "x"}
-    event = Event(5, "evt_5", "t", "2024-01-15T10:35:00Z", orjson.dumps(flat), 0.0)
+    event = Event("evt_5", "t", "2024-01-15T10:35:00Z", orjson.dumps(flat), 0.0)
     assert orjson.loads(render_body(event, BodyFormat.DATA_FLAT)) == flat
 
 
 def test_sent_at_is_stamped_on_the_flattened_body_at_the_top_level() -> None:
-    event = Event(6, "evt_6", "t", "2024-01-15T10:35:00Z", b'{"a":{"b":1}}', 0.0)
+    event = Event("evt_6", "t", "2024-01-15T10:35:00Z", b'{"a":{"b":1}}', 0.0)
     stamped = stamp_sent_at(render_body(event, BodyFormat.DATA_FLAT), "sentAt", "2026-01-01T00:00:00.000Z")
     assert orjson.loads(stamped) == {"a__b": 1, "sentAt": "2026-01-01T00:00:00.000Z"}

@@ -8,10 +8,10 @@ from typing import Any, cast
 from relay.clock import FakeClock
 from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
-from relay.models import Claim, Event, Webhook
+from relay.models import Claim, Event, Lease, Webhook
 from relay.registry import Registry
 from relay.scheduler import Scheduler
-from relay.store import AttemptResult, Store
+from relay.store import AttemptResult, Outbox
 
 T0 = 1_700_000_000.0
 
@@ -35,7 +35,7 @@ class Stubs:
 
 def scheduler(stubs: Stubs, *webhooks: Webhook, **config: Any) -> Scheduler:
     return Scheduler(
-        cast(Store, stubs),
+        cast(Outbox, stubs),
         Registry(webhooks),
         cast(Deliverer, stubs),
         FakeClock(T0),
@@ -44,20 +44,21 @@ def scheduler(stubs: Stubs, *webhooks: Webhook, **config: Any) -> Scheduler:
 
 
 def claims(webhook_id: str, count: int, first_seq: int = 1) -> list[Claim]:
-    event = Event(1, "e", "t", "2024-01-15T10:35:00Z", b"{}", T0)
+    event = Event("e", "t", "2024-01-15T10:35:00Z", b"{}", T0)
     return [
-        Claim(seq, f"dlv_{webhook_id}_{seq}", webhook_id, 1, T0, event) for seq in range(first_seq, first_seq + count)
+        Claim(f"dlv_{webhook_id}_{seq}", webhook_id, 1, T0, event, Lease("here", T0 + 60, seq))
+        for seq in range(first_seq, first_seq + count)
     ]
 
 
 async def test_room_is_bounded_by_both_concurrency_limits_and_comes_back_unused() -> None:
     stubs = Stubs()
     s = scheduler(stubs, Webhook("a", "http://a"), Webhook("b", "http://b"), concurrency=5, per_webhook_concurrency=3)
-    leases = s.reserve({"a": 10, "b": 10}, T0)
-    assert {k: v.count for k, v in leases.items()} == {"a": 3, "b": 2}
-    assert leases["a"].until == T0 + 6 * 10.0 + 60.0  # six attempt timeouts and a margin, as a claim's lease
+    rooms = s.reserve({"a": 10, "b": 10}, T0)
+    assert {k: v.count for k, v in rooms.items()} == {"a": 3, "b": 2}
+    assert rooms["a"].until == T0 + 6 * 10.0 + 60.0  # six attempt timeouts and a margin, as a claim's lease
     assert s.in_flight == 5 and s.reserve({"a": 1, "b": 1}, T0) == {}
-    s.start(leases, claims("a", 1) + claims("b", 2, first_seq=10))  # a used 1 of its 3
+    s.start(rooms, claims("a", 1) + claims("b", 2, first_seq=10))  # a used 1 of its 3
     await asyncio.sleep(0)
     assert len(stubs.attempted) == 3 and s.in_flight == 3
     assert {k: v.count for k, v in s.reserve({"a": 9}, T0).items()} == {"a": 2}
@@ -69,8 +70,8 @@ async def test_room_is_bounded_by_both_concurrency_limits_and_comes_back_unused(
 
 async def test_a_failed_commit_gives_all_the_room_back() -> None:
     s = scheduler(Stubs(), Webhook("a", "http://a"), per_webhook_concurrency=4)
-    leases = s.reserve({"a": 4}, T0)
-    s.start(leases, ())
+    rooms = s.reserve({"a": 4}, T0)
+    s.start(rooms, ())
     assert s.in_flight == 0 and s.reserve({"a": 4}, T0)["a"].count == 4
 
 
@@ -95,8 +96,8 @@ async def test_no_room_once_stopping() -> None:
 
 async def test_a_rate_limit_spends_its_window_and_unused_room_comes_back() -> None:
     s = scheduler(Stubs(), Webhook("a", "http://a", rate_limit=2.0))
-    leases = s.reserve({"a": 5}, T0)
-    assert leases["a"].count == 2  # one second's worth
+    rooms = s.reserve({"a": 5}, T0)
+    assert rooms["a"].count == 2  # one second's worth
     assert s.reserve({"a": 1}, T0) == {}
-    s.start(leases, ())
+    s.start(rooms, ())
     assert s.reserve({"a": 5}, T0)["a"].count == 2

@@ -13,7 +13,7 @@ from relay.client import url_for
 from relay.config import DeliveryConfig, Listen
 from relay.errors import ValidationError
 from relay.models import BasicAuth, OAuth2Auth, Secret, SignatureScheme, Webhook
-from relay.store_reads import StoredWebhook
+from relay.store import StoredWebhook
 from relay.views import auth_view, format_rate, webhook_view
 from relay.webhook_specs import (
     create_spec,

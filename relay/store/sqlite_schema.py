@@ -1,6 +1,16 @@
-"""The outbox schema as plain SQL migrations; ``MIGRATIONS[n]`` takes the store from version n to n + 1."""
+"""The SQLite outbox's schema as plain SQL migrations (``MIGRATIONS[n]`` takes the store from version n to n + 1),
+and the driver's errors translated into relay's own at the backend's boundary."""
 
 from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import structlog
+
+from relay.errors import StoreError, StoreUnavailable
+
+log = structlog.get_logger()
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -71,3 +81,40 @@ MIGRATIONS: tuple[str, ...] = (
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.
 QUEUED = "('pending', 'failed', 'delivering')"
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the store up to the newest schema, one migration per transaction."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    rows = conn.execute("SELECT version FROM schema_version").fetchall()
+    version = int(rows[0][0]) if rows else 0
+    if version > len(MIGRATIONS):
+        raise StoreError(f"the store {path} has schema version {version}, newer than this relay")
+    for index in range(version, len(MIGRATIONS)):
+        conn.executescript(
+            "BEGIN IMMEDIATE;\n"
+            + MIGRATIONS[index]
+            + "\nDELETE FROM schema_version;"
+            + f"\nINSERT INTO schema_version (version) VALUES ({index + 1});\nCOMMIT;"
+        )
+        log.info("store_migrated", version=index + 1)
+
+
+_UNAVAILABLE_CODES = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+
+def translate(exc: sqlite3.Error) -> StoreError:
+    """A driver error as the project's own: ``StoreUnavailable`` when retrying later may work."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if isinstance(exc, sqlite3.OperationalError) or primary in _UNAVAILABLE_CODES:
+        return StoreUnavailable(str(exc))
+    return StoreError(str(exc))

@@ -1,39 +1,21 @@
-"""The store's read queries (part of the store layer: ``Store`` inherits them), on its own read connection.
+"""The SQLite backend's reads (``SqliteStore`` inherits them), on a read connection of their own.
 
 Everything the API shows of the outbox is read here: events with their deliveries and attempts, a webhook's
-delivery history page by page, status counts, and the webhooks created through the API.
+delivery history page by page, status counts, the webhooks created through the API, and refresh tokens.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 
-from relay.errors import StoreError, StoreUnavailable
+from relay.errors import Problem, StoreUnavailable, ValidationError
 from relay.models import Attempt, Delivery, DeliveryStatus, ErrorKind, Event
-
-_UNAVAILABLE_CODES = {
-    sqlite3.SQLITE_FULL,
-    sqlite3.SQLITE_BUSY,
-    sqlite3.SQLITE_LOCKED,
-    sqlite3.SQLITE_READONLY,
-    sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_CANTOPEN,
-    sqlite3.SQLITE_PROTOCOL,
-}
-
-
-def translate(exc: sqlite3.Error) -> StoreError:
-    """A driver error as the project's own: ``StoreUnavailable`` when retrying later may work."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if isinstance(exc, sqlite3.OperationalError) or primary in _UNAVAILABLE_CODES:
-        return StoreUnavailable(str(exc))
-    return StoreError(str(exc))
+from relay.store.base import Page, StoredWebhook
+from relay.store.sqlite_schema import QUEUED, translate
 
 
 def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -41,20 +23,8 @@ def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredWebhook:
-    """A webhook created through the API, as stored: its definition and its rotation state."""
-
-    id: str
-    spec: bytes  # the JSON body it was created from with every later change merged in (secrets included)
-    created_at: float
-    updated_at: float
-    previous_secret: str | None
-    previous_secret_until: float | None
-
-
-class StoreReads:
-    """Read queries; ``Store`` provides the connection."""
+class SqliteReads:
+    """Read queries; ``SqliteStore`` provides the connection."""
 
     _reader: aiosqlite.Connection | None
 
@@ -75,32 +45,38 @@ class StoreReads:
         if not rows:
             return None
         r = rows[0]
-        event = Event(int(r[0]), r[1], r[2], r[3], bytes(r[4]), float(r[5]))
-        deliveries = await self._deliveries("WHERE d.event_seq = ? ORDER BY d.seq", (event.seq,))
-        return event, deliveries
+        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]))
+        deliveries = await self._deliveries("WHERE d.event_seq = ? ORDER BY d.seq", (int(r[0]),))
+        return event, [d for _, d in deliveries]
 
     async def deliveries_of_webhook(
-        self, webhook_id: str, *, status: str | None, before_seq: int | None, limit: int
-    ) -> list[Delivery]:
+        self, webhook_id: str, *, status: str | None, cursor: str | None, limit: int
+    ) -> Page:
         where = ["d.webhook_id = ?"]
         params: list[Any] = [webhook_id]
         if status is not None:
             where.append("d.status = ?")
             params.append(status)
-        if before_seq is not None:
+        if cursor is not None:
+            if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+                raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
             where.append("d.seq < ?")
-            params.append(before_seq)
-        params.append(limit)
-        return await self._deliveries(f"WHERE {' AND '.join(where)} ORDER BY d.seq DESC LIMIT ?", params)
+            params.append(int(cursor))
+        params.append(limit + 1)
+        found = await self._deliveries(f"WHERE {' AND '.join(where)} ORDER BY d.seq DESC LIMIT ?", params)
+        page = found[:limit]
+        next_cursor = str(page[-1][0]) if len(found) > limit else None
+        return Page([d for _, d in page], next_cursor)
 
-    async def deliveries_by_seq(self, seqs: Sequence[int]) -> list[Delivery]:
+    async def _deliveries_by_seq(self, seqs: Sequence[int]) -> list[Delivery]:
         found: list[Delivery] = []
         for chunk in chunks(list(seqs), 500):
             marks = ",".join("?" * len(chunk))
-            found.extend(await self._deliveries(f"WHERE d.seq IN ({marks}) ORDER BY d.seq", chunk))
+            found.extend(d for _, d in await self._deliveries(f"WHERE d.seq IN ({marks}) ORDER BY d.seq", chunk))
         return found
 
-    async def _deliveries(self, tail: str, params: Sequence[Any]) -> list[Delivery]:
+    async def _deliveries(self, tail: str, params: Sequence[Any]) -> list[tuple[int, Delivery]]:
+        """Deliveries with their attempts, each with its position (seq) for paging."""
         rows = await self._read(
             "SELECT d.seq, d.id, e.id, d.webhook_id, d.status, d.attempt_count, d.due_at, d.created_at,"
             f" d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq {tail}",
@@ -134,20 +110,18 @@ class StoreReads:
         for r in rows:
             status = DeliveryStatus(r[4])
             shown_due = r[6] if status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED) else None
-            deliveries.append(
-                Delivery(
-                    seq=int(r[0]),
-                    id=r[1],
-                    event_id=r[2],
-                    webhook_id=r[3],
-                    status=status,
-                    attempt_count=int(r[5]),
-                    next_attempt_at=shown_due,
-                    created_at=float(r[7]),
-                    updated_at=float(r[8]),
-                    attempts=tuple(attempts[int(r[0])]),
-                )
+            delivery = Delivery(
+                id=r[1],
+                event_id=r[2],
+                webhook_id=r[3],
+                status=status,
+                attempt_count=int(r[5]),
+                next_attempt_at=shown_due,
+                created_at=float(r[7]),
+                updated_at=float(r[8]),
+                attempts=tuple(attempts[int(r[0])]),
             )
+            deliveries.append((int(r[0]), delivery))
         return deliveries
 
     async def status_counts(self) -> dict[str, dict[str, int]]:
@@ -165,6 +139,18 @@ class StoreReads:
 
     # -- webhooks created through the API ----------------------------------------------------------------
 
+    async def due_by_webhook(self) -> dict[str, float]:
+        rows = await self._read(
+            f"SELECT webhook_id, MIN(due_at) FROM deliveries WHERE status IN {QUEUED} GROUP BY webhook_id"
+        )
+        return {r[0]: float(r[1]) for r in rows}
+
+    # -- webhooks and refresh tokens ---------------------------------------------------------------------
+
+    async def webhook_created_at(self) -> dict[str, float]:
+        rows = await self._read("SELECT id, created_at FROM webhooks")
+        return {r[0]: float(r[1]) for r in rows}
+
     async def api_webhooks(self) -> list[StoredWebhook]:
         rows = await self._read(
             "SELECT id, spec, created_at, updated_at, previous_secret, previous_secret_until FROM webhooks"
@@ -179,6 +165,10 @@ class StoreReads:
             (webhook_id,),
         )
         return _stored_webhook(rows[0]) if rows else None
+
+    async def load_refresh_token(self, webhook_id: str) -> str | None:
+        rows = await self._read("SELECT refresh_token FROM oauth_tokens WHERE webhook_id = ?", (webhook_id,))
+        return str(rows[0][0]) if rows else None
 
 
 def _stored_webhook(r: sqlite3.Row) -> StoredWebhook:

@@ -1,0 +1,235 @@
+"""The storage seam: the records that cross it and the protocols the rest of the daemon needs of a store.
+
+Domain words only: events, deliveries, leases, webhooks, refresh tokens. No connection, no rowid, no writer
+thread. A backend (``relay/store/sqlite.py``; the in-memory fake in ``tests/support/memory_store.py``)
+implements :class:`Store`; ``relay.store.open_store`` is the one place that picks one. Callers take the
+narrowest protocol they need: the scheduler an :class:`Outbox`, the dashboard and the API's reads a
+:class:`History`, an OAuth2 authenticator a :class:`RefreshTokens`.
+
+Leases are what make a store shareable: a claim hands out a :class:`Lease` (whose claim it is, until when, and the
+store's own handle on the delivery), and a result is recorded only while that lease is still the one the
+delivery holds. A relay that stalled past its lease, while the delivery was claimed again, cannot overwrite the
+newer state (fencing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, Lease
+
+__all__ = [
+    "AttemptResult",
+    "Claim",
+    "Delivery",
+    "Event",
+    "History",
+    "IngestResult",
+    "Lease",
+    "Lifecycle",
+    "NewEvent",
+    "Outbox",
+    "Page",
+    "RefreshTokens",
+    "Room",
+    "Store",
+    "StoredWebhook",
+    "Webhooks",
+]
+
+
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
+class NewEvent:
+    """An accepted, validated event with the webhooks it fans out to (decided at ingest)."""
+
+    id: str
+    type: str
+    created_at: str
+    data: bytes
+    webhook_ids: tuple[str, ...]
+    generated: bool = False  # relay made the id up (the producer sent none): it must not match a stored event
+
+
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
+class IngestResult:
+    id: str
+    deliveries: int
+    created: bool  # False: the id existed, this is the first answer again
+    leased: tuple[Claim, ...] = ()  # deliveries committed already leased to the caller (see ``Outbox.ingest``)
+
+
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
+class Room:
+    """Up to ``count`` of a webhook's new deliveries may be committed leased until ``until``, for the caller to
+    attempt at once (the scheduler reserved the room)."""
+
+    count: int
+    until: float
+
+
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
+class AttemptResult:
+    """One finished attempt under ``lease``, and the decision taken after it."""
+
+    lease: Lease
+    delivery_id: str
+    attempt: Attempt
+    status: DeliveryStatus
+    due_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWebhook:
+    """A webhook created through the API, as stored: its definition and its rotation state."""
+
+    id: str
+    spec: bytes  # the JSON body it was created from with every later change merged in (secrets included)
+    created_at: float
+    updated_at: float
+    previous_secret: str | None
+    previous_secret_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list, newest first; ``next_cursor`` (opaque) fetches the next, None on the last."""
+
+    deliveries: list[Delivery]
+    next_cursor: str | None
+
+
+class Outbox(Protocol):
+    """Events in, deliveries out: what ingest and the scheduler need."""
+
+    def submit_ingest(
+        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+    ) -> asyncio.Future[list[IngestResult]]:
+        """Commit the events and their deliveries (all or nothing); a future of the answers, in order, that
+        resolves once the commit is durable whether or not anybody still awaits it. With ``rooms``, the first new
+        deliveries of each webhook named there (up to its count) are committed already leased and come back as
+        claims in ``IngestResult.leased``. An id already stored answers as the first time did."""
+        ...
+
+    async def ingest(
+        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+    ) -> list[IngestResult]: ...
+
+    async def claim(
+        self, webhook_id: str, limit: int, now: float, lease_until: float
+    ) -> tuple[list[Claim], float | None]:
+        """Lease up to ``limit`` due deliveries of one webhook, oldest due first, skipping any another holds;
+        also the earliest due time of its deliveries still queued after the claim (None when none are)."""
+        ...
+
+    async def record(self, results: Sequence[AttemptResult]) -> None:
+        """Record finished attempts and the decisions after them. A result whose lease the delivery no longer
+        holds (it ran out and was claimed again, or the delivery was cancelled) changes nothing."""
+        ...
+
+    async def release(self, leases: Sequence[Lease], now: float) -> None:
+        """Give leased deliveries back, due again at once (shutdown before their attempts finished)."""
+        ...
+
+    async def reclaim_abandoned(self, now: float) -> int:
+        """At startup: deliveries whose lease no live relay holds (this relay's earlier life, or expired) are due
+        again at once; how many."""
+        ...
+
+    async def due_by_webhook(self) -> dict[str, float]:
+        """The earliest due time of each webhook that has queued deliveries."""
+        ...
+
+    async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
+        """New deliveries of a stored event, due now; None when there is no such event."""
+        ...
+
+    async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
+        """Parked (and, with ``include_dead``, dead) deliveries of these webhooks are due again now; how many per
+        webhook."""
+        ...
+
+    async def prune(self, cutoff: float) -> int:
+        """Delete events ingested before ``cutoff`` whose deliveries all ended delivered or cancelled; how many."""
+        ...
+
+
+class Webhooks(Protocol):
+    """Webhooks as the store keeps them: config-declared ones (their public shape) and API ones (all of it)."""
+
+    async def sync_config_webhooks(self, specs: Mapping[str, bytes], now: float) -> list[str]:
+        """Make the config-declared webhooks exactly ``specs``; cancel what removed ones left; the removed ids."""
+        ...
+
+    async def webhook_created_at(self) -> dict[str, float]: ...
+
+    async def api_webhooks(self) -> list[StoredWebhook]: ...
+
+    async def api_webhook(self, webhook_id: str) -> StoredWebhook | None: ...
+
+    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
+        """Store a new API webhook; False when the id is taken (by any webhook)."""
+        ...
+
+    async def update_api_webhook(
+        self, webhook_id: str, spec: bytes, now: float, *, rotation: tuple[str | None, float | None] | None = None
+    ) -> bool:
+        """Replace an API webhook's spec (and, given ``rotation``, its previous secret and until when it signs);
+        False when there is no such API webhook."""
+        ...
+
+    async def delete_api_webhook(self, webhook_id: str, now: float) -> int | None:
+        """Delete an API webhook and cancel its unfinished deliveries, at once; how many were cancelled, or None
+        when there is no such API webhook."""
+        ...
+
+
+class History(Protocol):
+    """What the API and the dashboard read."""
+
+    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None: ...
+
+    async def deliveries_of_webhook(
+        self, webhook_id: str, *, status: str | None, cursor: str | None, limit: int
+    ) -> Page: ...
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        """Delivery counts by webhook and status."""
+        ...
+
+    async def status_totals(self) -> dict[str, int]:
+        """Delivery counts by status, all webhooks together."""
+        ...
+
+
+class RefreshTokens(Protocol):
+    """Rotated OAuth2 refresh tokens, kept so a restart never falls back to a dead one."""
+
+    async def load_refresh_token(self, webhook_id: str) -> str | None: ...
+
+    async def save_refresh_token(self, webhook_id: str, token: str) -> None: ...
+
+
+class Lifecycle(Protocol):
+    @property
+    def commits(self) -> int:
+        """Transactions committed (metrics read it)."""
+        ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def check_writable(self) -> None:
+        """Raise ``StoreUnavailable`` (with the reason) unless a write commits now and there is room for more."""
+        ...
+
+    async def stopped(self) -> None:
+        """Return if the store's own background work ends before ``close`` (the daemon then stops)."""
+        ...
+
+
+class Store(Outbox, Webhooks, History, RefreshTokens, Lifecycle, Protocol):
+    """Everything a backend provides."""
