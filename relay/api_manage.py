@@ -25,9 +25,9 @@ import orjson
 import structlog
 from aiohttp import web
 
-from relay.api import SERVICES, ApiError, ok, require_json
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
 from relay.errors import Conflict, NotFound, Problem, ValidationError
+from relay.http import SERVICES, ApiError, ok, require_json
 from relay.models import Claim, DeliveryStatus, Event, Lease, Secret, Webhook, format_time, new_event_id, new_id
 from relay.openapi import openapi_document
 from relay.views import attempt_view, delivery_view, webhook_view

@@ -20,12 +20,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from relay import __version__
-from relay.api import Services, build_app, build_health_app
+from relay.api import build_app, build_health_app
 from relay.auth import Authenticator, build_authenticator
 from relay.clock import Clock, SystemClock
 from relay.config import Config, Listen
 from relay.delivery import Deliverer
 from relay.errors import ConfigError, Problem, RelayError, StoreError
+from relay.http import Services
 from relay.listeners import GuardedProtocolFactory, start_listener
 from relay.metrics import Metrics
 from relay.models import Webhook

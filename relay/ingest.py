@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -10,11 +13,11 @@ from typing import Any
 import orjson
 
 from relay.errors import Problem, RelayError, ValidationError
-from relay.models import format_datetime, format_time, new_event_id
+from relay.models import EVENT_TOKEN, format_datetime, format_time, new_event_id
 from relay.registry import Registry
-from relay.store import NewEvent
+from relay.scheduler import Scheduler
+from relay.store import IngestResult, NewEvent, Outbox
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
 _FIELDS = frozenset({"type", "data", "id", "created_at"})
 MAX_DEPTH = 253  # levels of arrays and objects in ``data`` (see ``_encode_data``)
@@ -100,7 +103,7 @@ def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry) ->
     generated = event_id is None
     if generated:
         event_id = new_event_id(now)
-    elif type(event_id) is not str or not _TOKEN.match(event_id):
+    elif type(event_id) is not str or not EVENT_TOKEN.fullmatch(event_id):
         return None
     created_at = ingest_time
     if (raw_created := item.get("created_at")) is not None:
@@ -116,7 +119,7 @@ _known_types: set[str] = set()  # event types that passed the check: a batch hol
 def _valid_type(event_type: str) -> bool:
     if event_type in _known_types:
         return True
-    if not _TOKEN.match(event_type):
+    if not EVENT_TOKEN.fullmatch(event_type):
         return False
     if len(_known_types) < 10_000:
         _known_types.add(event_type)
@@ -151,7 +154,7 @@ def _parse_event(
             problems.append(Problem(_join(path, "data"), f"nests arrays and objects deeper than {MAX_DEPTH} levels"))
 
     event_id = item.get("id")
-    if event_id is not None and (not isinstance(event_id, str) or not _TOKEN.match(event_id)):
+    if event_id is not None and (not isinstance(event_id, str) or not EVENT_TOKEN.fullmatch(event_id)):
         problems.append(Problem(_join(path, "id"), "must be 1-128 characters of [A-Za-z0-9_.:-]"))
 
     created_at: str | None = ingest_time
@@ -203,3 +206,43 @@ def _parse_time(value: Any) -> str | None:
     if leap and (moment.hour, moment.minute) != (23, 59):
         return None  # leap seconds are inserted only at the end of a UTC day
     return format_datetime(moment)
+
+
+async def commit_events(
+    store: Outbox, scheduler: Scheduler, events: list[NewEvent], now: float, on_ingest: list[Callable[[int], None]]
+) -> list[IngestResult]:
+    """Commit the events, and tell the scheduler what to deliver the moment the commit lands.
+
+    Where a webhook's lane has room, its new deliveries are committed already leased and start at once, with no
+    claim; the rest are announced as due. That bookkeeping runs when the commit lands even if this request is
+    gone by then (its client left, the handler was cancelled), so nothing committed waits for a lease to run out
+    or for the next event to wake its lane.
+    """
+    rooms = scheduler.reserve(Counter(w for event in events for w in event.webhook_ids), now)
+    try:
+        committing = store.submit_ingest(events, now, rooms)
+    except BaseException:
+        scheduler.start(rooms, ())
+        raise
+
+    def committed(done: asyncio.Future[list[IngestResult]]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            scheduler.start(rooms, ())
+            return
+        results = done.result()
+        scheduler.start(rooms, [claim for result in results for claim in result.leased])
+        created = 0
+        for event, result in zip(events, results, strict=True):
+            if result.created:
+                created += 1
+                queued = event.webhook_ids
+                if result.leased:
+                    started = {claim.webhook_id for claim in result.leased}
+                    queued = tuple(w for w in queued if w not in started)
+                if queued:
+                    scheduler.notify(queued, now)
+        for hook in on_ingest:
+            hook(created)
+
+    committing.add_done_callback(committed)
+    return await asyncio.shield(committing)

@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from relay import api
 from relay.clock import FakeClock
+from relay.ingest import commit_events
 from relay.store import NewEvent
 from tests.support.receiver import Receiver, Reply
 from tests.support.relay_harness import RunningRelay, running_relay, webhook
@@ -72,7 +72,9 @@ async def test_what_a_commit_leased_starts_even_when_its_request_is_gone(tmp_pat
         blocker = asyncio.ensure_future(in_writer(relay.daemon.store, hold))
         await asyncio.to_thread(entered.wait, 5)
         event = NewEvent("evt_gone", "t", "2024-01-15T10:35:00Z", b"{}", ("hook",))
-        request = asyncio.ensure_future(api._commit(services, [event], relay.clock.now()))
+        request = asyncio.ensure_future(
+            commit_events(services.store, services.scheduler, [event], relay.clock.now(), services.on_ingest)
+        )
         await asyncio.sleep(0.05)
         request.cancel()
         held.set()

@@ -1,0 +1,179 @@
+"""What every HTTP handler module shares: the running daemon's ``Services``, the JSON error envelope, and the
+middlewares (errors → envelope, the request deadline and body cap, the API key)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from relay.clock import Clock
+from relay.config import Config
+from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
+from relay.listeners import SUPPORTED_ENCODINGS, UNSUPPORTED_ENCODING, guard_of
+from relay.metrics import Metrics
+from relay.registry import Registry
+from relay.scheduler import Scheduler
+from relay.store import Store
+from relay.views import error_body
+
+log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Services:
+    """What the request handlers need from the running daemon."""
+
+    config: Config
+    store: Store
+    registry: Registry
+    scheduler: Scheduler
+    clock: Clock
+    accepting: bool = True
+    ready: Callable[[], Awaitable[str | None]] | None = None
+    on_ingest: list[Callable[[int], None]] = field(default_factory=list)
+    metrics: Metrics | None = None
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or []
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> web.Response:
+    payload: dict[str, Any] = {"success": True, "data": data}
+    if meta:
+        payload["meta"] = meta
+    return json_response(payload, status)
+
+
+def error_response(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> web.Response:
+    return web.Response(body=error_body(code, message, details), status=status, content_type="application/json")
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except ValidationError as exc:
+        details = [{"path": p.path, "message": p.message} for p in exc.problems]
+        return error_response(400, "validation_error", str(exc), details)
+    except NotFound as exc:
+        return error_response(404, "not_found", str(exc))
+    except Conflict as exc:
+        return error_response(409, "conflict", str(exc))
+    except StoreUnavailable as exc:
+        log.error("store_unavailable", path=request.path, error=str(exc))
+        return error_response(503, "unavailable", "the store cannot write right now; nothing was acknowledged")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("request_failed", path=request.path, method=request.method)
+        return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+@web.middleware
+async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The headers are in: the body must follow within what is left of ``request_timeout``."""
+    guard = guard_of(request)
+    if guard is None:
+        return await handler(request)
+    remaining = guard.request_started()
+    try:
+        if request.body_exists:
+            if (encoding := request.headers.get("Content-Encoding")) and encoding.strip().lower() not in (
+                SUPPORTED_ENCODINGS
+            ):
+                raise ApiError(415, "unsupported_media_type", UNSUPPORTED_ENCODING)
+            limit = request.app[SERVICES].config.server.max_body_size
+            too_large = ApiError(
+                413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
+            )
+            if request.content_length is not None and request.content_length > limit:
+                raise too_large  # refused before a byte of it is read
+            try:
+                if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+                    await request.read()  # capped at client_max_size = max_body_size; handlers get it cached
+                else:
+                    async with asyncio.timeout(remaining):  # a timer only for a body still on its way
+                        await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise too_large from None
+            except TimeoutError:
+                response = error_response(
+                    408, "request_timeout", "the request was not received within server.request_timeout"
+                )
+                response.force_close()
+                return response
+            except ConnectionResetError:  # the client left mid-body: nobody to answer, and no fault of ours
+                log.info("request_aborted", path=request.path)
+                response = error_response(400, "request_aborted", "the connection closed before the body was complete")
+                response.force_close()
+                return response
+        guard.body_received()
+        return await handler(request)
+    finally:
+        guard.request_finished()
+
+
+def _presented_key(request: web.Request) -> bytes:
+    header = request.headers.get("Authorization", "")
+    key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("X-API-Key", "")
+    # Header bytes that are not UTF-8 arrive as surrogate escapes: back as the bytes sent, they match no key.
+    return key.encode("utf-8", "surrogateescape")
+
+
+PUBLIC_PATHS = frozenset({"/v1/openapi.json"})  # describes the API, holds no data: served without a key
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/") and request.path not in PUBLIC_PATHS:
+        presented = _presented_key(request)
+        keys = request.app[SERVICES].config.server.api_keys
+        # Compare against every key, always, so timing says nothing about which (if any) matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(presented, key.reveal().encode())
+        if not presented or not matched:
+            raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
+    return await handler(request)
+
+
+def require_json(request: web.Request) -> None:
+    ctype = request.content_type
+    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
