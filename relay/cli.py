@@ -12,9 +12,7 @@ from pathlib import Path
 from relay import __version__
 from relay.cli_manage import add_management_commands
 from relay.config import Config, event_loop_factory, load_config, summarize
-from relay.errors import ConfigError
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from relay.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
 
 
 def _config_path(args: argparse.Namespace) -> Path:

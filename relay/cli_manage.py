@@ -19,10 +19,9 @@ from typing import Any
 
 from relay.client import DEFAULT_URL, ApiFailure, Client, quoted, url_for
 from relay.config import load_client_settings
-from relay.errors import ConfigError
+from relay.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
 from relay.models import BodyFormat
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 Command = Callable[[Client, argparse.Namespace], int]
 
 

@@ -23,6 +23,7 @@ from relay.config_fields import (
 )
 from relay.errors import Problem
 from relay.models import (
+    EVENT_TOKEN,
     Auth,
     BasicAuth,
     BearerAuth,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 MAX_RETRY_STEPS = 50
 WEBHOOK_ID = re.compile(r"[a-z0-9_-]{1,64}")
-_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _SENT_AT_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -91,7 +91,7 @@ def as_header_value(value: object) -> str:
 
 def as_event_pattern(value: object) -> str:
     pattern = as_str(value)
-    if pattern == "*" or _EVENT_TYPE.fullmatch(pattern.removesuffix(".*")):
+    if pattern == "*" or EVENT_TOKEN.fullmatch(pattern.removesuffix(".*")):
         return pattern
     raise ValueError('must be "*", an event type of 1-128 characters [A-Za-z0-9_.:-], or "prefix.*"')
 

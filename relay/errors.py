@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The command line's exit statuses: success, a failure, a usage or configuration error.
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
 
 class RelayError(Exception):
     """Root of every error relay raises on purpose."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -191,6 +192,10 @@ class Webhook:
         if self.previous_secret is not None and (self.previous_secret_until or 0) > now:
             secrets.append(self.previous_secret)
         return secrets
+
+
+# An event type or event id: 1–128 characters of ``[A-Za-z0-9_.:-]`` (CONTRACT §4), matched with ``fullmatch``.
+EVENT_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def matches_filter(patterns: tuple[str, ...], event_type: str) -> bool:
