@@ -13,12 +13,10 @@ the error envelope of ``relay.api``. Decisions worth knowing:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -26,23 +24,21 @@ import structlog
 from aiohttp import web
 
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
-from relay.errors import Conflict, NotFound, Problem, ValidationError
+from relay.errors import NotFound, Problem, ValidationError
 from relay.http import SERVICES, ApiError, ok, require_json
-from relay.models import Claim, DeliveryStatus, Event, Lease, Secret, Webhook, format_time, new_event_id, new_id
+from relay.models import Claim, DeliveryStatus, Event, Lease, Webhook, format_time, new_event_id, new_id
 from relay.openapi import openapi_document
 from relay.views import attempt_view, delivery_view, webhook_view
-from relay.webhook_specs import SECRET_MESSAGE, create_spec, parse_rotation, patch_spec, rotation_secret
+from relay.webhook_specs import SECRET_MESSAGE
 
 log = structlog.get_logger()
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
-WEBHOOK_LOCK = web.AppKey("webhook_lock", asyncio.Lock)
 OPENAPI = web.AppKey("openapi", bytes)
 
 
 def add_manage_routes(app: web.Application) -> None:
-    app[WEBHOOK_LOCK] = asyncio.Lock()
     app[OPENAPI] = orjson.dumps(openapi_document())
     add = app.router
     add.add_get("/v1/openapi.json", get_openapi)
@@ -68,19 +64,8 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 async def create_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    webhook, spec = create_spec(await _json_body(request, optional=False), services.config.delivery)
-    now = services.clock.now()
-    async with request.app[WEBHOOK_LOCK]:
-        for _ in range(3):  # a generated id is random; a clash with a config-declared one is all but impossible
-            taken = services.registry.get(webhook.id) is not None
-            if not taken and await services.store.insert_api_webhook(webhook.id, orjson.dumps(spec), now):
-                break
-            webhook = replace(webhook, id=new_id("whk", now))
-        else:
-            raise Conflict("could not allocate a webhook id; try again")
-        webhook = replace(webhook, created_at=now)
-        services.registry.upsert(webhook)
-    log.info("webhook_created", webhook_id=webhook.id, source="api")
+    body = await _json_body(request, optional=False)
+    webhook = await services.webhooks.create(body, services.config.delivery)
     return ok(webhook_view(webhook, secret=True), status=201, meta={"message": SECRET_MESSAGE})
 
 
@@ -104,65 +89,20 @@ async def get_webhook(request: web.Request) -> web.Response:
 async def patch_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await _json_body(request, optional=False)
-    async with request.app[WEBHOOK_LOCK]:
-        current = _api_webhook(request)
-        stored = await services.store.api_webhook(current.id)
-        if stored is None:
-            raise NotFound(f"no webhook with id {current.id!r}")
-        webhook, spec = patch_spec(orjson.loads(stored.spec), body, services.config.delivery)
-        webhook = replace(
-            webhook,
-            id=current.id,
-            created_at=current.created_at,
-            previous_secret=current.previous_secret,
-            previous_secret_until=current.previous_secret_until,
-        )
-        if not await services.store.update_api_webhook(current.id, orjson.dumps(spec), services.clock.now()):
-            raise NotFound(f"no webhook with id {current.id!r}")
-        services.registry.upsert(webhook)
+    webhook = await services.webhooks.patch(request.match_info["webhook_id"], body, services.config.delivery)
     if webhook.is_active:
         await services.scheduler.refresh([webhook.id])  # a webhook switched back on resumes what it held
-    log.info("webhook_updated", webhook_id=webhook.id, fields=sorted(body), is_active=webhook.is_active)
     return ok(webhook_view(webhook))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    async with request.app[WEBHOOK_LOCK]:
-        current = _api_webhook(request)
-        # Out of the Registry first: an ingest that still matched it has already queued its commit, which the
-        # cancellation below (queued after it) then covers.
-        services.registry.remove(current.id)
-        try:
-            cancelled = await services.store.delete_api_webhook(current.id, services.clock.now())
-        except BaseException:
-            services.registry.upsert(current)
-            raise
-    if cancelled is None:
-        raise NotFound(f"no webhook with id {current.id!r}")
-    log.info("webhook_deleted", webhook_id=current.id, cancelled=cancelled)
+    await request.app[SERVICES].webhooks.delete(request.match_info["webhook_id"])
     return web.Response(status=204)
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    given, overlap = parse_rotation(await _json_body(request, optional=True))
-    now = services.clock.now()
-    async with request.app[WEBHOOK_LOCK]:
-        current = _api_webhook(request)
-        secret = rotation_secret(given, current.signature)
-        stored = await services.store.api_webhook(current.id)
-        if stored is None:
-            raise NotFound(f"no webhook with id {current.id!r}")
-        spec = {**orjson.loads(stored.spec), "secret": secret}
-        previous = current.secret if overlap > 0 else None
-        until = now + overlap if previous is not None else None
-        rotation = (previous.reveal() if previous is not None else None, until)
-        if not await services.store.update_api_webhook(current.id, orjson.dumps(spec), now, rotation=rotation):
-            raise NotFound(f"no webhook with id {current.id!r}")
-        webhook = replace(current, secret=Secret(secret), previous_secret=previous, previous_secret_until=until)
-        services.registry.upsert(webhook)
-    log.info("webhook_secret_rotated", webhook_id=webhook.id, overlap_seconds=overlap)
+    body = await _json_body(request, optional=True)
+    webhook = await request.app[SERVICES].webhooks.rotate_secret(request.match_info["webhook_id"], body)
     return ok(webhook_view(webhook, secret=True), meta={"message": SECRET_MESSAGE})
 
 
@@ -293,20 +233,7 @@ async def _object_body(request: web.Request) -> Mapping[str, Any]:
 
 
 def _webhook(request: web.Request) -> Webhook:
-    webhook_id = request.match_info["webhook_id"]
-    webhook = request.app[SERVICES].registry.get(webhook_id)
-    if webhook is None:
-        raise NotFound(f"no webhook with id {webhook_id!r}")
-    return webhook
-
-
-def _api_webhook(request: web.Request) -> Webhook:
-    webhook = _webhook(request)
-    if webhook.source != "api":
-        raise Conflict(
-            f"webhook {webhook.id!r} is declared in the configuration file; change it there and reload (SIGHUP)"
-        )
-    return webhook
+    return request.app[SERVICES].webhooks.get(request.match_info["webhook_id"])
 
 
 def _limit(request: web.Request, problems: list[Problem] | None = None) -> int:

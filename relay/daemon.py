@@ -11,10 +11,8 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import replace
 
 import aiohttp
-import orjson
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
@@ -25,7 +23,7 @@ from relay.auth import Authenticator, build_authenticator
 from relay.clock import Clock, SystemClock
 from relay.config import Config, Listen
 from relay.delivery import Deliverer
-from relay.errors import ConfigError, Problem, RelayError, StoreError
+from relay.errors import ConfigError, RelayError, StoreError
 from relay.http import Services
 from relay.listeners import GuardedProtocolFactory, start_listener
 from relay.metrics import Metrics
@@ -35,24 +33,10 @@ from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import open_store
 from relay.systemd import Notifier
-from relay.webhook_specs import load_api_webhooks, warn_weak_secrets
 
 log = structlog.get_logger()
 
 PRUNE_INTERVAL = 3600.0
-
-
-def webhook_spec(webhook: Webhook) -> bytes:
-    """What the store keeps of a config-declared webhook: its public shape, never a secret."""
-    return orjson.dumps(
-        {
-            "id": webhook.id,
-            "url": webhook.url,
-            "events": list(webhook.events),
-            "signature": webhook.signature,
-            "format": webhook.format,
-        }
-    )
 
 
 class Daemon:
@@ -136,10 +120,6 @@ class Daemon:
         await self.store.open()
         now = self.clock.now()
         reclaimed = await self.store.reclaim_abandoned(now)
-        api_webhooks = await load_api_webhooks(self.store)
-        warn_weak_secrets(api_webhooks, now)  # stored before the secret rules; the config's are held to them
-        self.registry.replace(api_webhooks)  # then the config's join them
-        await self._apply_webhooks(config.webhooks, now)
         delivery = config.delivery
         self._session = make_session(delivery, resolver=self.resolver)
         deliverer = Deliverer(
@@ -155,6 +135,7 @@ class Daemon:
         self.services = Services(
             config, self.store, self.registry, self.scheduler, self.clock, ready=self._ready, metrics=self.metrics
         )
+        await self.services.webhooks.load(config.webhooks)
         self.services.on_ingest.append(self.metrics.ingested)
         server = config.server
         if server.health_listen is None:
@@ -232,24 +213,6 @@ class Daemon:
 
     # -- webhooks ----------------------------------------------------------------------------------------
 
-    async def _apply_webhooks(self, webhooks: tuple[Webhook, ...], now: float) -> None:
-        """Make the config-declared webhooks ``webhooks``; those created through the API stay as they are."""
-        api_ids = {w.id for w in self.registry.all() if w.source == "api"}
-        clashes = [
-            Problem(f"webhooks[{index}].id", f'"{w.id}" is already the id of a webhook created through the API')
-            for index, w in enumerate(webhooks)
-            if w.id in api_ids
-        ]
-        if clashes:
-            raise ConfigError(clashes)
-        removed = await self.store.sync_config_webhooks({w.id: webhook_spec(w) for w in webhooks}, now)
-        for webhook_id in removed:
-            log.info("webhook_removed", webhook_id=webhook_id, source="config")
-        created = await self.store.webhook_created_at()
-        # No await between reading the API webhooks and the swap: a concurrent API change is never lost.
-        api_webhooks = [w for w in self.registry.all() if w.source == "api"]
-        self.registry.replace([*(_with_created_at(w, created.get(w.id)) for w in webhooks), *api_webhooks])
-
     def _authenticator_for(self, webhook: Webhook) -> Authenticator:
         cached = self._authenticators.get(webhook.id)
         if cached is not None and cached[0] == webhook.auth:
@@ -275,7 +238,7 @@ class Daemon:
         try:
             try:
                 config = self.reload_config()
-                await self._apply_webhooks(config.webhooks, self.clock.now())
+                await self.services.webhooks.apply_config(config.webhooks)
             except ConfigError as exc:
                 log.error("reload_failed", problems=[str(p) for p in exc.problems])
                 return
@@ -312,7 +275,3 @@ class Daemon:
             await self._session.close()
         await self.store.close()
         log.info("relay_stopped", exit_code=self.exit_code)
-
-
-def _with_created_at(webhook: Webhook, created_at: float | None) -> Webhook:
-    return replace(webhook, created_at=created_at)

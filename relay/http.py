@@ -22,6 +22,7 @@ from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import Store
 from relay.views import error_body
+from relay.webhooks import WebhookService
 
 log = structlog.get_logger()
 
@@ -41,6 +42,10 @@ class Services:
     ready: Callable[[], Awaitable[str | None]] | None = None
     on_ingest: list[Callable[[int], None]] = field(default_factory=list)
     metrics: Metrics | None = None
+    webhooks: WebhookService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.webhooks = WebhookService(self.store, self.registry, self.clock)
 
 
 SERVICES = web.AppKey("services", Services)
