@@ -1,0 +1,520 @@
+"""The store contract: what every backend of ``relay.store.Store`` does, whatever it keeps its data in.
+
+``StoreContract`` is not collected by itself (its name does not start with ``Test``). Each backend's test module
+subclasses it as ``Test<Backend>Store`` and overrides the ``make_store`` fixture: a function that makes a new,
+unopened store on the same storage each time it is called (the same file, the same data), so that a test can
+close a store and open its storage again, as a restart does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from relay.errors import StoreUnavailable, ValidationError
+from relay.models import Attempt, Claim, DeliveryStatus, ErrorKind
+from relay.store import AttemptResult, NewEvent, Room, Store
+
+T0 = 1_700_000_000.0
+S = DeliveryStatus
+
+
+def event(event_id: str, *webhooks: str, event_type: str = "t") -> NewEvent:
+    return NewEvent(event_id, event_type, "2024-01-15T10:35:00Z", b'{"n":1}', tuple(webhooks))
+
+
+def attempt(number: int, at: float, *, ok: bool, next_at: float | None = None) -> Attempt:
+    return Attempt(number, at, 12.5, 200 if ok else 500, None if ok else ErrorKind.HTTP_ERROR, None, "body", next_at)
+
+
+def result(claim: Claim, tried: Attempt, status: DeliveryStatus) -> AttemptResult:
+    """The result of the attempt ``tried`` on ``claim``, due again when that attempt says (if at all)."""
+    return AttemptResult(claim.lease, claim.delivery_id, tried, status, tried.next_attempt_at)
+
+
+class Stores:
+    """Opens stores on one storage and closes every one it opened at the end of the test."""
+
+    def __init__(self, make: Callable[[], Store]) -> None:
+        self.make = make
+        self.opened: list[Store] = []
+
+    async def open(self) -> Store:
+        store = self.make()
+        await store.open()
+        self.opened.append(store)
+        return store
+
+    async def reopen(self, store: Store) -> Store:
+        """A restart: ``store`` closes, a new store opens the same storage."""
+        await store.close()
+        return await self.open()
+
+    async def close(self) -> None:
+        for store in self.opened:
+            await store.close()
+
+
+async def status_of(store: Store, event_id: str) -> dict[str, DeliveryStatus]:
+    found = await store.get_event(event_id)
+    assert found is not None
+    return {d.webhook_id: d.status for d in found[1]}
+
+
+class StoreContract:
+    @pytest.fixture
+    def make_store(self) -> Callable[[], Store]:
+        raise NotImplementedError("a backend's test class provides make_store")
+
+    @pytest.fixture
+    async def stores(self, make_store: Callable[[], Store]) -> AsyncIterator[Stores]:
+        stores = Stores(make_store)
+        yield stores
+        await stores.close()
+
+    @pytest.fixture
+    async def store(self, stores: Stores) -> Store:
+        return await stores.open()
+
+    # -- ingest ------------------------------------------------------------------------------------------
+
+    async def test_ingest_commits_events_and_one_delivery_per_webhook(self, store: Store) -> None:
+        results = await store.ingest([event("e1", "a", "b"), event("e2")], T0)
+        assert [(r.id, r.deliveries, r.created) for r in results] == [("e1", 2, True), ("e2", 0, True)]
+        found = await store.get_event("e1")
+        assert found is not None
+        _, deliveries = found
+        assert sorted(d.webhook_id for d in deliveries) == ["a", "b"]
+        assert all(d.status is DeliveryStatus.PENDING and d.next_attempt_at == T0 for d in deliveries)
+
+    async def test_a_known_id_answers_as_the_first_time(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [again] = await store.ingest([event("e1", "a", "b")], T0 + 1)
+        assert (again.deliveries, again.created) == (1, False)
+
+    async def test_a_generated_id_a_producer_already_used_is_replaced(self, store: Store) -> None:
+        """Generated ids count up, so a producer can post one before relay makes it: relay's event gets another,
+        whether the producer's event is stored already or comes earlier in the same group."""
+        await store.ingest([event("evt_taken", "a")], T0)
+        foreseen, twin = event("evt_taken", "a", "b"), event("evt_twin", "a")
+        foreseen.generated = twin.generated = True
+        results = await store.ingest([event("evt_twin"), foreseen, twin], T0 + 1)
+        assert [r.created for r in results] == [True, True, True]
+        ids = [r.id for r in results]
+        assert ids[0] == "evt_twin" and len({"evt_taken", *ids}) == 4
+        assert all(i.startswith("evt_") for i in ids)
+        found = await store.get_event(ids[1])
+        assert found is not None
+        assert sorted(d.webhook_id for d in found[1]) == ["a", "b"]
+        first = await store.get_event("evt_taken")
+        assert first is not None and [d.webhook_id for d in first[1]] == ["a"]
+
+    async def test_concurrent_duplicates_in_one_group_are_stored_once(self, store: Store) -> None:
+        first, second = await asyncio.gather(
+            store.ingest([event("same", "a")], T0), store.ingest([event("same", "a")], T0)
+        )
+        assert first[0].created != second[0].created
+        assert first[0].deliveries == second[0].deliveries == 1
+        found = await store.get_event("same")
+        assert found is not None and len(found[1]) == 1
+
+    async def test_submit_ingest_resolves_once_committed(self, store: Store) -> None:
+        future = store.submit_ingest([event("e1", "a")], T0)
+        [answer] = await future
+        assert (answer.id, answer.created) == ("e1", True)
+        assert await store.get_event("e1") is not None
+
+    # -- claims and leases -------------------------------------------------------------------------------
+
+    async def test_claim_leases_due_deliveries_oldest_first(self, store: Store) -> None:
+        await store.ingest([event("e1", "a"), event("e2", "a"), event("e3", "b")], T0)
+        claims, next_due = await store.claim("a", 10, T0, T0 + 60)
+        assert [c.event.id for c in claims] == ["e1", "e2"]
+        assert all(c.attempt_number == 1 and c.event.data == b'{"n":1}' for c in claims)
+        assert next_due == T0 + 60  # the leases run out then
+        assert await store.claim("a", 10, T0, T0 + 60) == ([], T0 + 60)  # leased
+        claims, _ = await store.claim("a", 10, T0 + 61, T0 + 120)
+        assert [c.event.id for c in claims] == ["e1", "e2"]  # ran out
+        assert await store.claim("c", 10, T0, T0 + 60) == ([], None)  # nothing queued
+
+    async def test_a_limited_claim_takes_the_earliest_due_and_answers_in_creation_order(self, store: Store) -> None:
+        await store.ingest([event("e1", "a"), event("e2", "a"), event("e3", "a"), event("e4", "a")], T0)
+        first, second, third, fourth = (await store.claim("a", 4, T0, T0 + 10))[0]
+        # Due again at different times: e3 first, then e1 and e4 together, e2 last.
+        await store.record([result(third, attempt(1, T0, ok=False, next_at=T0 + 20), S.PENDING)])
+        await store.record([result(fourth, attempt(1, T0, ok=False, next_at=T0 + 30), S.PENDING)])
+        await store.record([result(first, attempt(1, T0, ok=False, next_at=T0 + 30), S.PENDING)])
+        await store.record([result(second, attempt(1, T0, ok=False, next_at=T0 + 40), S.PENDING)])
+        claims, next_due = await store.claim("a", 3, T0 + 100, T0 + 200)
+        assert [c.event.id for c in claims] == ["e1", "e3", "e4"]  # the 3 earliest due; created first, first
+        assert next_due == T0 + 40
+        assert [c.attempt_number for c in claims] == [2, 2, 2]
+        assert all(c.lease.until == T0 + 200 for c in claims)
+
+    async def test_claims_carry_the_event_and_a_lease_until_the_time_asked(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [claim], _ = await store.claim("a", 1, T0 + 5, T0 + 65)
+        assert (claim.webhook_id, claim.attempt_number, claim.created_at) == ("a", 1, T0)
+        assert (claim.event.id, claim.event.type, claim.event.ingested_at) == ("e1", "t", T0)
+        assert claim.event.created_at == "2024-01-15T10:35:00Z"
+        assert claim.lease.until == T0 + 65 and claim.lease.owner
+        assert claim.delivery_id.startswith("dlv_")
+        found = await store.get_event("e1")
+        assert found is not None
+        [delivery] = found[1]
+        assert (delivery.id, delivery.status, delivery.next_attempt_at) == (claim.delivery_id, S.DELIVERING, None)
+
+    async def test_ingest_can_commit_new_deliveries_already_leased(self, store: Store) -> None:
+        await store.ingest([event("old", "a")], T0)
+        rooms = {"a": Room(2, T0 + 70), "b": Room(5, T0 + 80)}
+        results = await store.ingest(
+            [event("old", "a"), event("e1", "a", "b"), event("e2", "a", "c"), event("e3", "a")], T0 + 1, rooms
+        )
+        assert [r.created for r in results] == [False, True, True, True]
+        assert results[0].leased == ()  # a known id takes no room
+        leased = [claim for r in results for claim in r.leased]
+        assert [(c.event.id, c.webhook_id) for c in leased] == [("e1", "a"), ("e1", "b"), ("e2", "a")]  # a: 2 only
+        first = leased[0]
+        assert (first.attempt_number, first.created_at, first.event.data) == (1, T0 + 1, b'{"n":1}')
+        assert first.event.ingested_at == T0 + 1 and first.event.created_at == "2024-01-15T10:35:00Z"
+        found = await store.get_event("e1")
+        assert found is not None
+        assert {(d.id, d.status) for d in found[1]} == {(c.delivery_id, DeliveryStatus.DELIVERING) for c in leased[:2]}
+        assert found[0] == first.event and [c.lease.until for c in leased] == [T0 + 70, T0 + 80, T0 + 70]
+        # Not claimable while leased: only what was committed pending is, until the lease runs out.
+        claims, next_due = await store.claim("a", 10, T0 + 1, T0 + 300)
+        assert sorted(c.event.id for c in claims) == ["e3", "old"] and next_due == T0 + 70
+        assert (await store.claim("a", 10, T0 + 69, T0 + 200))[0] == []  # e1 and e2 leased until T0 + 70 ...
+        claims, _ = await store.claim("a", 10, T0 + 70, T0 + 200)
+        assert sorted(c.event.id for c in claims) == ["e1", "e2"]  # ... then due again
+        assert [c.event.id for c in (await store.claim("c", 10, T0 + 1, T0 + 60))[0]] == ["e2"]
+
+    async def test_a_result_under_a_lease_that_ran_out_and_was_claimed_again_is_ignored(self, store: Store) -> None:
+        """Fencing: the relay that stalled past its lease cannot overwrite what the newer lease holds."""
+        await store.ingest([event("e1", "a")], T0)
+        [stale], _ = await store.claim("a", 1, T0, T0 + 60)
+        [fresh], _ = await store.claim("a", 1, T0 + 61, T0 + 120)  # the lease ran out: claimed again
+        assert fresh.delivery_id == stale.delivery_id and fresh.attempt_number == stale.attempt_number == 1
+        await store.record([result(stale, attempt(1, T0 + 1, ok=True), S.SUCCEEDED)])  # the stalled one ends
+        found = await store.get_event("e1")
+        assert found is not None
+        [delivery] = found[1]
+        assert (delivery.status, delivery.attempt_count) == (S.DELIVERING, 0)
+        assert await store.claim("a", 1, T0 + 119, T0 + 200) == ([], T0 + 120)  # still under the fresh lease
+        await store.record([result(fresh, attempt(1, T0 + 61, ok=False, next_at=T0 + 500), S.PENDING)])
+        found = await store.get_event("e1")
+        assert found is not None
+        [delivery] = found[1]
+        assert (delivery.status, delivery.attempt_count, delivery.next_attempt_at) == (S.PENDING, 1, T0 + 500)
+        assert [(a.number, a.status_code) for a in delivery.attempts] == [(1, 500)]  # the fresh attempt's
+
+    async def test_a_result_recorded_twice_counts_once(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
+        failed = result(claim, attempt(1, T0, ok=False, next_at=T0 + 5), S.PENDING)
+        await store.record([failed])
+        await store.record([result(claim, attempt(1, T0, ok=True), S.SUCCEEDED)])  # the lease is spent
+        assert await status_of(store, "e1") == {"a": S.PENDING}
+
+    async def test_a_release_under_a_stale_lease_changes_nothing(self, store: Store) -> None:
+        await store.ingest([event("e1", "a"), event("e2", "a")], T0)
+        [stale, done], _ = await store.claim("a", 2, T0, T0 + 60)
+        [fresh], _ = await store.claim("a", 1, T0 + 61, T0 + 120)  # e1's lease ran out; claimed again
+        assert fresh.delivery_id == stale.delivery_id
+        await store.record([result(done, attempt(1, T0, ok=True), S.SUCCEEDED)])
+        await store.release([stale.lease, done.lease], T0 + 62)  # neither still holds its delivery
+        assert await status_of(store, "e1") == {"a": S.DELIVERING}
+        assert await status_of(store, "e2") == {"a": S.SUCCEEDED}
+        assert await store.claim("a", 5, T0 + 62, T0 + 200) == ([], T0 + 120)
+        await store.release([fresh.lease], T0 + 63)  # the live lease gives it back: due at once
+        assert await store.due_by_webhook() == {"a": T0 + 63}
+
+    async def test_reclaim_and_release_make_leased_deliveries_due_at_once(self, store: Store, stores: Stores) -> None:
+        await store.ingest([event("e1", "a"), event("e2", "a")], T0)
+        claims, _ = await store.claim("a", 2, T0, T0 + 600)
+        await store.release([claims[0].lease], T0 + 1)
+        again, _ = await store.claim("a", 5, T0 + 1, T0 + 600)
+        assert [c.event.id for c in again] == ["e1"]
+        store = await stores.reopen(store)  # a restart: the leases of the relay's earlier life are abandoned
+        assert await store.reclaim_abandoned(T0 + 2) == 2
+        assert await store.due_by_webhook() == {"a": T0 + 2}
+        assert await store.reclaim_abandoned(T0 + 3) == 0
+
+    async def test_due_by_webhook_is_the_earliest_due_time_of_what_is_queued(self, store: Store) -> None:
+        assert await store.due_by_webhook() == {}
+        await store.ingest([event("e1", "a", "b")], T0)
+        await store.ingest([event("e2", "a", "c")], T0 + 5)
+        [claim], _ = await store.claim("c", 1, T0 + 5, T0 + 50)
+        assert await store.due_by_webhook() == {"a": T0, "b": T0, "c": T0 + 50}  # a lease counts until it ends
+        await store.record([result(claim, attempt(1, T0 + 5, ok=True), S.SUCCEEDED)])
+        assert await store.due_by_webhook() == {"a": T0, "b": T0}
+
+    # -- results: retry, park, re-drive, dead ------------------------------------------------------------
+
+    async def test_results_move_deliveries_and_keep_every_attempt(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
+        await store.record([result(claim, attempt(1, T0, ok=False, next_at=T0 + 60), DeliveryStatus.PENDING)])
+        assert await store.claim("a", 1, T0 + 59, T0 + 120) == ([], T0 + 60)
+        [claim], _ = await store.claim("a", 1, T0 + 60, T0 + 120)
+        assert claim.attempt_number == 2
+        await store.record([result(claim, attempt(2, T0 + 60, ok=True), DeliveryStatus.SUCCEEDED)])
+        found = await store.get_event("e1")
+        assert found is not None
+        [delivery] = found[1]
+        assert delivery.status is DeliveryStatus.SUCCEEDED and delivery.attempt_count == 2
+        assert [a.number for a in delivery.attempts] == [1, 2]
+        assert delivery.attempts[0].error is ErrorKind.HTTP_ERROR and delivery.attempts[0].next_attempt_at == T0 + 60
+        assert await store.claim("a", 1, T0 + 10_000, T0 + 10_060) == ([], None)  # nothing left queued
+
+    async def test_a_parked_delivery_is_re_driven_on_its_interval_then_dies(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
+        await store.record([result(claim, attempt(1, T0, ok=False, next_at=T0 + 3600), S.FAILED)])  # parked
+        found = await store.get_event("e1")
+        assert found is not None
+        [parked] = found[1]
+        assert (parked.status, parked.next_attempt_at, parked.attempt_count) == (S.FAILED, T0 + 3600, 1)
+        assert await store.due_by_webhook() == {"a": T0 + 3600}
+        assert await store.claim("a", 1, T0 + 3599, T0 + 3700) == ([], T0 + 3600)
+        [claim], _ = await store.claim("a", 1, T0 + 3600, T0 + 3700)  # the re-drive interval came
+        assert claim.attempt_number == 2
+        await store.record([result(claim, attempt(2, T0 + 3600, ok=False), S.DEAD)])
+        found = await store.get_event("e1")
+        assert found is not None
+        [dead] = found[1]
+        assert (dead.status, dead.next_attempt_at, dead.attempt_count) == (S.DEAD, None, 2)
+        assert await store.due_by_webhook() == {}
+        assert await store.claim("a", 1, T0 + 99_999, T0 + 100_000) == ([], None)
+
+    async def test_redrive_makes_parked_and_with_include_dead_dead_deliveries_due_now(self, store: Store) -> None:
+        await store.ingest([event("p", "a", "b"), event("d", "a"), event("ok", "a")], T0)
+        for webhook in ("a", "b"):
+            for claim in (await store.claim(webhook, 10, T0, T0 + 60))[0]:
+                status = {"p": S.FAILED, "d": S.DEAD, "ok": S.SUCCEEDED}[claim.event.id]
+                next_at = T0 + 3600 if status is S.FAILED else None
+                await store.record([result(claim, attempt(1, T0, ok=status is S.SUCCEEDED, next_at=next_at), status)])
+        assert await store.redrive(T0 + 10, ["a"], include_dead=False) == {"a": 1}
+        assert await status_of(store, "p") == {"a": S.PENDING, "b": S.FAILED}  # only the webhooks named
+        assert await status_of(store, "d") == {"a": S.DEAD}
+        assert await store.redrive(T0 + 20, ["a", "b"], include_dead=True) == {"a": 1, "b": 1}
+        assert await status_of(store, "d") == {"a": S.PENDING}
+        assert await status_of(store, "ok") == {"a": S.SUCCEEDED}
+        assert await store.redrive(T0 + 30, ["a", "b"], include_dead=True) == {}
+        claims, _ = await store.claim("a", 10, T0 + 20, T0 + 80)
+        assert sorted(c.event.id for c in claims) == ["d", "p"] and {c.attempt_number for c in claims} == {2}
+
+    # -- replay and cancel -------------------------------------------------------------------------------
+
+    async def test_replay_adds_new_deliveries_of_a_stored_event_due_now(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
+        await store.record([result(claim, attempt(1, T0, ok=True), S.SUCCEEDED)])
+        replayed = await store.replay("e1", ["a", "b"], T0 + 100)
+        assert replayed is not None
+        assert [(d.webhook_id, d.event_id, d.status) for d in replayed] == [
+            ("a", "e1", S.PENDING),
+            ("b", "e1", S.PENDING),
+        ]
+        assert all(d.next_attempt_at == d.created_at == T0 + 100 and d.attempt_count == 0 for d in replayed)
+        assert claim.delivery_id not in {d.id for d in replayed} and len({d.id for d in replayed}) == 2
+        assert await store.replay("unknown", ["a"], T0 + 100) is None
+        found = await store.get_event("e1")
+        assert found is not None and [d.id for d in found[1]] == [claim.delivery_id, *(d.id for d in replayed)]
+        [again] = await store.ingest([event("e1", "a")], T0 + 101)
+        assert (again.created, again.deliveries) == (False, 1)  # the first answer, whatever was replayed
+        [claimed], _ = await store.claim("a", 5, T0 + 100, T0 + 160)
+        assert (claimed.delivery_id, claimed.attempt_number) == (replayed[0].id, 1)
+
+    async def test_deleting_an_api_webhook_cancels_its_queued_deliveries(self, store: Store) -> None:
+        assert await store.insert_api_webhook("a", b"{}", T0)
+        await store.ingest([event("e1", "a", "b"), event("e2", "a")], T0)
+        [done], _ = await store.claim("a", 1, T0, T0 + 60)
+        await store.record([result(done, attempt(1, T0, ok=True), S.SUCCEEDED)])
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
+        await store.save_refresh_token("a", "rt")
+        assert await store.delete_api_webhook("a", T0 + 1) == 1  # e2's; e1's had ended
+        assert await store.delete_api_webhook("a", T0 + 2) is None
+        assert await status_of(store, "e1") == {"a": S.SUCCEEDED, "b": S.PENDING}
+        assert await status_of(store, "e2") == {"a": S.CANCELLED}
+        found = await store.get_event("e2")
+        assert found is not None and found[1][0].next_attempt_at is None
+        assert await store.claim("a", 10, T0 + 100, T0 + 160) == ([], None)
+        assert await store.load_refresh_token("a") is None
+        await store.record([result(claim, attempt(1, T0, ok=True), S.SUCCEEDED)])  # its attempt ends meanwhile
+        assert await status_of(store, "e2") == {"a": S.CANCELLED}
+
+    async def test_a_cancelled_delivery_stays_cancelled_when_its_attempt_ends(self, store: Store) -> None:
+        await store.insert_api_webhook("a", b"{}", T0)
+        await store.ingest([event("e1", "a")], T0)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
+        assert await store.delete_api_webhook("a", T0) == 1
+        await store.record([result(claim, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED)])
+        found = await store.get_event("e1")
+        assert found is not None and found[1][0].status is DeliveryStatus.CANCELLED
+
+    async def test_config_webhooks_sync_cancels_what_removed_ones_left(self, store: Store) -> None:
+        await store.sync_config_webhooks({"a": b"{}", "b": b"{}"}, T0)
+        await store.ingest([event("e1", "a", "b")], T0)
+        assert await store.sync_config_webhooks({"b": b"{}"}, T0 + 1) == ["a"]
+        found = await store.get_event("e1")
+        assert found is not None
+        assert {d.webhook_id: d.status for d in found[1]} == {"a": "cancelled", "b": "pending"}
+
+    # -- webhooks ----------------------------------------------------------------------------------------
+
+    async def test_api_webhooks_are_created_read_updated_and_deleted(self, store: Store) -> None:
+        assert await store.api_webhooks() == []
+        assert await store.insert_api_webhook("w2", b'{"url":"2"}', T0 + 1)
+        assert await store.insert_api_webhook("w1", b'{"url":"1"}', T0 + 1)
+        assert not await store.insert_api_webhook("w1", b'{"url":"again"}', T0 + 2)  # taken
+        assert [(w.id, w.spec, w.created_at) for w in await store.api_webhooks()] == [
+            ("w1", b'{"url":"1"}', T0 + 1),
+            ("w2", b'{"url":"2"}', T0 + 1),
+        ]  # by creation time, then id
+        assert await store.update_api_webhook("w1", b'{"url":"1b"}', T0 + 5)
+        w1 = await store.api_webhook("w1")
+        assert w1 is not None
+        assert (w1.spec, w1.created_at, w1.updated_at, w1.previous_secret) == (b'{"url":"1b"}', T0 + 1, T0 + 5, None)
+        assert await store.update_api_webhook("w1", b'{"url":"1c"}', T0 + 6, rotation=("whsec_old", T0 + 100))
+        w1 = await store.api_webhook("w1")
+        assert w1 is not None and (w1.previous_secret, w1.previous_secret_until) == ("whsec_old", T0 + 100)
+        assert await store.update_api_webhook("w1", b'{"url":"1d"}', T0 + 7)  # no rotation: kept as it is
+        w1 = await store.api_webhook("w1")
+        assert w1 is not None and (w1.spec, w1.previous_secret) == (b'{"url":"1d"}', "whsec_old")
+        assert await store.update_api_webhook("w1", b'{"url":"1e"}', T0 + 8, rotation=(None, None))
+        w1 = await store.api_webhook("w1")
+        assert w1 is not None and (w1.previous_secret, w1.previous_secret_until) == (None, None)
+        assert not await store.update_api_webhook("nope", b"{}", T0 + 8)
+        assert await store.delete_api_webhook("w2", T0 + 9) == 0
+        assert await store.api_webhook("w2") is None
+        assert [w.id for w in await store.api_webhooks()] == ["w1"]
+
+    async def test_config_and_api_webhooks_never_change_each_other(self, store: Store) -> None:
+        assert await store.sync_config_webhooks({"c": b'{"from":"config"}'}, T0) == []
+        assert not await store.insert_api_webhook("c", b"{}", T0 + 1)  # the id is taken by any webhook
+        assert await store.api_webhook("c") is None and await store.api_webhooks() == []
+        assert not await store.update_api_webhook("c", b"{}", T0 + 1)
+        assert await store.delete_api_webhook("c", T0 + 1) is None
+        assert await store.insert_api_webhook("api", b'{"from":"api"}', T0 + 2)
+        assert await store.sync_config_webhooks({"c": b"{}", "api": b'{"from":"config"}'}, T0 + 3) == []
+        found = await store.api_webhook("api")
+        assert found is not None and found.spec == b'{"from":"api"}'  # not overwritten by the config
+        assert await store.webhook_created_at() == {"c": T0, "api": T0 + 2}  # a sync keeps the creation time
+        assert await store.sync_config_webhooks({}, T0 + 4) == ["c"]  # API webhooks are not the config's to remove
+        assert await store.webhook_created_at() == {"api": T0 + 2}
+
+    # -- refresh tokens ----------------------------------------------------------------------------------
+
+    async def test_refresh_tokens_rotate_and_survive_a_reopen(self, store: Store, stores: Stores) -> None:
+        await store.save_refresh_token("w", "rt-1")
+        assert await store.load_refresh_token("w") == "rt-1"
+        await store.save_refresh_token("w", "rt-2")
+        assert await store.load_refresh_token("w") == "rt-2"
+        again = await stores.reopen(store)
+        assert await again.load_refresh_token("w") == "rt-2"
+        assert await again.load_refresh_token("other") is None
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    async def test_a_webhook_history_is_paged_newest_first_with_an_opaque_cursor(self, store: Store) -> None:
+        await store.ingest([event(f"e{n}", "a", "b") for n in range(5)], T0)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)  # e0's
+        await store.record([result(claim, attempt(1, T0, ok=True), S.SUCCEEDED)])
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            page = await store.deliveries_of_webhook("a", status=None, cursor=cursor, limit=2)
+            assert len(page.deliveries) <= 2 and all(d.webhook_id == "a" for d in page.deliveries)
+            seen.extend(d.event_id for d in page.deliveries)
+            pages += 1
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == ["e4", "e3", "e2", "e1", "e0"] and pages == 3
+        page = await store.deliveries_of_webhook("a", status="succeeded", cursor=None, limit=10)
+        assert [(d.event_id, len(d.attempts)) for d in page.deliveries] == [("e0", 1)] and page.next_cursor is None
+        page = await store.deliveries_of_webhook("a", status="pending", cursor=None, limit=4)
+        assert [d.event_id for d in page.deliveries] == ["e4", "e3", "e2", "e1"] and page.next_cursor is None
+        empty = await store.deliveries_of_webhook("nobody", status=None, cursor=None, limit=10)
+        assert (empty.deliveries, empty.next_cursor) == ([], None)
+
+    @pytest.mark.parametrize("cursor", ["", "abc", "-1", "1.5", "1" * 19, "١٢"])
+    async def test_a_cursor_the_list_did_not_give_is_a_validation_error(self, store: Store, cursor: str) -> None:
+        with pytest.raises(ValidationError) as raised:
+            await store.deliveries_of_webhook("a", status=None, cursor=cursor, limit=10)
+        assert [p.path for p in raised.value.problems] == ["cursor"]
+
+    async def test_status_counts_by_webhook_and_in_total(self, store: Store) -> None:
+        assert await store.status_counts() == {} and await store.status_totals() == {}
+        await store.ingest([event("e1", "a", "b"), event("e2", "a")], T0)
+        [claim], _ = await store.claim("b", 1, T0, T0 + 60)
+        await store.record([result(claim, attempt(1, T0, ok=False), S.DEAD)])
+        await store.claim("a", 1, T0, T0 + 60)
+        assert await store.status_counts() == {"a": {"delivering": 1, "pending": 1}, "b": {"dead": 1}}
+        assert await store.status_totals() == {"delivering": 1, "pending": 1, "dead": 1}
+
+    # -- pruning -----------------------------------------------------------------------------------------
+
+    async def test_prune_removes_only_old_events_that_are_done(self, store: Store) -> None:
+        await store.ingest([event("done", "a"), event("failing", "b"), event("none")], T0)
+        await store.ingest([event("recent", "a")], T0 + 100)
+        [claim], _ = await store.claim("a", 1, T0, T0 + 60)
+        await store.record([result(claim, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED)])
+        assert await store.prune(T0 + 50) == 2  # "done" and "none"; "failing" still owes a delivery
+        assert await store.get_event("done") is None and await store.get_event("none") is None
+        assert await store.get_event("failing") is not None and await store.get_event("recent") is not None
+
+    async def test_a_pruned_id_is_new_again(self, store: Store) -> None:
+        await store.ingest([event("e1")], T0)
+        assert await store.prune(T0 + 1) == 1
+        [again] = await store.ingest([event("e1", "a")], T0 + 2)
+        assert (again.created, again.deliveries) == (True, 1)
+
+    async def test_a_stale_attempt_cannot_touch_a_delivery_made_after_its_own_was_pruned(self, store: Store) -> None:
+        await store.insert_api_webhook("a", b"{}", T0)
+        await store.ingest([event("old", "a")], T0)
+        [stale], _ = await store.claim("a", 1, T0, T0 + 30)  # an attempt starts ...
+        await store.delete_api_webhook("a", T0)  # ... its webhook is removed ...
+        assert await store.prune(T0 + 1) == 1  # ... and the event, all its deliveries ended, is pruned
+        await store.ingest([event("new", "a")], T0 + 2)
+        [fresh], _ = await store.claim("a", 1, T0 + 2, T0 + 30)  # the same lease end as the stale one
+        await store.record([result(stale, attempt(1, T0, ok=True), S.SUCCEEDED)])  # the stale one ends
+        found = await store.get_event("new")
+        assert found is not None
+        [delivery] = found[1]
+        assert delivery.id == fresh.delivery_id
+        assert (delivery.status, delivery.attempts) == (S.DELIVERING, ()), "never attempted, yet marked done"
+
+    async def test_a_lease_left_from_a_pruned_delivery_releases_nothing(self, store: Store) -> None:
+        await store.insert_api_webhook("a", b"{}", T0)
+        await store.ingest([event("old", "a")], T0)
+        [stale], _ = await store.claim("a", 1, T0, T0 + 30)
+        await store.delete_api_webhook("a", T0)
+        assert await store.prune(T0 + 1) == 1
+        await store.ingest([event("new", "a")], T0 + 2)
+        await store.claim("a", 1, T0 + 2, T0 + 30)  # the same lease end as the stale one
+        await store.release([stale.lease], T0 + 3)  # shutdown gives back the stale one
+        assert await status_of(store, "new") == {"a": S.DELIVERING}
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def test_writes_count_commits_and_a_writable_store_says_so(self, store: Store) -> None:
+        before = store.commits
+        await store.ingest([event("e1", "a")], T0)
+        await store.check_writable()
+        assert store.commits > before
+
+    async def test_a_closed_store_refuses_work_and_stopped_returns(self, store: Store) -> None:
+        stopped = asyncio.ensure_future(store.stopped())
+        await asyncio.sleep(0)
+        assert not stopped.done()  # its background work, if any, runs until close
+        await store.close()
+        await asyncio.wait_for(stopped, 5)
+        with pytest.raises(StoreUnavailable):
+            await store.ingest([event("e1", "a")], T0)
+        with pytest.raises(StoreUnavailable):
+            await store.get_event("e1")

@@ -1,0 +1,357 @@
+"""An in-memory ``relay.store.Store``: the same observable behaviour as the SQLite backend, in plain dicts.
+
+The scheduler's unit tests run on it, and ``tests/integration/test_store_memory.py`` holds it to the same contract
+as SQLite. What a file would keep lives in a ``MemoryData`` that a new ``MemoryStore`` can open again (a restart);
+the store itself only adds the lifecycle. Every write counts as one commit. ``unavailable`` set to a reason makes
+every write raise ``StoreUnavailable`` with it (a full disk, a lost file), until it is cleared.
+
+A lease's ``ref`` is the delivery's position in creation order (never reused); its ``until`` is the delivery's
+``due_at`` while it is ``delivering``. As in SQLite, a result or a release counts only while the delivery is still
+``delivering`` under that ``until`` (an attempt is kept whenever its delivery still exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from relay.errors import Problem, StoreUnavailable, ValidationError
+from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, Lease, new_event_id, new_id
+from relay.store.base import AttemptResult, IngestResult, NewEvent, Page, Room, StoredWebhook
+
+S = DeliveryStatus
+QUEUED = (S.PENDING, S.FAILED, S.DELIVERING)  # still owed an attempt (a delivering one, when its lease runs out)
+ENDED_FOR_PRUNE = (S.SUCCEEDED, S.CANCELLED)
+
+
+@dataclass
+class StoredDelivery:
+    ref: int
+    id: str
+    event_id: str
+    webhook_id: str
+    status: S
+    due_at: float | None  # pending/failed: when the next attempt is due; delivering: when the lease runs out
+    created_at: float
+    updated_at: float
+    attempt_count: int = 0
+    attempts: dict[int, Attempt] = field(default_factory=dict)  # by number: a later one of a number replaces it
+
+    def shown(self) -> Delivery:
+        due = self.due_at if self.status in (S.PENDING, S.FAILED) else None
+        attempts = tuple(self.attempts[n] for n in sorted(self.attempts))
+        return Delivery(
+            self.id,
+            self.event_id,
+            self.webhook_id,
+            self.status,
+            self.attempt_count,
+            due,
+            self.created_at,
+            self.updated_at,
+            attempts,
+        )
+
+
+@dataclass
+class StoredEvent:
+    event: Event
+    delivery_count: int  # how many webhooks it matched when first stored (what a repeat of its id answers)
+
+
+@dataclass
+class MemoryData:
+    """What a store file would hold."""
+
+    events: dict[str, StoredEvent] = field(default_factory=dict)
+    deliveries: dict[int, StoredDelivery] = field(default_factory=dict)  # by ref, in creation order
+    webhooks: dict[str, tuple[str, StoredWebhook]] = field(default_factory=dict)  # id -> (source, stored)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
+    refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+
+class MemoryStore:
+    def __init__(self, data: MemoryData | None = None) -> None:
+        self.data = data if data is not None else MemoryData()
+        self.owner = f"memory:{secrets.token_hex(4)}"
+        self.unavailable: str | None = None
+        self.commits = 0
+        self._open = False
+        self._closed = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._open = True
+        self._closed = asyncio.Event()
+
+    async def close(self) -> None:
+        self._open = False
+        self._closed.set()
+
+    async def stopped(self) -> None:
+        if self._open:
+            await self._closed.wait()
+
+    async def check_writable(self) -> None:
+        self._write()
+
+    def _write(self) -> MemoryData:
+        """The data, for one write (one commit); raises as SQLite would when none can be made."""
+        if not self._open:
+            raise StoreUnavailable("the store is closed")
+        if self.unavailable is not None:
+            raise StoreUnavailable(self.unavailable)
+        self.commits += 1
+        return self.data
+
+    def _read(self) -> MemoryData:
+        if not self._open:
+            raise StoreUnavailable("the store is closed")
+        return self.data
+
+    def _add_delivery(self, event_id: str, webhook_id: str, now: float, due_at: float, status: S) -> StoredDelivery:
+        ref = next(self.data.refs)
+        delivery = StoredDelivery(ref, new_id("dlv", now), event_id, webhook_id, status, due_at, now, now)
+        self.data.deliveries[ref] = delivery
+        return delivery
+
+    # -- the outbox --------------------------------------------------------------------------------------
+
+    def submit_ingest(
+        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+    ) -> asyncio.Future[list[IngestResult]]:
+        future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
+        future.set_result(self._ingest(events, now, rooms or {}))
+        return future
+
+    async def ingest(
+        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+    ) -> list[IngestResult]:
+        return await self.submit_ingest(events, now, rooms)
+
+    def _ingest(self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room]) -> list[IngestResult]:
+        data = self._write()
+        budget = {webhook_id: room.count for webhook_id, room in rooms.items()}
+        results = []
+        for e in events:
+            event_id = e.id
+            if e.generated:
+                while event_id in data.events:  # a producer posted it first: relay's event is another one
+                    event_id = new_event_id(now)
+            known = data.events.get(event_id)
+            if known is not None:
+                results.append(IngestResult(event_id, known.delivery_count, False))
+                continue
+            event = Event(event_id, e.type, e.created_at, e.data, now)
+            data.events[event_id] = StoredEvent(event, len(e.webhook_ids))
+            leased = []
+            for webhook_id in e.webhook_ids:
+                if budget.get(webhook_id, 0) > 0:
+                    budget[webhook_id] -= 1
+                    until = rooms[webhook_id].until
+                    d = self._add_delivery(event_id, webhook_id, now, until, S.DELIVERING)
+                    leased.append(Claim(d.id, webhook_id, 1, now, event, Lease(self.owner, until, d.ref)))
+                else:
+                    self._add_delivery(event_id, webhook_id, now, now, S.PENDING)
+            results.append(IngestResult(event_id, len(e.webhook_ids), True, tuple(leased)))
+        return results
+
+    async def claim(
+        self, webhook_id: str, limit: int, now: float, lease_until: float
+    ) -> tuple[list[Claim], float | None]:
+        data = self._write()
+        mine = [d for d in data.deliveries.values() if d.webhook_id == webhook_id and d.status in QUEUED]
+        due = [d for d in mine if d.due_at is not None and d.due_at <= now]
+        taken = sorted(sorted(due, key=lambda d: (d.due_at, d.ref))[:limit], key=lambda d: d.ref)
+        claims = []
+        for d in taken:
+            d.status, d.due_at, d.updated_at = S.DELIVERING, lease_until, now
+            event = data.events[d.event_id].event
+            claims.append(
+                Claim(d.id, webhook_id, d.attempt_count + 1, d.created_at, event, Lease(self.owner, lease_until, d.ref))
+            )
+        next_due = min((d.due_at for d in mine if d.due_at is not None), default=None)
+        return claims, next_due
+
+    def _holds(self, lease: Lease) -> StoredDelivery | None:
+        """The delivery still under ``lease``, if it is."""
+        d = self.data.deliveries.get(lease.ref)
+        if d is None or d.status is not S.DELIVERING or d.due_at != lease.until:
+            return None
+        return d
+
+    async def record(self, results: Sequence[AttemptResult]) -> None:
+        data = self._write()
+        for r in results:
+            d = data.deliveries.get(r.lease.ref)
+            if d is None or d.id != r.delivery_id:
+                continue  # pruned while its attempt was in flight
+            d.attempts[r.attempt.number] = r.attempt
+            if self._holds(r.lease) is d:
+                d.status, d.attempt_count, d.due_at = r.status, r.attempt.number, r.due_at
+                d.updated_at = r.attempt.started_at + r.attempt.duration_ms / 1000
+
+    async def release(self, leases: Sequence[Lease], now: float) -> None:
+        self._write()
+        for lease in leases:
+            if (d := self._holds(lease)) is not None:
+                d.status, d.due_at, d.updated_at = S.PENDING, now, now
+
+    async def reclaim_abandoned(self, now: float) -> int:
+        data = self._write()
+        delivering = [d for d in data.deliveries.values() if d.status is S.DELIVERING]
+        for d in delivering:
+            d.status, d.due_at, d.updated_at = S.PENDING, now, now
+        return len(delivering)
+
+    async def due_by_webhook(self) -> dict[str, float]:
+        due: dict[str, float] = {}
+        for d in self._read().deliveries.values():
+            if d.status in QUEUED and d.due_at is not None:
+                due[d.webhook_id] = min(due.get(d.webhook_id, d.due_at), d.due_at)
+        return due
+
+    async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
+        if event_id not in self._write().events:
+            return None
+        return [self._add_delivery(event_id, w, now, now, S.PENDING).shown() for w in webhook_ids]
+
+    async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
+        data = self._write()
+        statuses = (S.FAILED, S.DEAD) if include_dead else (S.FAILED,)
+        counts: dict[str, int] = {}
+        for d in data.deliveries.values():
+            if d.webhook_id in webhook_ids and d.status in statuses:
+                d.status, d.due_at, d.updated_at = S.PENDING, now, now
+                counts[d.webhook_id] = counts.get(d.webhook_id, 0) + 1
+        return counts
+
+    async def prune(self, cutoff: float) -> int:
+        data = self._write()
+        by_event: dict[str, list[StoredDelivery]] = {}
+        for d in data.deliveries.values():
+            by_event.setdefault(d.event_id, []).append(d)
+        gone = [
+            event_id
+            for event_id, stored in data.events.items()
+            if stored.event.ingested_at < cutoff
+            and all(d.status in ENDED_FOR_PRUNE for d in by_event.get(event_id, []))
+        ]
+        for event_id in gone:
+            del data.events[event_id]
+            for d in by_event.get(event_id, []):
+                del data.deliveries[d.ref]
+        return len(gone)
+
+    def _cancel_queued(self, webhook_id: str, now: float) -> int:
+        cancelled = 0
+        for d in self.data.deliveries.values():
+            if d.webhook_id == webhook_id and d.status in QUEUED:
+                d.status, d.due_at, d.updated_at = S.CANCELLED, None, now
+                cancelled += 1
+        return cancelled
+
+    # -- webhooks and refresh tokens ---------------------------------------------------------------------
+
+    async def sync_config_webhooks(self, specs: Mapping[str, bytes], now: float) -> list[str]:
+        data = self._write()
+        removed = [w for w, (source, _) in data.webhooks.items() if source == "config" and w not in specs]
+        for webhook_id in removed:
+            del data.webhooks[webhook_id]
+            self._cancel_queued(webhook_id, now)
+        for webhook_id, spec in specs.items():
+            found = data.webhooks.get(webhook_id)
+            if found is None:
+                data.webhooks[webhook_id] = ("config", StoredWebhook(webhook_id, spec, now, now, None, None))
+            elif found[0] == "config":
+                old = found[1]
+                data.webhooks[webhook_id] = ("config", StoredWebhook(webhook_id, spec, old.created_at, now, None, None))
+        return removed
+
+    async def webhook_created_at(self) -> dict[str, float]:
+        return {w: stored.created_at for w, (_, stored) in self._read().webhooks.items()}
+
+    async def api_webhooks(self) -> list[StoredWebhook]:
+        found = [stored for source, stored in self._read().webhooks.values() if source == "api"]
+        return sorted(found, key=lambda w: (w.created_at, w.id))
+
+    async def api_webhook(self, webhook_id: str) -> StoredWebhook | None:
+        found = self._read().webhooks.get(webhook_id)
+        return found[1] if found is not None and found[0] == "api" else None
+
+    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
+        data = self._write()
+        if webhook_id in data.webhooks:
+            return False
+        data.webhooks[webhook_id] = ("api", StoredWebhook(webhook_id, spec, now, now, None, None))
+        return True
+
+    async def update_api_webhook(
+        self, webhook_id: str, spec: bytes, now: float, *, rotation: tuple[str | None, float | None] | None = None
+    ) -> bool:
+        data = self._write()
+        found = data.webhooks.get(webhook_id)
+        if found is None or found[0] != "api":
+            return False
+        old = found[1]
+        previous, until = rotation if rotation is not None else (old.previous_secret, old.previous_secret_until)
+        data.webhooks[webhook_id] = ("api", StoredWebhook(webhook_id, spec, old.created_at, now, previous, until))
+        return True
+
+    async def delete_api_webhook(self, webhook_id: str, now: float) -> int | None:
+        data = self._write()
+        found = data.webhooks.get(webhook_id)
+        if found is None or found[0] != "api":
+            return None
+        del data.webhooks[webhook_id]
+        data.refresh_tokens.pop(webhook_id, None)
+        return self._cancel_queued(webhook_id, now)
+
+    async def load_refresh_token(self, webhook_id: str) -> str | None:
+        return self._read().refresh_tokens.get(webhook_id)
+
+    async def save_refresh_token(self, webhook_id: str, token: str) -> None:
+        self._write().refresh_tokens[webhook_id] = token
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None:
+        stored = self._read().events.get(event_id)
+        if stored is None:
+            return None
+        return stored.event, [d.shown() for d in self.data.deliveries.values() if d.event_id == event_id]
+
+    async def deliveries_of_webhook(
+        self, webhook_id: str, *, status: str | None, cursor: str | None, limit: int
+    ) -> Page:
+        before = None
+        if cursor is not None:
+            if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+                raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
+            before = int(cursor)
+        found = [
+            d
+            for d in reversed(self._read().deliveries.values())
+            if d.webhook_id == webhook_id
+            and (status is None or d.status == status)
+            and (before is None or d.ref < before)
+        ][: limit + 1]
+        page = found[:limit]
+        return Page([d.shown() for d in page], str(page[-1].ref) if len(found) > limit else None)
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for d in self._read().deliveries.values():
+            mine = counts.setdefault(d.webhook_id, {})
+            mine[d.status.value] = mine.get(d.status.value, 0) + 1
+        return counts
+
+    async def status_totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for d in self._read().deliveries.values():
+            totals[d.status.value] = totals.get(d.status.value, 0) + 1
+        return totals
