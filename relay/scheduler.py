@@ -177,6 +177,7 @@ class Scheduler:
         """Claim for every lane that is due and has room; return when the next lane falls due."""
         wake_at = math.inf
         free = self.config.concurrency - self._attempting
+        starved = False  # a due lane got no room because the global limit went to the lanes before it
         claims: list[tuple[_Lane, int]] = []
         for lane in list(self._lanes.values()):
             webhook = self.registry.get(lane.webhook_id)
@@ -194,6 +195,7 @@ class Scheduler:
                     continue
                 want = min(want, allowed)
             if want <= 0:
+                starved = starved or free <= 0
                 continue  # a finishing attempt wakes the loop
             free -= want
             claims.append((lane, want))
@@ -201,12 +203,16 @@ class Scheduler:
             results = await asyncio.gather(
                 *(self._claim(lane, want, now) for lane, want in claims), return_exceptions=True
             )
-            for (lane, _), result in zip(claims, results, strict=True):
+            for (lane, want), result in zip(claims, results, strict=True):
                 if isinstance(result, BaseException):
                     if not isinstance(result, StoreError):
                         raise result
                     log.warning("claim_failed", webhook_id=lane.webhook_id, error=str(result))
                     lane.next_due = min(lane.next_due, now + STORE_BACKOFF)
+                elif starved and result < want:
+                    # The room this claim did not use goes to the lanes it was kept from, at once: no attempt in
+                    # flight may be left to wake the loop when it ends.
+                    wake_at = now
                 wake_at = min(wake_at, lane.next_due)
         return wake_at
 
@@ -215,7 +221,8 @@ class Scheduler:
         # An attempt may fetch a token (two tries), post, refetch and post again after a 401: six timeouts at most.
         return now + 6 * timeout + self._lease_margin
 
-    async def _claim(self, lane: _Lane, want: int, now: float) -> None:
+    async def _claim(self, lane: _Lane, want: int, now: float) -> int:
+        """Claim up to ``want`` of the lane's due deliveries and start their attempts; how many started."""
         webhook = self.registry.get(lane.webhook_id)
         assert webhook is not None
         lease_until = self._lease_until(webhook, now)
@@ -227,6 +234,7 @@ class Scheduler:
             lane.claiming = False
         if (limiter := lane.limiter(webhook.rate_limit)) is not None:
             limiter.take(len(claimed), now)
+        started = 0
         for claim in claimed:
             if (live := self._in_flight.get(claim.delivery_id)) is not None:
                 # A lease that ran out under a live attempt: that attempt records the result, under the new lease.
@@ -235,8 +243,10 @@ class Scheduler:
             lane.inflight += 1
             self._attempting += 1
             self._launch(lane, webhook, claim)
+            started += 1
         if len(claimed) < want:
             lane.next_due = min(math.inf if remaining is None else remaining, lane.notified)
+        return started
 
     def _launch(self, lane: _Lane, webhook: Webhook, claim: Claim) -> None:
         """Start the attempt of a leased delivery (its slot is already counted in the lane)."""
