@@ -361,4 +361,4 @@ class Scheduler:
         if unfinished:
             log.warning("attempts_abandoned", count=len(unfinished))
             with contextlib.suppress(StoreError):
-                await self.store.release([e.claim.lease for e in unfinished], self.clock.now())
+                await self.store.release([e.claim for e in unfinished], self.clock.now())

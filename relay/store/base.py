@@ -129,8 +129,9 @@ class Outbox(Protocol):
         holds (it ran out and was claimed again, or the delivery was cancelled) changes nothing."""
         ...
 
-    async def release(self, leases: Sequence[Lease], now: float) -> None:
-        """Give leased deliveries back, due again at once (shutdown before their attempts finished)."""
+    async def release(self, claims: Sequence[Claim], now: float) -> None:
+        """Give claimed deliveries back, due again at once (shutdown before their attempts finished); one whose
+        lease it no longer holds is left as it is."""
         ...
 
     async def reclaim_abandoned(self, now: float) -> int:

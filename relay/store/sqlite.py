@@ -26,7 +26,7 @@ import aiosqlite
 import structlog
 
 from relay.errors import StoreError, StoreUnavailable
-from relay.models import Claim, Delivery, Durability, Lease, new_id
+from relay.models import Claim, Delivery, Durability, new_id
 from relay.store import sqlite_outbox as outbox
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
 from relay.store.sqlite_reads import SqliteReads, chunks
@@ -173,8 +173,8 @@ class SqliteStore(SqliteReads):
     async def record(self, results: Sequence[AttemptResult]) -> None:
         await self._writer.submit(Job(outbox.apply_results, list(results), rows=2 * len(results)))
 
-    async def release(self, leases: Sequence[Lease], now: float) -> None:
-        await self._writer.run(lambda conn: outbox.release(conn, leases, now), bounded=len(leases) <= GROUP_ROWS)
+    async def release(self, claims: Sequence[Claim], now: float) -> None:
+        await self._writer.run(lambda conn: outbox.release(conn, claims, now), bounded=len(claims) <= GROUP_ROWS)
 
     async def reclaim_abandoned(self, now: float) -> int:
         """Every lease in the file is abandoned at startup: this relay holds the file's lock, so no other relay

@@ -193,12 +193,12 @@ def apply_results(conn: sqlite3.Connection, jobs: list[Job]) -> list[None]:
     return [None] * len(jobs)
 
 
-def release(conn: sqlite3.Connection, leases: Sequence[Lease], now: float) -> None:
-    """Leased deliveries still under these leases are due again at once."""
+def release(conn: sqlite3.Connection, claims: Sequence[Claim], now: float) -> None:
+    """Claimed deliveries still under their claim's lease are due again at once."""
     conn.executemany(
         "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ?"
-        " WHERE seq = ? AND status = 'delivering' AND due_at = ?",
-        [(now, now, lease.ref, lease.until) for lease in leases],
+        " WHERE seq = ? AND id = ? AND status = 'delivering' AND due_at = ?",
+        [(now, now, claim.lease.ref, claim.delivery_id, claim.lease.until) for claim in claims],
     )
 
 

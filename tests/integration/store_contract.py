@@ -224,17 +224,17 @@ class StoreContract:
         [fresh], _ = await store.claim("a", 1, T0 + 61, T0 + 120)  # e1's lease ran out; claimed again
         assert fresh.delivery_id == stale.delivery_id
         await store.record([result(done, attempt(1, T0, ok=True), S.SUCCEEDED)])
-        await store.release([stale.lease, done.lease], T0 + 62)  # neither still holds its delivery
+        await store.release([stale, done], T0 + 62)  # neither still holds its delivery
         assert await status_of(store, "e1") == {"a": S.DELIVERING}
         assert await status_of(store, "e2") == {"a": S.SUCCEEDED}
         assert await store.claim("a", 5, T0 + 62, T0 + 200) == ([], T0 + 120)
-        await store.release([fresh.lease], T0 + 63)  # the live lease gives it back: due at once
+        await store.release([fresh], T0 + 63)  # the live lease gives it back: due at once
         assert await store.due_by_webhook() == {"a": T0 + 63}
 
     async def test_reclaim_and_release_make_leased_deliveries_due_at_once(self, store: Store, stores: Stores) -> None:
         await store.ingest([event("e1", "a"), event("e2", "a")], T0)
         claims, _ = await store.claim("a", 2, T0, T0 + 600)
-        await store.release([claims[0].lease], T0 + 1)
+        await store.release([claims[0]], T0 + 1)
         again, _ = await store.claim("a", 5, T0 + 1, T0 + 600)
         assert [c.event.id for c in again] == ["e1"]
         store = await stores.reopen(store)  # a restart: the leases of the relay's earlier life are abandoned
@@ -497,7 +497,7 @@ class StoreContract:
         assert await store.prune(T0 + 1) == 1
         await store.ingest([event("new", "a")], T0 + 2)
         await store.claim("a", 1, T0 + 2, T0 + 30)  # the same lease end as the stale one
-        await store.release([stale.lease], T0 + 3)  # shutdown gives back the stale one
+        await store.release([stale], T0 + 3)  # shutdown gives back the stale one
         assert await status_of(store, "new") == {"a": S.DELIVERING}
 
     # -- lifecycle ---------------------------------------------------------------------------------------

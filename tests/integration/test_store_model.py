@@ -391,7 +391,7 @@ class StoreMachine(RuleBasedStateMachine):
     def release(self, count: int) -> None:
         """Shutdown gives back leases whose attempts had not started."""
         given_back, self.leased = self.leased[:count], self.leased[count:]
-        self.run(self.store.release([leased.claim.lease for leased in given_back], self.now))
+        self.run(self.store.release([leased.claim for leased in given_back], self.now))
         for leased in given_back:
             d = self.deliveries.get(leased.claim.lease.ref)
             if d is not None and d.status is S.DELIVERING and d.due_at == leased.lease_until:  # still its lease

@@ -27,14 +27,6 @@ class TestSqliteStore(StoreContract):
         config = StorageConfig(path=tmp_path / "state" / "relay.db")
         return lambda: open_store(config)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="SQLite hands a pruned delivery's seq (a lease's ref) to the next delivery, and a release is fenced by"
-        " seq, status and lease end only (a lease carries no delivery id): equal lease ends let a stale lease go",
-    )
-    async def test_a_lease_left_from_a_pruned_delivery_releases_nothing(self, store: Store) -> None:
-        await super().test_a_lease_left_from_a_pruned_delivery_releases_nothing(store)
-
     async def test_the_file_and_its_folder_are_private(self, store: Store) -> None:
         path = sqlite_store(store).path
         assert path.stat().st_mode & 0o777 == 0o600

@@ -195,10 +195,10 @@ class MemoryStore:
                 d.status, d.attempt_count, d.due_at = r.status, r.attempt.number, r.due_at
                 d.updated_at = r.attempt.started_at + r.attempt.duration_ms / 1000
 
-    async def release(self, leases: Sequence[Lease], now: float) -> None:
+    async def release(self, claims: Sequence[Claim], now: float) -> None:
         self._write()
-        for lease in leases:
-            if (d := self._holds(lease)) is not None:
+        for claim in claims:
+            if (d := self._holds(claim.lease)) is not None and d.id == claim.delivery_id:
                 d.status, d.due_at, d.updated_at = S.PENDING, now, now
 
     async def reclaim_abandoned(self, now: float) -> int:
