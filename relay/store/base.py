@@ -21,25 +21,6 @@ from typing import Protocol
 
 from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, Lease
 
-__all__ = [
-    "AttemptResult",
-    "Claim",
-    "Delivery",
-    "Event",
-    "History",
-    "IngestResult",
-    "Lease",
-    "Lifecycle",
-    "NewEvent",
-    "Outbox",
-    "Page",
-    "RefreshTokens",
-    "Room",
-    "Store",
-    "StoredWebhook",
-    "Webhooks",
-]
-
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class NewEvent:

@@ -6,21 +6,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.process import RelayProcess, post_events, write_config
+from tests.support.process import RelayProcess, minimal_config, post_events, write_config
 
 KEY = "store-lost-test-key"
-
-
-def config_text(tmp_path: Path) -> str:
-    return f"""
-[server]
-listen = "127.0.0.1:0"
-api_keys = ["{KEY}"]
-shutdown_timeout = "2s"
-
-[storage]
-path = "{tmp_path / "relay.db"}"
-"""
 
 
 def remove_store_files(db: Path) -> None:
@@ -30,7 +18,7 @@ def remove_store_files(db: Path) -> None:
 
 async def test_deleting_the_store_files_stops_acknowledging(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    relay = await RelayProcess(write_config(tmp_path / "relay.toml", config_text(tmp_path))).start()
+    relay = await RelayProcess(write_config(tmp_path / "relay.toml", minimal_config(KEY, db))).start()
     try:
         status, _ = await post_events(relay.url, KEY, {"type": "t", "data": {}, "id": "before"})
         assert status == 202
@@ -47,7 +35,7 @@ async def test_deleting_the_store_files_stops_acknowledging(tmp_path: Path) -> N
     [lost] = relay.events("store_lost")
     assert lost["level"] == "error"
 
-    again = await RelayProcess(write_config(tmp_path / "relay.toml", config_text(tmp_path))).start()
+    again = await RelayProcess(write_config(tmp_path / "relay.toml", minimal_config(KEY, db))).start()
     try:  # a fresh store: nothing was acknowledged after the loss, so nothing acknowledged is missing from it
         async with (
             aiohttp.ClientSession() as http,

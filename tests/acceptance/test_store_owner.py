@@ -4,28 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.process import RelayProcess, post_events, write_config
+from tests.support.process import RelayProcess, minimal_config, post_events, write_config
 
 KEY = "store-owner-test-key"
 
 
-def config_text(db: Path) -> str:
-    return f"""
-[server]
-listen = "127.0.0.1:0"
-api_keys = ["{KEY}"]
-shutdown_timeout = "2s"
-
-[storage]
-path = "{db}"
-"""
-
-
 async def test_a_second_relay_on_the_same_store_exits_and_the_first_keeps_serving(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    first = await RelayProcess(write_config(tmp_path / "first.toml", config_text(db))).start()
+    first = await RelayProcess(write_config(tmp_path / "first.toml", minimal_config(KEY, db))).start()
     try:
-        second = await RelayProcess(write_config(tmp_path / "second.toml", config_text(db))).spawn()
+        second = await RelayProcess(write_config(tmp_path / "second.toml", minimal_config(KEY, db))).spawn()
         assert await second.wait() == 1
         assert not second.started
         [named] = [line for line in second.lines if str(db) in str(line)]

@@ -129,6 +129,19 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
+def minimal_config(key: str, db: Path) -> str:
+    """A relay on a free local port with one API key, a store at ``db``, and no webhooks."""
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+api_keys = ["{key}"]
+shutdown_timeout = "2s"
+
+[storage]
+path = "{db}"
+"""
+
+
 async def post_events(url: str, key: str, body: Any) -> tuple[int, Any]:
     """POST /v1/events to a relay at ``url`` with ``key``; returns (status, the JSON answer)."""
     async with (
