@@ -87,7 +87,8 @@ class ErrorKind(StrEnum):
 
 
 class SignatureScheme(StrEnum):
-    STANDARD = "standard"
+    STANDARD = "standard"  # Standard Webhooks v1: HMAC-SHA256 with a whsec_ secret
+    STANDARD_ED25519 = "standard-ed25519"  # Standard Webhooks v1a: ed25519 with a whsk_ signing key
     HMAC_SHA256 = "hmac-sha256"
     NONE = "none"
 
