@@ -35,6 +35,8 @@ from relay.models import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+# The Standard Webhooks spec's v1a example key (Svix's tests): base64 of the ed25519 seed and its public key.
+ED25519_KEY = "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg=="
 MINIMAL = '[server]\napi_keys = ["dev-key"]\n'
 
 
@@ -499,7 +501,7 @@ def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
         ),
         (
             MINIMAL + WEBHOOK + "signature = 'ed25519'\n",
-            'webhooks[0].signature: must be "standard", "hmac-sha256" or "none"',
+            'webhooks[0].signature: must be "standard", "standard-ed25519", "hmac-sha256" or "none"',
         ),
         (MINIMAL + WEBHOOK + "rate_limit = 'fast'\n", "webhooks[0].rate_limit"),
         (MINIMAL + WEBHOOK + "timeout = 0\n", "webhooks[0].timeout: must be longer than zero"),
@@ -847,6 +849,10 @@ def test_secret_that_merely_contains_a_colon_is_literal(tmp_path: Path) -> None:
         ("s", "standard", "not base64"),
         ("my-hand-chosen-webhook-secret", "standard", "not base64"),
         ("fifteen-chars!!", "hmac-sha256", "at least 16 characters"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "standard-ed25519", 'does not start with "whsk_"'),
+        ("whsk_" + "A" * 44, "standard-ed25519", "decodes to 33 bytes"),
+        ("whpk_1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4=", "standard-ed25519", "public key"),
+        (ED25519_KEY, "standard", 'signature "standard-ed25519"'),  # a whsk_ key with the HMAC scheme
     ],
 )
 def test_a_secret_that_breaks_the_rules_of_its_scheme_names_its_key(
@@ -854,6 +860,17 @@ def test_a_secret_that_breaks_the_rules_of_its_scheme_names_its_key(
 ) -> None:
     (found,) = secret_problems(tmp_path, "env:HOOK_SECRET", {"HOOK_SECRET": secret}, signature)
     assert found.startswith("webhooks[0].secret: must be") and reason in found
+
+
+def test_an_ed25519_webhook_takes_a_whsk_key(tmp_path: Path) -> None:
+    config = load(
+        tmp_path, MINIMAL + WEBHOOK + 'secret = "env:KEY"\nsignature = "standard-ed25519"\n', {"KEY": ED25519_KEY}
+    )
+    assert config.webhooks[0].signature is SignatureScheme.STANDARD_ED25519
+    assert config.webhooks[0].secret == Secret(ED25519_KEY)
+    assert problems(tmp_path, MINIMAL + WEBHOOK + 'signature = "standard-ed25519"\n') == [
+        'webhooks[0].signature: "standard-ed25519" needs a secret'
+    ]
 
 
 def test_the_secret_rules_follow_the_default_scheme_and_skip_unsigned_webhooks(tmp_path: Path) -> None:
