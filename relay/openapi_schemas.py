@@ -35,7 +35,9 @@ _SECRET_INPUT: Schema = {  # minLength stays 1: with signature "none" a secret s
     "type": "string",
     "minLength": 1,
     "description": 'With signature "standard": "whsec_" + base64 of 24-64 bytes (or the base64 alone); with '
-    '"hmac-sha256": at least 16 characters. Generated ("whsec_" + base64 of 32 random bytes) when absent',
+    '"standard-ed25519": "whsk_" + base64 of an ed25519 key (64 bytes: the seed, then its public key; or the '
+    '32-byte seed); with "hmac-sha256": at least 16 characters. Generated when absent ("whsec_" + base64 of 32 '
+    'random bytes, or a new "whsk_" key for "standard-ed25519")',
 }
 _RATE: Schema = {
     "description": 'Attempts per second ("50/s", "600/m", "1000/h") or a number per second',
@@ -189,6 +191,11 @@ def schemas() -> dict[str, Schema]:
                 "source": {"enum": ["config", "api"]},
                 "created_at": or_null(TIME),
                 "previous_secret_until": or_null(TIME),
+                "public_key": {
+                    "type": ["string", "null"],
+                    "description": 'Only for signature "standard-ed25519": the "whpk_" public key that verifies '
+                    "its v1a signatures (base64 of the 32-byte ed25519 public key)",
+                },
                 "secret": {
                     "type": "string",
                     "description": "Only in the answers to creation and rotation: shown once",
@@ -205,6 +212,12 @@ def schemas() -> dict[str, Schema]:
             {
                 "overlap": {**_DURATION, "description": "How long the previous secret keeps signing (default 24h)"},
                 "secret": _SECRET_INPUT,
+                "signature": {
+                    "enum": list(SignatureScheme),
+                    "description": "The scheme to sign with from now on: a rotation may move a webhook between "
+                    '"standard" and "standard-ed25519"; during the overlap the previous secret signs with its own, '
+                    'so webhook-signature carries a "v1," and a "v1a," entry',
+                },
             },
             closed=True,
         ),

@@ -18,9 +18,11 @@ from relay.models import (
     Event,
     HeaderAuth,
     OAuth2Auth,
+    SignatureScheme,
     Webhook,
     format_time,
 )
+from relay.signing import public_key
 
 # Static headers whose names suggest a credential are shown masked: a view never carries a secret.
 _SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|passw|cookie|session|signature", re.IGNORECASE)
@@ -74,7 +76,8 @@ def event_view(event: Event, deliveries: list[Delivery] | None = None) -> dict[s
 
 def webhook_view(webhook: Webhook, *, secret: bool = False) -> dict[str, Any]:
     """A webhook as the API shows it: never a secret or credential, except ``secret`` when asked (the
-    answers to creation and rotation, once)."""
+    answers to creation and rotation, once). An ed25519 webhook shows the ``whpk_`` public key its receivers
+    verify with, every time."""
     view: dict[str, Any] = {
         "id": webhook.id,
         "url": _mask_userinfo(webhook.url),
@@ -95,6 +98,11 @@ def webhook_view(webhook: Webhook, *, secret: bool = False) -> dict[str, Any]:
         "created_at": format_time(webhook.created_at),
         "previous_secret_until": format_time(webhook.previous_secret_until) if webhook.previous_secret else None,
     }
+    if webhook.signature is SignatureScheme.STANDARD_ED25519 and webhook.secret is not None:
+        try:
+            view["public_key"] = public_key(webhook.secret.reveal())
+        except ValueError:  # a key that does not parse signs nothing either; the view says nothing of it
+            view["public_key"] = None
     if secret and webhook.secret is not None:
         view["secret"] = webhook.secret.reveal()
     return view

@@ -3,7 +3,9 @@ merged into it (JSON merge patch, RFC 7396), a secret rotation, and the ``Webhoo
 keeps. Pure functions, except ``load_api_webhooks`` which reads the store and ``warn_weak_secrets`` which logs.
 
 Secrets are held to ``relay.signing.secret_problem`` when they are given (create, rotation) and when a change
-moves a webhook to another scheme; a webhook stored before those rules is rebuilt and signs as it did.
+moves a webhook to another scheme; a webhook stored before those rules is rebuilt and signs as it did. A rotation
+may also move a webhook between the two Standard Webhooks schemes (``standard`` and ``standard-ed25519``): the new
+secret signs with the new scheme and the previous one, during the overlap, with its own.
 
 The spec is validated by the same ``parse_webhook`` as a ``[[webhooks]]`` table, with secrets taken literally
 (an API client never reads the server's environment) and a few extra bounds, so that no value a client sends can
@@ -13,18 +15,18 @@ push a timestamp past what RFC 3339 can show.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import structlog
 
 from relay.config import DeliveryConfig
-from relay.config_fields import Fields, as_nonempty_str
+from relay.config_fields import Fields, as_nonempty_str, one_of
 from relay.config_webhooks import parse_webhook
 from relay.errors import Problem, ValidationError
 from relay.models import Secret, SignatureScheme, Webhook
-from relay.signing import new_secret, secret_problem
+from relay.signing import STANDARD_SCHEMES, new_secret, previous_scheme, secret_problem
 from relay.store import StoredWebhook, Webhooks
 from relay.units import parse_duration, parse_rate
 
@@ -50,7 +52,8 @@ def create_spec(body: object, delivery: DeliveryConfig) -> tuple[Webhook, dict[s
     if "id" in raw:
         problems.append(Problem("id", "is assigned by the relay"))
     spec = {key: value for key, value in raw.items() if value is not None and key != "id"}
-    spec.setdefault("secret", new_secret())
+    ed25519 = spec.get("signature") == SignatureScheme.STANDARD_ED25519
+    spec.setdefault("secret", new_secret(SignatureScheme.STANDARD_ED25519 if ed25519 else SignatureScheme.STANDARD))
     return _parse(spec, delivery, problems), spec
 
 
@@ -87,25 +90,55 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def parse_rotation(body: object) -> tuple[str | None, float]:
-    """``{"overlap"?: duration (default 24h, at most 30d), "secret"?: str}`` -> (the given secret or None, overlap
-    seconds). Whether a given secret fits the webhook's scheme is ``rotation_secret``'s to say."""
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What a ``rotate-secret`` body asks: the new secret (None: generate one), how long the previous one keeps
+    signing, and the scheme to sign with from now on (None: the webhook's own)."""
+
+    secret: str | None
+    overlap: float
+    signature: SignatureScheme | None = None
+
+
+def parse_rotation(body: object) -> Rotation:
+    """``{"overlap"?: duration (default 24h, at most 30d), "secret"?: str, "signature"?: scheme}``. Whether a given
+    secret fits the scheme is ``rotation_secret``'s to say, and whether the scheme may change ``rotation_scheme``'s."""
     problems: list[Problem] = []
-    f = Fields(_object(body), "", problems, known=("overlap", "secret"), table_noun="an object")
+    f = Fields(_object(body), "", problems, known=("overlap", "secret", "signature"), table_noun="an object")
     overlap = f.get("overlap", parse_duration)
     if overlap is not None and overlap > MAX_OVERLAP:
         f.problem("overlap", "must be at most 30d")
     secret = f.get("secret", as_nonempty_str)
+    signature = f.get("signature", one_of(*SignatureScheme))
     if problems:
         raise ValidationError(problems)
-    return secret, DEFAULT_OVERLAP if overlap is None else overlap
+    return Rotation(
+        secret,
+        DEFAULT_OVERLAP if overlap is None else overlap,
+        None if signature is None else SignatureScheme(signature),
+    )
+
+
+def rotation_scheme(current: SignatureScheme, asked: SignatureScheme | None) -> SignatureScheme:
+    """The scheme a webhook signs with after a rotation: ``asked``, which may differ from ``current`` only between
+    ``standard`` and ``standard-ed25519``, whose secrets sign one ``webhook-signature`` header side by side during
+    the overlap. Raises ``ValidationError`` naming ``signature``."""
+    if asked is None or asked is current:
+        return current
+    if {current, asked} <= STANDARD_SCHEMES:
+        return asked
+    message = (
+        f'a rotation can move a webhook only between "standard" and "standard-ed25519" (it signs with "{current}"); '
+        "change other schemes with PATCH"
+    )
+    raise ValidationError([Problem("signature", message)])
 
 
 def rotation_secret(given: str | None, scheme: SignatureScheme) -> str:
-    """The secret a rotation installs: ``given``, held to the secret rules of the webhook's ``scheme``, or a
-    generated one. Raises ``ValidationError`` naming ``secret``."""
+    """The secret a rotation installs: ``given``, held to the secret rules of ``scheme`` (the webhook's, after the
+    rotation), or one generated for it. Raises ``ValidationError`` naming ``secret``."""
     if given is None:
-        return new_secret()
+        return new_secret(scheme)
     if (problem := secret_problem(given, scheme)) is not None:
         raise ValidationError([Problem("secret", problem)])
     return given
@@ -161,12 +194,13 @@ def warn_weak_secrets(webhooks: Iterable[Webhook], now: float) -> None:
         for field, secret in (("secret", webhook.secret), ("previous_secret", webhook.previous_secret)):
             if secret is None or secret not in signing:
                 continue
-            if (problem := secret_problem(secret.reveal(), webhook.signature)) is not None:
+            scheme = webhook.signature if field == "secret" else previous_scheme(secret.reveal(), webhook.signature)
+            if (problem := secret_problem(secret.reveal(), scheme)) is not None:
                 log.warning(
                     "weak_secret",
                     webhook_id=webhook.id,
                     field=field,
-                    signature=str(webhook.signature),
+                    signature=str(scheme),
                     problem=problem,
                     hint=hints[field],
                 )

@@ -26,6 +26,7 @@ from relay.webhook_specs import (
     load_api_webhooks,
     parse_rotation,
     patch_spec,
+    rotation_scheme,
     rotation_secret,
     warn_weak_secrets,
 )
@@ -145,24 +146,36 @@ class WebhookService:
         return cancelled
 
     async def rotate_secret(self, webhook_id: str, body: Any) -> Webhook:
-        """A new secret (given, or generated); the previous one keeps signing for the overlap the body asks."""
-        given, overlap = parse_rotation(body)
+        """A new secret (given, or generated); the previous one keeps signing for the overlap the body asks. A
+        rotation may move the webhook between the two Standard Webhooks schemes: the previous secret then signs
+        with its own during the overlap (``relay.signing.previous_scheme``)."""
+        asked = parse_rotation(body)
+        overlap = asked.overlap
         now = self.clock.now()
         async with self._lock:
             current = self._api_webhook(webhook_id)
-            secret = rotation_secret(given, current.signature)
+            scheme = rotation_scheme(current.signature, asked.signature)
+            secret = rotation_secret(asked.secret, scheme)
             stored = await self.store.api_webhook(current.id)
             if stored is None:
                 raise NotFound(f"no webhook with id {current.id!r}")
             spec = {**orjson.loads(stored.spec), "secret": secret}
+            if scheme is not current.signature:
+                spec["signature"] = str(scheme)
             previous = current.secret if overlap > 0 else None
             until = now + overlap if previous is not None else None
             rotation = (previous.reveal() if previous is not None else None, until)
             if not await self.store.update_api_webhook(current.id, orjson.dumps(spec), now, rotation=rotation):
                 raise NotFound(f"no webhook with id {current.id!r}")
-            webhook = replace(current, secret=Secret(secret), previous_secret=previous, previous_secret_until=until)
+            webhook = replace(
+                current,
+                secret=Secret(secret),
+                signature=scheme,
+                previous_secret=previous,
+                previous_secret_until=until,
+            )
             self.registry.upsert(webhook)
-        log.info("webhook_secret_rotated", webhook_id=webhook.id, overlap_seconds=overlap)
+        log.info("webhook_secret_rotated", webhook_id=webhook.id, overlap_seconds=overlap, signature=str(scheme))
         return webhook
 
     def _api_webhook(self, webhook_id: str) -> Webhook:

@@ -13,19 +13,26 @@ from relay.client import url_for
 from relay.config import DeliveryConfig, Listen
 from relay.errors import ValidationError
 from relay.models import BasicAuth, OAuth2Auth, Secret, SignatureScheme, Webhook
+from relay.signing import new_secret, public_key
 from relay.store import StoredWebhook
 from relay.views import auth_view, format_rate, webhook_view
 from relay.webhook_specs import (
+    Rotation,
     create_spec,
     merge_patch,
     parse_rotation,
     patch_spec,
     rebuild,
+    rotation_scheme,
     rotation_secret,
     warn_weak_secrets,
 )
 
 STRICT = DeliveryConfig()  # https only, public destinations only
+ED25519 = SignatureScheme.STANDARD_ED25519
+# The Standard Webhooks spec's v1a example key pair (Svix's tests).
+ED25519_KEY = "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg=="
+ED25519_PUBLIC_KEY = "whpk_1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4="
 
 
 def paths(exc: pytest.ExceptionInfo[ValidationError]) -> list[str]:
@@ -70,20 +77,47 @@ def test_patch_keeps_the_secret_and_checks_the_policy_only_for_what_changes() ->
 
 
 def test_rotation_bounds() -> None:
-    assert parse_rotation({}) == (None, 86400)
-    assert parse_rotation({"overlap": 0, "secret": "mine"}) == ("mine", 0)
+    assert parse_rotation({}) == Rotation(None, 86400)
+    assert parse_rotation({"overlap": 0, "secret": "mine"}) == Rotation("mine", 0)
+    assert parse_rotation({"signature": "standard-ed25519"}) == Rotation(None, 86400, ED25519)
     with pytest.raises(ValidationError) as caught:
-        parse_rotation({"overlap": "31d", "secret": "", "extra": 1})
-    assert paths(caught) == ["extra", "overlap", "secret"]
+        parse_rotation({"overlap": "31d", "secret": "", "extra": 1, "signature": "rsa"})
+    assert paths(caught) == ["extra", "overlap", "secret", "signature"]
+
+
+def test_a_rotation_moves_a_webhook_only_between_the_standard_webhooks_schemes() -> None:
+    standard, hmac_sha256, none = SignatureScheme.STANDARD, SignatureScheme.HMAC_SHA256, SignatureScheme.NONE
+    assert rotation_scheme(standard, None) is standard and rotation_scheme(hmac_sha256, hmac_sha256) is hmac_sha256
+    assert rotation_scheme(standard, ED25519) is ED25519 and rotation_scheme(ED25519, standard) is standard
+    for current, asked in [(standard, hmac_sha256), (hmac_sha256, ED25519), (none, ED25519), (ED25519, none)]:
+        with pytest.raises(ValidationError) as caught:
+            rotation_scheme(current, asked)
+        assert paths(caught) == ["signature"]
 
 
 def test_rotation_generates_a_secret_or_holds_the_given_one_to_the_webhooks_scheme() -> None:
     assert rotation_secret(None, SignatureScheme.STANDARD).startswith("whsec_")
+    assert rotation_secret(None, ED25519).startswith("whsk_")
+    assert rotation_secret(ED25519_KEY, ED25519) == ED25519_KEY
+    with pytest.raises(ValidationError) as caught:
+        rotation_secret("whsec_" + "A" * 32, ED25519)
+    assert paths(caught) == ["secret"]
     assert rotation_secret("my-own-hmac-secret", SignatureScheme.HMAC_SHA256) == "my-own-hmac-secret"
     for given, scheme in [("mine", SignatureScheme.HMAC_SHA256), ("my-own-hmac-secret", SignatureScheme.STANDARD)]:
         with pytest.raises(ValidationError) as caught:
             rotation_secret(given, scheme)
         assert paths(caught) == ["secret"] and given not in str(caught.value)
+
+
+def test_an_ed25519_webhook_is_created_with_a_generated_whsk_key_or_a_given_one() -> None:
+    webhook, spec = create_spec({"url": "https://example.com/h", "signature": "standard-ed25519"}, STRICT)
+    assert webhook.signature is ED25519 and spec["secret"].startswith("whsk_")
+    webhook, spec = create_spec({"url": "https://example.com/h", "signature": ED25519, "secret": ED25519_KEY}, STRICT)
+    assert webhook.secret == Secret(ED25519_KEY)
+    for secret in ["whsec_" + "A" * 32, ED25519_PUBLIC_KEY, "whsk_" + "A" * 40]:
+        with pytest.raises(ValidationError) as caught:
+            create_spec({"url": "https://example.com/h", "signature": "standard-ed25519", "secret": secret}, STRICT)
+        assert paths(caught) == ["secret"] and secret not in str(caught.value)
 
 
 def test_create_holds_a_given_secret_to_the_rules_of_its_scheme() -> None:
@@ -138,6 +172,33 @@ def test_weak_secrets_that_still_sign_are_reported_by_webhook_id_only() -> None:
     assert not any(secret in str(entry) for entry in logs for secret in (weak, "tiny", weak.removeprefix("whsec_")))
 
 
+def test_a_previous_secret_of_the_other_standard_scheme_is_held_to_its_own_rules() -> None:
+    """After a rotation from ``standard`` to ``standard-ed25519`` the previous ``whsec_`` secret is no weak ed25519
+    key, and the other way round; a weak one is still reported, under the scheme it signs with."""
+    whsec, whsk = "whsec_" + "A" * 32, new_secret(ED25519)
+
+    def rotated(webhook_id: str, secret: str, scheme: SignatureScheme, previous: str) -> Webhook:
+        return Webhook(
+            webhook_id,
+            "https://example.com/h",
+            secret=Secret(secret),
+            signature=scheme,
+            previous_secret=Secret(previous),
+            previous_secret_until=100.0,
+        )
+
+    webhooks = [
+        rotated("whk_to_ed25519", whsk, ED25519, whsec),
+        rotated("whk_back_to_v1", whsec, SignatureScheme.STANDARD, whsk),
+        rotated("whk_weak_v1", whsk, ED25519, "whsec_AA=="),
+    ]
+    with capture_logs() as logs:
+        warn_weak_secrets(webhooks, now=50.0)
+    assert [(e["webhook_id"], e["field"], e["signature"]) for e in logs] == [
+        ("whk_weak_v1", "previous_secret", "standard")
+    ]
+
+
 def test_rebuild_restores_the_rotation_state_and_skips_what_no_longer_parses() -> None:
     spec = orjson.dumps({"url": "http://127.0.0.1/h", "secret": "new", "is_active": False})  # before the rules
     webhook = rebuild(StoredWebhook("whk_1", spec, 10.0, 20.0, "old", 99.0))
@@ -166,6 +227,18 @@ def test_views_hide_every_credential() -> None:
     assert webhook_view(webhook, secret=True)["secret"] == "whsec_x"
     oauth = OAuth2Auth("client_credentials", "https://a.example/t", "id", client_secret=Secret("cs"))
     assert "cs" not in str(auth_view(oauth).values())
+
+
+def test_an_ed25519_webhook_shows_its_public_key_and_never_its_signing_key() -> None:
+    webhook = Webhook("w", "https://example.com/h", secret=Secret(ED25519_KEY), signature=ED25519)
+    view = webhook_view(webhook)
+    assert view["public_key"] == ED25519_PUBLIC_KEY == public_key(ED25519_KEY)
+    assert "secret" not in view and ED25519_KEY.removeprefix("whsk_")[:43] not in str(view)
+    assert webhook_view(webhook, secret=True)["secret"] == ED25519_KEY  # once, at creation and rotation
+    hmac_webhook = Webhook(
+        "h", "https://example.com/h", secret=Secret("whsec_" + "A" * 32), signature=SignatureScheme.STANDARD
+    )
+    assert "public_key" not in webhook_view(hmac_webhook)
 
 
 @pytest.mark.parametrize(
