@@ -50,7 +50,7 @@ def add_management_commands(commands: Any) -> None:
     add = command(hooks, "add", webhooks_add, "create a webhook; its secret is printed once")
     add.add_argument("endpoint", metavar="URL", help="where events are POSTed")
     _webhook_options(add)
-    add.add_argument("--secret", help="default: a generated whsec_ secret")
+    add.add_argument("--secret", help="default: a generated whsec_ secret (a whsk_ key for standard-ed25519)")
     add.add_argument("--inactive", action="store_true", help="create it switched off")
     update = command(hooks, "update", webhooks_update, "change a webhook created through the API")
     update.add_argument("id")
@@ -64,7 +64,14 @@ def add_management_commands(commands: Any) -> None:
     rotate = command(hooks, "rotate-secret", webhooks_rotate, "a new secret; the old one signs during --overlap")
     rotate.add_argument("id")
     rotate.add_argument("--overlap", default="24h", help="how long the previous secret keeps signing (default 24h)")
-    rotate.add_argument("--secret", help="default: a generated whsec_ secret")
+    rotate.add_argument(
+        "--secret", help="default: one generated for the scheme (whsec_, or whsk_ for standard-ed25519)"
+    )
+    rotate.add_argument(
+        "--signature",
+        choices=["standard", "standard-ed25519"],
+        help="move to this Standard Webhooks scheme; during --overlap the old secret signs with its own",
+    )
 
     deliveries = commands.add_parser("deliveries", help="a webhook's delivery history")
     deliveries_actions = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION")
@@ -94,7 +101,7 @@ def add_management_commands(commands: Any) -> None:
 def _webhook_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--event", dest="events", action="append", metavar="TYPE", help="repeat; default: every type")
     parser.add_argument("--description")
-    parser.add_argument("--signature", choices=["standard", "hmac-sha256", "none"])
+    parser.add_argument("--signature", choices=["standard", "standard-ed25519", "hmac-sha256", "none"])
     parser.add_argument("--format", choices=[str(f) for f in BodyFormat])
     parser.add_argument("--header", dest="headers", action="append", metavar="NAME=VALUE", help="repeat")
     parser.add_argument("--retry-schedule", metavar="0s,1m,5m", help="comma-separated delays")
@@ -218,12 +225,16 @@ def webhooks_test(client: Client, args: argparse.Namespace) -> int:
 
 def webhooks_rotate(client: Client, args: argparse.Namespace) -> int:
     body = {"overlap": args.overlap, **({"secret": args.secret} if args.secret else {})}
+    if args.signature:
+        body["signature"] = args.signature
     answer = _ok(client.call("POST", f"/v1/webhooks/{quoted(args.id)}/rotate-secret", body))
     if args.json:
         _print_json(answer)
         return EXIT_OK
     webhook = answer["data"]
     print(f"secret: {webhook['secret']}")
+    if webhook.get("public_key"):
+        print(f"public key (for receivers): {webhook['public_key']}")
     if webhook.get("previous_secret_until"):
         print(f"the previous secret also signs until {webhook['previous_secret_until']}")
     print(answer.get("meta", {}).get("message", ""))
@@ -354,6 +365,7 @@ def _print_webhook(webhook: dict[str, Any]) -> None:
         ("auth", " ".join(f"{k}={v}" for k, v in auth.items() if v is not None) if auth else None),
         ("created_at", webhook.get("created_at")),
         ("previous_secret_until", webhook.get("previous_secret_until")),
+        ("public_key", webhook.get("public_key")),
         ("secret", webhook.get("secret")),
     ]
     _pairs([(k, v) for k, v in pairs if v is not None])
