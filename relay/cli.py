@@ -87,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     receive.add_argument("--host", default="127.0.0.1")
     receive.add_argument(
         "--secret",
-        help='verify signatures with this secret ("whsec_" + base64 of 24-64 bytes for standard, '
-        "at least 16 characters for hmac-sha256)",
+        help='verify signatures with this secret ("whsec_" + base64 of 24-64 bytes for standard, the "whpk_" '
+        'public key or "whsk_" key for standard-ed25519, at least 16 characters for hmac-sha256)',
     )
-    receive.add_argument("--scheme", choices=["standard", "hmac-sha256"], help="default: from the headers")
+    receive.add_argument(
+        "--scheme", choices=["standard", "standard-ed25519", "hmac-sha256"], help="default: from the headers"
+    )
     receive.add_argument("--fail-with", type=int, metavar="STATUS", help="answer this status instead of 200")
     receive.set_defaults(func=cmd_receive)
     add_management_commands(commands)

@@ -1,14 +1,17 @@
 """The development receiver behind ``relay receive``: listens locally, verifies, prints, answers.
 
 Every POST, on any path, is checked against the secret (when one is given) with the scheme named or, when none
-is, the one its headers show (``webhook-signature``: standard, ``X-Signature``: hmac-sha256), printed as a
-readable block, and answered ``401`` when the signature does not verify, else ``--fail-with`` or ``200``.
-The secret and the signature values are never printed.
+is, the one its headers and the secret show (``webhook-signature``: standard, or standard-ed25519 when the secret
+is a ``whpk_`` or ``whsk_`` key; ``X-Signature``: hmac-sha256), printed as a readable block, and answered ``401``
+when the signature does not verify, else ``--fail-with`` or ``200``. The secret and the signature values are never
+printed.
 
 A standard signature is verified exactly as the reference ``standardwebhooks`` library does: the key is the
 strict base64 decoding of the secret (``relay.signing.standard_key``), which is that library's for every secret
-the rules accept. A secret the rules refuse for every scheme it may be checked with is refused at start
-(``ValueError`` naming ``--secret``); one that fits only the other scheme fails each request of this one.
+the rules accept; only ``v1,`` entries count. A standard-ed25519 signature is a ``v1a,`` entry that verifies, with
+the ``whpk_`` public key (or the ``whsk_`` key's), over the same ``{id}.{timestamp}.{body}``. A secret the rules
+refuse for every scheme it may be checked with is refused at start (``ValueError`` naming ``--secret``); one that
+fits only another scheme fails each request of that one.
 """
 
 from __future__ import annotations
@@ -23,10 +26,20 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
 
 from relay.clock import Clock, SystemClock
 from relay.models import SignatureScheme, format_time
-from relay.signing import secret_problem, sign_hmac_sha256, sign_standard_with_key, standard_key
+from relay.signing import (
+    PUBLIC_KEY_PREFIX,
+    SIGNING_KEY_PREFIX,
+    ed25519_verifying_key,
+    secret_problem,
+    sign_hmac_sha256,
+    sign_standard_with_key,
+    signed_content,
+    standard_key,
+)
 
 TIMESTAMP_TOLERANCE = 300.0  # seconds either way, as the Standard Webhooks libraries allow
 _NO_BODY_STATUSES = frozenset({204, 205, 304})
@@ -45,12 +58,30 @@ class Verdict:
         return f"{'valid' if self.valid else 'INVALID'}{scheme}: {self.reason}"
 
 
-def detect_scheme(headers: Mapping[str, str]) -> SignatureScheme | None:
-    """The scheme a request's headers show, or None. ``headers`` must be case-insensitive (aiohttp's are)."""
+def detect_scheme(headers: Mapping[str, str], secret: str = "") -> SignatureScheme | None:
+    """The scheme a request's headers show, or None; of the two that sign ``webhook-signature``, the one the
+    ``secret`` is for. ``headers`` must be case-insensitive (aiohttp's are)."""
     if "webhook-signature" in headers:
-        return SignatureScheme.STANDARD
+        return SignatureScheme.STANDARD_ED25519 if is_ed25519_key(secret) else SignatureScheme.STANDARD
     if "x-signature" in headers:
         return SignatureScheme.HMAC_SHA256
+    return None
+
+
+def is_ed25519_key(secret: str) -> bool:
+    """Whether ``secret`` is written as a Standard Webhooks ed25519 key (``whpk_`` public, ``whsk_`` signing)."""
+    return secret.startswith((PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX))
+
+
+def key_problem(secret: str, scheme: SignatureScheme) -> str | None:
+    """Why ``secret`` cannot check ``scheme``'s signatures, or None: ``relay.signing.secret_problem``, except that
+    the ``whpk_`` public key checks standard-ed25519 signatures as well as the ``whsk_`` key does."""
+    if scheme is not SignatureScheme.STANDARD_ED25519:
+        return secret_problem(secret, scheme)
+    try:
+        ed25519_verifying_key(secret)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -65,18 +96,19 @@ def verify_signature(
 
     ``headers`` must look names up case-insensitively, as aiohttp's do.
     """
-    scheme = scheme or detect_scheme(headers)
-    if scheme is not None and (problem := secret_problem(secret, scheme)) is not None:
+    scheme = scheme or detect_scheme(headers, secret)
+    if scheme is not None and (problem := key_problem(secret, scheme)) is not None:
         return Verdict(False, scheme, f"--secret {problem}")
-    if scheme is SignatureScheme.STANDARD:
-        return _verify_standard(secret, headers, body, now)
+    if scheme in (SignatureScheme.STANDARD, SignatureScheme.STANDARD_ED25519):
+        return _verify_standard(secret, scheme, headers, body, now)
     if scheme is SignatureScheme.HMAC_SHA256:
         return _verify_hmac_sha256(secret, headers, body)
     return Verdict(False, None, "no webhook-signature or X-Signature header")
 
 
-def _verify_standard(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> Verdict:
-    scheme = SignatureScheme.STANDARD
+def _verify_standard(
+    secret: str, scheme: SignatureScheme, headers: Mapping[str, str], body: bytes, now: float
+) -> Verdict:
     msg_id = headers.get("webhook-id", "")
     raw_timestamp = headers.get("webhook-timestamp", "")
     signatures = headers.get("webhook-signature", "")
@@ -89,19 +121,32 @@ def _verify_standard(secret: str, headers: Mapping[str, str], body: bytes, now: 
     if abs(now - timestamp) > TIMESTAMP_TOLERANCE:
         return Verdict(False, scheme, f"webhook-timestamp {now - timestamp:+.0f}s off (tolerance 300s)")
 
-    signed = sign_standard_with_key(standard_key(secret), msg_id, timestamp, body)
-    expected = base64.b64decode(signed.removeprefix("v1,"))
+    ed25519 = scheme is SignatureScheme.STANDARD_ED25519
+    version = "v1a" if ed25519 else "v1"
+    given: list[bytes] = []
     for entry in signatures.split():
-        version, _, encoded = entry.partition(",")
-        if version != "v1":
+        entry_version, _, encoded = entry.partition(",")
+        if entry_version != version:
             continue
         try:
-            given = base64.b64decode(encoded, validate=True)
+            given.append(base64.b64decode(encoded, validate=True))
         except (binascii.Error, ValueError):
             continue
-        if hmac.compare_digest(expected, given):
+    if ed25519:
+        public = ed25519_verifying_key(secret)
+        message = signed_content(msg_id, timestamp, body)
+        for signature in given:
+            try:
+                public.verify(signature, message)
+            except InvalidSignature:
+                continue
             return Verdict(True, scheme, "signature matches")
-    return Verdict(False, scheme, "no v1 signature matches")
+    else:
+        signed = sign_standard_with_key(standard_key(secret), msg_id, timestamp, body)
+        expected = base64.b64decode(signed.removeprefix("v1,"))
+        if any(hmac.compare_digest(expected, signature) for signature in given):
+            return Verdict(True, scheme, "signature matches")
+    return Verdict(False, scheme, f"no {version} signature matches")
 
 
 def _verify_hmac_sha256(secret: str, headers: Mapping[str, str], body: bytes) -> Verdict:
@@ -144,15 +189,23 @@ def _parse_scheme(scheme: SignatureScheme | str | None) -> SignatureScheme | Non
         return None
     parsed = SignatureScheme(scheme)
     if parsed is SignatureScheme.NONE:
-        raise ValueError('scheme must be "standard" or "hmac-sha256" (omit it to detect from the headers)')
+        raise ValueError(
+            'scheme must be "standard", "standard-ed25519" or "hmac-sha256" (omit it to detect from the headers)'
+        )
     return parsed
 
 
 def check_secret(secret: str, scheme: SignatureScheme | None) -> None:
     """Refuse (``ValueError`` naming ``--secret``) a secret that breaks the secret rules of ``scheme``, or, when
-    the scheme is detected per request (None), of both."""
-    schemes = [scheme] if scheme is not None else [SignatureScheme.STANDARD, SignatureScheme.HMAC_SHA256]
-    problems = [problem for s in schemes if (problem := secret_problem(secret, s)) is not None]
+    the scheme is detected per request (None), of every scheme it may be checked with: standard-ed25519 for a
+    ``whpk_`` or ``whsk_`` key, else standard and hmac-sha256."""
+    if scheme is not None:
+        schemes = [scheme]
+    elif is_ed25519_key(secret):
+        schemes = [SignatureScheme.STANDARD_ED25519]
+    else:
+        schemes = [SignatureScheme.STANDARD, SignatureScheme.HMAC_SHA256]
+    problems = [problem for s in schemes if (problem := key_problem(secret, s)) is not None]
     if len(problems) == len(schemes):
         raise ValueError("; ".join(f"--secret {problem}" for problem in problems))
 
