@@ -69,8 +69,11 @@ async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if services.metrics is None:
         raise web.HTTPNotFound()
-    totals = await services.store.status_totals()
-    body = services.metrics.render(totals, services.scheduler.in_flight, services.store.commits)
+    body = await services.metrics.scrape(
+        services.clock.now(),
+        max_age=services.config.server.metrics_cache_ttl,
+        in_flight=services.scheduler.in_flight,
+    )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

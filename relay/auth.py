@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from relay.clock import Clock
 from relay.errors import RelayError
 from relay.models import Auth, BasicAuth, BearerAuth, HeaderAuth, OAuth2Auth
-from relay.outbound import read_capped
+from relay.outbound import describe_client_error, read_capped
 from relay.token_answer import UnusableAnswer, check_answer
 
 log = structlog.get_logger()
@@ -322,11 +322,15 @@ class OAuth2Authenticator:
         except TimeoutError as exc:
             raise OAuthError(None, "timeout", transient=True) from exc
         except aiohttp.ClientSSLError as exc:
-            raise OAuthError(None, _clean(f"tls error: {exc}", scrub)) from exc
+            raise OAuthError(None, _clean(f"tls error: {describe_client_error(exc)}", scrub)) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise OAuthError(None, _clean(f"connect error: {exc}", scrub), transient=True) from exc
+            raise OAuthError(
+                None, _clean(f"connect error: {describe_client_error(exc)}", scrub), transient=True
+            ) from exc
         except aiohttp.ClientError as exc:
-            raise OAuthError(None, _clean(f"connection error: {exc}", scrub), transient=True) from exc
+            raise OAuthError(
+                None, _clean(f"connection error: {describe_client_error(exc)}", scrub), transient=True
+            ) from exc
 
         if too_large:
             what = f"token answer: too large (over {TOKEN_ANSWER_LIMIT // 1024} KiB), not read further"

@@ -71,6 +71,7 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     max_connections: int = 1024
     event_loop: str = "auto"  # "auto": uvloop when installed, else asyncio's own; "asyncio"; "uvloop"
+    metrics_cache_ttl: float = 10.0  # how long a count of the store's deliveries serves scrapes of /metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ _TOP_KEYS = ("server", "storage", "delivery", "webhooks")
 # fmt: off
 _SERVER_KEYS = (
     "listen", "health_listen", "api_keys", "max_body_size", "max_batch", "request_timeout",
-    "shutdown_timeout", "max_connections", "event_loop",
+    "shutdown_timeout", "max_connections", "event_loop", "metrics_cache_ttl",
 )
 _STORAGE_KEYS = ("path", "durability", "retention")
 _DELIVERY_KEYS = (
@@ -206,6 +207,7 @@ def _server(raw: Mapping[str, object], problems: list[Problem], secrets: SecretR
         shutdown_timeout=_or(f.get("shutdown_timeout", parse_duration), default.shutdown_timeout),
         max_connections=_or(f.get("max_connections", int_at_least(1)), default.max_connections),
         event_loop=_event_loop(f),
+        metrics_cache_ttl=_or(f.get("metrics_cache_ttl", parse_duration), default.metrics_cache_ttl),
     )
 
 

@@ -56,7 +56,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.store = open_store(config.storage)
         self.registry = Registry()
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.store)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []

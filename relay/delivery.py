@@ -16,7 +16,7 @@ from relay.auth import Authenticator, OAuthError
 from relay.clock import Clock
 from relay.errors import BlockedDestination
 from relay.models import Attempt, Claim, ErrorKind, Webhook, format_time
-from relay.outbound import read_capped
+from relay.outbound import describe_client_error, read_capped
 from relay.render import render_body, stamp_sent_at
 from relay.signing import signature_headers
 
@@ -121,11 +121,9 @@ class Deliverer:
         except TimeoutError:
             return report(None, ErrorKind.TIMEOUT, f"no complete answer within {timeout:g}s")
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            return report(None, ErrorKind.TLS_ERROR, _describe(exc))
-        except aiohttp.ClientConnectorError as exc:
-            return report(None, ErrorKind.CONNECT_ERROR, _describe(exc))
+            return report(None, ErrorKind.TLS_ERROR, describe_client_error(exc))
         except (aiohttp.ClientError, OSError) as exc:
-            return report(None, ErrorKind.CONNECT_ERROR, _describe(exc))
+            return report(None, ErrorKind.CONNECT_ERROR, describe_client_error(exc))
         if 200 <= status < 300:
             return report(status, None, None, text)
         detail = f"HTTP {status}"
@@ -174,8 +172,3 @@ class Deliverer:
 @functools.lru_cache(maxsize=64)
 def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=seconds)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:500]

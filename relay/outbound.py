@@ -14,7 +14,10 @@ Every request relay makes (deliveries and OAuth2 token fetches alike) goes throu
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import ssl
 from typing import Any
 
 import aiohttp
@@ -109,3 +112,44 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int, *, drain: in
     if not content.at_eof():
         response.close()
     return body[:limit], True
+
+
+_SSL_REASON = re.compile(r"^\[SSL(?:: [A-Z0-9_]+)?\] (?P<words>.+?)(?: \(_ssl\.c:\d+\))?$")
+
+
+def describe_client_error(exc: BaseException) -> str:
+    """What went wrong with a request, in words: aiohttp's own text names its connection key
+    (``Cannot connect to host example.com:443 ssl:default [Connect call failed …]``), "ssl" even for ``http://``.
+
+    ``cannot connect to 127.0.0.1:9: connection refused``, ``cannot resolve example.invalid: Name or service not
+    known``, ``TLS handshake with example.com:443 failed: wrong version number``.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"[{exc.host}]:{exc.port}" if ":" in exc.host else f"{exc.host}:{exc.port}"
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            text = f"TLS certificate of {where} not accepted: {_os_reason(exc.certificate_error)}"
+        elif isinstance(exc, aiohttp.ClientSSLError):
+            text = f"TLS handshake with {where} failed: {_os_reason(exc.os_error)}"
+        elif isinstance(exc, aiohttp.ClientConnectorDNSError):
+            text = f"cannot resolve {exc.host}: {_os_reason(exc.os_error)}"
+        else:
+            text = f"cannot connect to {where}: {_os_reason(exc.os_error)}"
+    elif isinstance(exc, ssl.SSLError):
+        text = f"TLS error: {_os_reason(exc)}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return text[:500]
+
+
+def _os_reason(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return str(error.verify_message)
+    if isinstance(error, ssl.SSLError):
+        text = error.strerror or str(error)
+        match = _SSL_REASON.match(text)
+        return match["words"] if match else text
+    if isinstance(error, socket.gaierror) and error.strerror:
+        return error.strerror
+    if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno).lower()  # asyncio's strerror is "Connect call failed ('10.0.0.1', 443)"
+    return str(error) or type(error).__name__

@@ -21,7 +21,7 @@ from relay.clock import Clock
 from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
 from relay.errors import StoreError
-from relay.models import Claim, DeliveryStatus, ErrorKind, Webhook
+from relay.models import Claim, DeliveryStatus, ErrorKind, Webhook, format_time
 from relay.ratelimit import RateWindow
 from relay.registry import Registry
 from relay.retry import Decision, Outcome, RetryPolicy, decide
@@ -30,6 +30,7 @@ from relay.store import AttemptResult, Outbox, Room
 log = structlog.get_logger()
 
 STORE_BACKOFF = 1.0  # seconds to wait after the store refused a claim
+ABANDONED_NAMED = 50  # at most this many delivery (and webhook) ids in one attempts_abandoned line; count has all
 AttemptHook = Callable[[Webhook, Claim, AttemptReport, Decision], None]
 
 
@@ -323,13 +324,14 @@ class Scheduler:
             "duration_ms": round(report.duration_ms, 1),
         }
         if decision.status is DeliveryStatus.SUCCEEDED:
-            log.debug("delivery_succeeded", **fields)
+            # A first try's success is routine; one after retries or a re-drive closes what was logged as a failure.
+            (log.info if claim.attempt_number > 1 else log.debug)("delivery_succeeded", **fields)
             return
         fields.update(error=report.error, error_detail=report.error_detail)
         if decision.status is DeliveryStatus.PENDING:
-            log.info("delivery_retry_scheduled", next_attempt_at=decision.next_attempt_at, **fields)
+            log.info("delivery_retry_scheduled", next_attempt_at=format_time(decision.next_attempt_at), **fields)
         elif decision.status is DeliveryStatus.FAILED:
-            log.warning("delivery_parked", next_attempt_at=decision.next_attempt_at, **fields)
+            log.warning("delivery_parked", next_attempt_at=format_time(decision.next_attempt_at), **fields)
         else:
             log.warning("delivery_dead", **fields)
 
@@ -359,6 +361,12 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await entry.task
         if unfinished:
-            log.warning("attempts_abandoned", count=len(unfinished))
+            claims = [entry.claim for entry in unfinished]
+            log.warning(
+                "attempts_abandoned",
+                count=len(claims),
+                delivery_ids=[c.delivery_id for c in claims[:ABANDONED_NAMED]],
+                webhook_ids=sorted({c.webhook_id for c in claims})[:ABANDONED_NAMED],
+            )
             with contextlib.suppress(StoreError):
-                await self.store.release([e.claim for e in unfinished], self.clock.now())
+                await self.store.release(claims, self.clock.now())

@@ -185,6 +185,11 @@ class History(Protocol):
         """Delivery counts by status, all webhooks together."""
         ...
 
+    async def earliest_due(self) -> float | None:
+        """The earliest due time of a pending or failed delivery, passed or not; None when there is none (a
+        delivery being attempted is not waiting)."""
+        ...
+
 
 class RefreshTokens(Protocol):
     """Rotated OAuth2 refresh tokens, kept so a restart never falls back to a dead one."""

@@ -137,6 +137,31 @@ class SqliteReads:
         rows = await self._read("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
         return {r[0]: int(r[1]) for r in rows}
 
+    async def earliest_due(self) -> float | None:
+        """The earliest due time of a pending or failed delivery; None when there is none.
+
+        One index seek per webhook with queued deliveries, however many there are: the recursive step walks the
+        partial index ``deliveries_due`` from one webhook id to the next, and each webhook's first pending or
+        failed entry in due order is its earliest (the ones being attempted, at most the concurrency, are
+        skipped). A plain ``MIN(due_at)`` would visit every queued delivery.
+        """
+        rows = await self._read(
+            f"""
+            WITH RECURSIVE hooks(id) AS (
+                SELECT MIN(webhook_id) FROM deliveries WHERE status IN {QUEUED}
+                UNION ALL
+                SELECT (SELECT MIN(webhook_id) FROM deliveries WHERE status IN {QUEUED} AND webhook_id > hooks.id)
+                FROM hooks WHERE hooks.id IS NOT NULL
+            )
+            SELECT MIN((
+                SELECT due_at FROM deliveries
+                WHERE status IN {QUEUED} AND webhook_id = hooks.id AND status != 'delivering'
+                ORDER BY due_at LIMIT 1
+            )) FROM hooks WHERE hooks.id IS NOT NULL
+            """
+        )
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
     # -- webhooks created through the API ----------------------------------------------------------------
 
     async def due_by_webhook(self) -> dict[str, float]:

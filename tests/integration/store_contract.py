@@ -457,6 +457,29 @@ class StoreContract:
         assert await store.status_counts() == {"a": {"delivering": 1, "pending": 1}, "b": {"dead": 1}}
         assert await store.status_totals() == {"delivering": 1, "pending": 1, "dead": 1}
 
+    async def test_earliest_due_is_that_of_the_first_pending_or_failed_delivery(self, store: Store) -> None:
+        assert await store.earliest_due() is None
+        await store.ingest([event("e1", "a", "b")], T0)
+        await store.ingest([event("e2", "a", "c")], T0 + 5)
+        assert await store.earliest_due() == T0
+        [a1], _ = await store.claim("a", 1, T0 + 10, T0 + 70)
+        [b1], _ = await store.claim("b", 1, T0 + 10, T0 + 70)
+        assert await store.earliest_due() == T0 + 5, "a delivery being attempted is not waiting"
+        await store.record([result(b1, attempt(1, T0 + 10, ok=False, next_at=T0 + 3), S.FAILED)])
+        assert await store.earliest_due() == T0 + 3, "a parked delivery waits for its re-drive"
+        await store.record([result(a1, attempt(1, T0 + 10, ok=True), S.SUCCEEDED)])
+        [b2], _ = await store.claim("b", 1, T0 + 10, T0 + 70)
+        await store.record([result(b2, attempt(2, T0 + 10, ok=False), S.DEAD)])
+        [c2], _ = await store.claim("c", 1, T0 + 10, T0 + 70)
+        await store.record([result(c2, attempt(1, T0 + 10, ok=False, next_at=T0 + 600), S.PENDING)])
+        assert await store.earliest_due() == T0 + 5  # a's e2; c's retry is later
+        [a2], _ = await store.claim("a", 1, T0 + 10, T0 + 70)
+        await store.record([result(a2, attempt(1, T0 + 10, ok=True), S.SUCCEEDED)])
+        assert await store.earliest_due() == T0 + 600
+        [c3], _ = await store.claim("c", 1, T0 + 600, T0 + 700)
+        await store.record([result(c3, attempt(2, T0 + 600, ok=True), S.SUCCEEDED)])
+        assert await store.earliest_due() is None
+
     # -- pruning -----------------------------------------------------------------------------------------
 
     async def test_prune_removes_only_old_events_that_are_done(self, store: Store) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 from standardwebhooks.webhooks import Webhook as StandardVerifier
@@ -13,7 +15,7 @@ from relay import __version__
 from relay.models import BodyFormat, Secret, SignatureScheme
 from relay.signing import sign_hmac_sha256
 from tests.support.receiver import Receiver
-from tests.support.relay_harness import running_relay, webhook
+from tests.support.relay_harness import RunningRelay, running_relay, webhook
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CONSENT = {
@@ -130,3 +132,35 @@ async def test_the_202_comes_after_the_commit(tmp_path: Path) -> None:
         assert relay.sql("SELECT id, delivery_count FROM events") == [("durable-1", 1)]
         assert relay.sql("SELECT webhook_id FROM deliveries") == [("hook",)]
         assert relay.sql("PRAGMA journal_mode") == [("wal",)]
+
+
+async def _first_attempt(relay: RunningRelay, event_id: str) -> dict[str, Any]:
+    async def attempted() -> bool:
+        return bool((await relay.event(event_id))["deliveries"][0]["attempts"])
+
+    await relay.wait_until(attempted)
+    [attempt] = (await relay.event(event_id))["deliveries"][0]["attempts"]
+    return cast(dict[str, Any], attempt)
+
+
+async def test_a_refused_connection_says_so_without_aiohttps_connection_key(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    hooks = [webhook(f"http://127.0.0.1:{port}/hook")]
+    async with running_relay(tmp_path, hooks, retry_schedule=(0.0,)) as relay:
+        _, answer = await relay.post({"type": "t", "data": {}})
+        attempt = await _first_attempt(relay, answer["data"]["id"])
+    assert attempt["error"] == "connect_error"
+    assert attempt["error_detail"] == f"cannot connect to 127.0.0.1:{port}: connection refused"
+    assert "ssl" not in attempt["error_detail"].lower()
+
+
+async def test_https_to_a_plain_http_server_is_a_tls_error_in_words(tmp_path: Path, receiver: Receiver) -> None:
+    url = receiver.url("/hook").replace("http://", "https://")
+    async with running_relay(tmp_path, [webhook(url)], retry_schedule=(0.0,)) as relay:
+        _, answer = await relay.post({"type": "t", "data": {}})
+        attempt = await _first_attempt(relay, answer["data"]["id"])
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    assert attempt["error"] == "tls_error"
+    assert attempt["error_detail"] == f"TLS handshake with 127.0.0.1:{port} failed: wrong version number"

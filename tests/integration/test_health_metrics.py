@@ -5,33 +5,48 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.config import Listen
-from relay.models import OAuth2Auth, Secret
+from relay.clock import FakeClock
+from relay.config import Config, Listen
+from relay.models import OAuth2Auth, Secret, Webhook
+from relay.store import NewEvent
 from tests.support.oauth_server import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OAuthServer
 from tests.support.receiver import Receiver
 from tests.support.relay_harness import RunningRelay, make_config, running_relay, webhook
 from tests.support.sqlite_raw import in_writer, set_busy_timeout
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-async def scrape(relay: RunningRelay, base: str | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+
+async def exposition(relay: RunningRelay, base: str | None = None) -> str:
     async with relay.http.get(f"{base or relay.url}/metrics") as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
-        text = await response.text()
+        return await response.text()
+
+
+async def scrape(relay: RunningRelay, base: str | None = None) -> Samples:
     samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(await exposition(relay, base)):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
 
 
+def uncached(tmp_path: Path, hooks: list[Webhook], **delivery: Any) -> Config:
+    """A relay that counts its store's deliveries on every scrape."""
+    config = make_config(tmp_path, hooks, **delivery)
+    return replace(config, server=replace(config.server, metrics_cache_ttl=0.0))
+
+
 async def test_counters_move_with_ingest_and_attempts(tmp_path: Path, receiver: Receiver) -> None:
     receiver.script("/bad", [500])
     hooks = [webhook(receiver.url("/ok"), id="ok"), webhook(receiver.url("/bad"), id="bad")]
-    async with running_relay(tmp_path, hooks, retry_schedule=(0.0, 3600.0)) as relay:
+    config = uncached(tmp_path, hooks, retry_schedule=(0.0, 3600.0))
+    async with running_relay(tmp_path, hooks, config=config) as relay:
         before = await scrape(relay)
         assert before[("relay_events_ingested_total", ())] == 0
         await relay.post([{"type": "t", "data": {"n": n}} for n in range(3)])
@@ -50,6 +65,43 @@ async def test_counters_move_with_ingest_and_attempts(tmp_path: Path, receiver: 
     assert after[("relay_deliveries", (("status", "dead"),))] == 0
     labels = {dict(key[1]).get("webhook") for key in after} - {None}
     assert labels == {"ok", "bad"}  # bounded: webhook ids only, never event ids or URLs
+    assert after[("relay_store_commits_total", ())] > before[("relay_store_commits_total", ())]
+
+
+async def test_the_process_and_the_store_commits_are_exposed_with_their_types(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, []) as relay:
+        families = {f.name: f for f in text_string_to_metric_families(await exposition(relay))}
+    assert families["relay_store_commits"].type == "counter"
+    assert families["relay_store_commits"].samples[0].name == "relay_store_commits_total"
+    for name in ("process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_start_time_seconds"):
+        assert families[name].type == "gauge" and families[name].samples[0].value > 0, name
+    assert families["process_cpu_seconds"].type == "counter"
+    assert families["python_info"].samples[0].labels["implementation"] == "CPython"
+    assert families["relay_oldest_due_delivery_age_seconds"].samples[0].value == 0
+
+
+async def test_store_counts_are_cached_for_metrics_cache_ttl_and_the_oldest_due_age_grows(tmp_path: Path) -> None:
+    clock = FakeClock()
+    hooks = [webhook("http://127.0.0.1:9/", id="paused", is_active=False)]
+    config = make_config(tmp_path, hooks)
+    assert config.server.metrics_cache_ttl == 10.0
+    age = ("relay_oldest_due_delivery_age_seconds", ())
+    pending = ("relay_deliveries", (("status", "pending"),))
+    async with running_relay(tmp_path, hooks, clock=clock, config=config) as relay:
+        first = await scrape(relay)
+        assert (first[pending], first[age]) == (0, 0)
+        # Deliveries queued before the webhook was paused: due, and waiting until it resumes.
+        events = [NewEvent(f"e{n}", "t", "2026-01-01T00:00:00Z", b"{}", ("paused",)) for n in range(2)]
+        await relay.daemon.store.ingest(events, clock.now())
+        relay.advance(4)
+        cached = await scrape(relay)
+        assert (cached[pending], cached[age]) == (0, 0), "counted again within metrics_cache_ttl"
+        relay.advance(7)
+        counted = await scrape(relay)
+        assert (counted[pending], counted[age]) == (2, 11)
+        relay.advance(5)
+        later = await scrape(relay)
+        assert (later[pending], later[age]) == (2, 16), "the age is taken at the scrape, from the cached due time"
 
 
 async def test_oauth_token_requests_are_counted(tmp_path: Path, oauth_server: OAuthServer) -> None:

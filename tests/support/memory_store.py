@@ -355,3 +355,7 @@ class MemoryStore:
         for d in self._read().deliveries.values():
             totals[d.status.value] = totals.get(d.status.value, 0) + 1
         return totals
+
+    async def earliest_due(self) -> float | None:
+        waiting = (S.PENDING, S.FAILED)
+        return min((d.due_at for d in self._read().deliveries.values() if d.status in waiting), default=None)

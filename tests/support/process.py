@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -13,35 +14,59 @@ import aiohttp
 import orjson
 
 RELAY = [sys.executable, "-m", "relay.cli"]
+PRIORITY_PREFIX = re.compile(rb"^<([0-7])>")  # sd-daemon(3): what a line says its journal priority is
 
 
 class RelayProcess:
-    """``relay serve --config PATH``; ``start()`` returns once it logged ``relay_started``."""
+    """``relay serve --config PATH``; ``start()`` returns once it logged ``relay_started``.
 
-    def __init__(self, config_path: Path, *, env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+    With ``journal``, its output goes to a pipe that ``JOURNAL_STREAM`` names, as systemd's journal stream would be:
+    each line's ``<N>`` priority prefix is taken off before it is parsed and kept in ``priorities``.
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        journal: bool = False,
+    ) -> None:
         self.config_path = config_path
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path or config_path.with_suffix(".log")
+        self.journal = journal
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
         self.health_url = ""
         self.lines: list[dict[str, Any]] = []
+        self.priorities: list[int | None] = []  # each parsed line's priority prefix (None: it had none)
         self._reader: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
 
     async def spawn(self) -> RelayProcess:
         """Start the process and return at once (``started`` tells when it logged ``relay_started``)."""
         self._started = asyncio.Event()
-        self.proc = await asyncio.create_subprocess_exec(
-            *RELAY,
-            "serve",
-            "--config",
-            str(self.config_path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=self.env,
+        args = [*RELAY, "serve", "--config", str(self.config_path)]
+        if not self.journal:
+            self.proc = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=self.env
+            )
+            assert self.proc.stdout is not None
+            self._reader = asyncio.create_task(self._read(self.proc.stdout))
+            return self
+        read_end, write_end = os.pipe()
+        stat = os.fstat(write_end)
+        env = {**self.env, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+        try:
+            self.proc = await asyncio.create_subprocess_exec(*args, stdout=write_end, stderr=write_end, env=env)
+        finally:
+            os.close(write_end)
+        stream = asyncio.StreamReader()
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_end, "rb")
         )
-        self._reader = asyncio.create_task(self._read(self.proc))
+        self._reader = asyncio.create_task(self._read(stream))
         return self
 
     @property
@@ -66,19 +91,20 @@ class RelayProcess:
             raise AssertionError(f"relay did not start; its output:\n{self.log_path.read_text()}")
         return self
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
+    async def _read(self, stream: asyncio.StreamReader) -> None:
         with self.log_path.open("ab") as log:
-            async for raw in proc.stdout:
+            async for raw in stream:
                 log.write(raw)
                 log.flush()
+                prefix = PRIORITY_PREFIX.match(raw)
                 try:
-                    line = orjson.loads(raw)
+                    line = orjson.loads(raw[prefix.end() :] if prefix else raw)
                 except orjson.JSONDecodeError:
                     continue
                 if not isinstance(line, dict):
                     continue
                 self.lines.append(line)
+                self.priorities.append(int(prefix.group(1)) if prefix else None)
                 if line.get("event") == "relay_started":
                     self.url = f"http://{line['listen']}"
                     self.health_url = f"http://{line['health_listen']}"

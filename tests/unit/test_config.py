@@ -80,6 +80,7 @@ max_body_size = "2MiB"
 max_batch = 50
 request_timeout = "15s"
 shutdown_timeout = 2.5
+metrics_cache_ttl = "0s"
 
 [storage]
 path = "state/relay.db"
@@ -175,6 +176,7 @@ def test_full_config_reads_every_key(tmp_path: Path) -> None:
         max_batch=50,
         request_timeout=15.0,
         shutdown_timeout=2.5,
+        metrics_cache_ttl=0.0,
     )
     assert config.storage == StorageConfig(tmp_path / "state/relay.db", Durability.NORMAL, 3 * 86400.0)
     assert config.delivery == DeliveryConfig(

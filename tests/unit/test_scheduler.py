@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from relay.clock import FakeClock
 from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
-from relay.models import Attempt, Claim, DeliveryStatus, ErrorKind, Webhook
+from relay.models import Attempt, Claim, DeliveryStatus, ErrorKind, Webhook, format_time
 from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import AttemptResult, NewEvent
@@ -245,10 +245,61 @@ async def test_drain_gives_back_the_leases_of_unfinished_attempts(rigs: list[Rig
     await r.advance(3.0)
     with capture_logs() as logs:
         await r.scheduler.drain(0.0)
-    assert [line["count"] for line in logs if line["event"] == "attempts_abandoned"] == [1]
+    [abandoned] = [line for line in logs if line["event"] == "attempts_abandoned"]
     assert await r.statuses("done") == {"a": S.SUCCEEDED}
     found = await r.store.get_event("cut")
     assert found is not None
     [cut] = found[1]
+    assert (abandoned["count"], abandoned["delivery_ids"], abandoned["webhook_ids"]) == (1, [cut.id], ["a"])
     assert (cut.status, cut.next_attempt_at, cut.attempt_count) == (S.PENDING, T0 + 3.0, 0)  # due again at once
     assert await r.store.due_by_webhook() == {"a": T0 + 3.0}
+
+
+async def test_drain_names_the_abandoned_deliveries_up_to_a_cap(rigs: list[Rig]) -> None:
+    hooks = [Webhook(name, f"http://{name}") for name in ("b", "a")]
+    r = await rig(rigs, *hooks, hold=True, per_webhook_concurrency=40)
+    await r.ingest(*((f"e{n}", ("a", "b")) for n in range(30)))
+    await r.start()
+    assert len(r.deliverer.started) == 60
+    held = sorted(entry.claim.delivery_id for entry in r.scheduler._in_flight.values())
+    r.scheduler.stop_claiming()
+    assert r.task is not None
+    await r.task
+    with capture_logs() as logs:
+        await r.scheduler.drain(0.0)
+    [line] = [line for line in logs if line["event"] == "attempts_abandoned"]
+    assert (line["log_level"], line["count"], line["webhook_ids"]) == ("warning", 60, ["a", "b"])
+    assert len(line["delivery_ids"]) == 50 and set(line["delivery_ids"]) <= set(held)
+
+
+async def test_a_retry_logs_its_next_attempt_in_rfc_3339_and_its_success_at_info(rigs: list[Rig]) -> None:
+    r = await rig(rigs, Webhook("a", "http://a"), ok=False, retry_schedule=(0.0, 10.0))
+    with capture_logs() as logs:
+        await r.ingest(("first-try", ("a",)))
+        await r.start()
+        r.deliverer.ok = True
+        await r.ingest(("second", ("a",)))
+        await settle()
+        await r.advance(10.0)
+    seen = [(line["event"], line["log_level"], line["event_id"], line["attempt"]) for line in logs]
+    assert seen == [
+        ("delivery_retry_scheduled", "info", "first-try", 1),
+        ("delivery_succeeded", "debug", "second", 1),  # a first try's success is routine
+        ("delivery_succeeded", "info", "first-try", 2),  # a success after a failure closes it
+    ]
+    assert logs[0]["next_attempt_at"] == format_time(T0 + 10.0) and logs[0]["next_attempt_at"].endswith("Z")
+
+
+async def test_a_parked_delivery_that_a_redrive_delivers_logs_its_success_at_info(rigs: list[Rig]) -> None:
+    r = await rig(rigs, Webhook("a", "http://a"), ok=False, retry_schedule=(0.0,), redrive_interval=600.0)
+    with capture_logs() as logs:
+        await r.ingest(("parked", ("a",)))
+        await r.start()
+        r.deliverer.ok = True
+        await r.advance(600.0)
+    assert [(line["event"], line["log_level"]) for line in logs] == [
+        ("delivery_parked", "warning"),
+        ("delivery_succeeded", "info"),
+    ]
+    assert logs[0]["next_attempt_at"] == format_time(T0 + 600.0)
+    assert await r.statuses("parked") == {"a": S.SUCCEEDED}
