@@ -16,8 +16,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
-from tenacity import RetryCallState, retry_if_exception_type, stop_before_delay
-from tenacity import wait_exponential_jitter as backoff
+from tenacity import RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential, wait_random
 
 from relay import __version__
 from relay.errors import RelayError
@@ -379,7 +378,7 @@ class RetryPolicy:
 
     def settings(self) -> dict[str, Any]:
         """Keyword arguments for ``tenacity.Retrying`` or ``AsyncRetrying``: give up with ``UnavailableError``."""
-        wait = backoff(initial=self.initial, max=self.maximum, jitter=self.initial)
+        wait = wait_exponential(multiplier=self.initial, max=self.maximum) + wait_random(0, self.initial)
         return {
             "stop": stop_before_delay(self.total),
             "wait": _WaitAtLeastRetryAfter(wait),
