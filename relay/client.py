@@ -37,13 +37,7 @@ from relay.client_core import (
     EVENTS_PATH,
     Accepted,
     BaseClient,
-    PartialBatchError,
-    RejectedError,
-    RelayClientError,
     RetryPolicy,
-    ServerError,
-    Transient,
-    UnavailableError,
     accepted,
     answer,
     batch_body,
@@ -53,6 +47,14 @@ from relay.client_core import (
     new_event,
     split_batch,
     transient_answer,
+)
+from relay.client_errors import (
+    PartialBatchError,
+    RejectedError,
+    RelayClientError,
+    ServerError,
+    Transient,
+    UnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -185,7 +187,7 @@ class Client(BaseClient):
         except ssl.SSLError as exc:
             raise UnavailableError(f"cannot reach the relay at {self.url}: TLS: {describe(exc)}") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise Transient(f"cannot reach the relay at {self.url}: {describe(exc)}") from None
+            raise Transient(f"cannot reach the relay at {self.url}: {describe(exc)}") from exc
 
     def _connection(self) -> http.client.HTTPConnection:
         target = self.target

@@ -23,10 +23,6 @@ from relay.client_core import (
     EVENTS_PATH,
     Accepted,
     BaseClient,
-    RelayClientError,
-    ServerError,
-    Transient,
-    UnavailableError,
     accepted,
     answer,
     batch_body,
@@ -36,6 +32,12 @@ from relay.client_core import (
     new_event,
     split_batch,
     transient_answer,
+)
+from relay.client_errors import (
+    RelayClientError,
+    ServerError,
+    Transient,
+    UnavailableError,
 )
 
 
@@ -136,9 +138,9 @@ class AsyncClient(BaseClient):
         except aiohttp.ClientSSLError as exc:
             raise UnavailableError(f"cannot reach the relay at {self.url}: TLS: {exc}") from None
         except aiohttp.ClientConnectorError as exc:
-            raise Transient(f"cannot reach the relay at {self.url}: {describe(exc.os_error)}") from None
+            raise Transient(f"cannot reach the relay at {self.url}: {describe(exc.os_error)}") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Transient(f"cannot reach the relay at {self.url}: {describe(exc)}") from None
+            raise Transient(f"cannot reach the relay at {self.url}: {describe(exc)}") from exc
 
     def _base(self) -> str:
         target = self.target

@@ -1,5 +1,6 @@
-"""The I/O-free half of relay's client (``relay.client``): its errors, what an accepted event is, how events get
-their ids and are split into requests, what an answer means, and when a request is tried again.
+"""The I/O-free half of relay's client (``relay.client``): what an accepted event is, how events get their ids
+and are split into requests, what an answer means, and when a request is tried again (its errors are in
+``relay.client_errors``).
 
 ``Client`` (standard library) and ``AsyncClient`` (aiohttp) do the I/O around these, so the two behave alike.
 """
@@ -19,7 +20,14 @@ import orjson
 from tenacity import RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential, wait_random
 
 from relay import __version__
-from relay.errors import RelayError
+from relay.client_errors import (
+    PartialBatchError,
+    RejectedError,
+    RelayClientError,
+    ServerError,
+    Transient,
+    UnavailableError,
+)
 from relay.models import format_datetime, new_event_id
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -30,86 +38,6 @@ USER_AGENT = f"relay-client/{__version__}"
 EVENTS_PATH = "/v1/events"
 
 log = logging.getLogger("relay.client")  # a library inside someone's application: the standard logging module
-
-
-# -- errors ------------------------------------------------------------------------------------------------------
-
-
-class RelayClientError(RelayError):
-    """Root of every error the client raises; ``str()`` is one line for a person.
-
-    From ``send``/``send_batch``, ``event_ids`` holds the ids of the events the relay has not confirmed: sending
-    those events again with the same ids is safe (an id the relay already has is a no-op).
-    """
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.event_ids: tuple[str, ...] = ()
-
-
-class RejectedError(RelayClientError):
-    """The relay answered 4xx: it refused the request, and would refuse it again unchanged.
-
-    ``code`` and ``message`` are the API's (``validation_error``, …); ``details`` lists each wrong field as
-    ``{"path": "[3].type", "message": …}`` (paths count from the start of the whole batch).
-    """
-
-    def __init__(self, status: int, code: str, message: str, details: Sequence[Mapping[str, Any]] = ()) -> None:
-        super().__init__(f"{status} {code}: {message}", status=status)
-        self.code = code
-        self.message = message
-        self.details = [dict(item) for item in details]
-
-
-class UnavailableError(RelayClientError):
-    """The relay could not be reached or could not take the request (a refused connection, a timeout, a 502, 503
-    or 504), and the client gave up: after its retry budget for sends, at once for ``call``.
-
-    After a timeout the relay may have stored the events anyway: send them again with the same ids.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:
-        super().__init__(message, status=status)
-        self.attempts = attempts
-
-
-class ServerError(RelayClientError):
-    """The relay failed (a 5xx that retrying does not help) or answered in a way a relay does not."""
-
-
-class PartialBatchError(RelayClientError):
-    """A batch sent in several requests failed after some of them were accepted.
-
-    ``accepted`` are the events the relay stored (in order); ``event_ids`` are the others, whose request failed or
-    was never sent; ``error`` is why (``RejectedError``, ``UnavailableError``, …, also the ``__cause__``).
-    """
-
-    def __init__(self, accepted: Sequence[Accepted], remaining_ids: Sequence[str], error: RelayClientError) -> None:
-        total = len(accepted) + len(remaining_ids)
-        first, last = accepted[0].id, accepted[-1].id
-        span = first if first == last else f"{first} … {last}"
-        super().__init__(
-            f"{len(accepted)} of {total} events were accepted ({span}), then a request failed: {error}",
-            status=error.status,
-        )
-        self.accepted = tuple(accepted)
-        self.error = error
-        self.event_ids = tuple(remaining_ids)
-
-    @property
-    def accepted_ids(self) -> tuple[str, ...]:
-        return tuple(item.id for item in self.accepted)
-
-
-class Transient(Exception):
-    """One try failed in a way another may not (the client's own signal to tenacity, never raised to callers)."""
-
-    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
 
 
 # -- where the relay is ------------------------------------------------------------------------------------------
@@ -155,42 +83,6 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, socket.gaierror):
         return f"unknown host ({exc.strerror})"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
-class BaseClient:
-    """What ``Client`` and ``AsyncClient`` share: where the relay is, the key, and the limits they keep to.
-
-    ``timeout`` bounds each request; ``retry`` says how long sends are tried again; a batch goes in requests of
-    at most ``max_batch`` events and ``max_body_size`` bytes (set them to the relay's ``server`` settings).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        api_key: str | None,
-        *,
-        timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
-        max_batch: int = DEFAULT_MAX_BATCH,
-        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-    ) -> None:
-        if max_batch < 1 or max_body_size < 1 or timeout <= 0:
-            raise ValueError("timeout must be positive, max_batch and max_body_size at least 1")
-        self.target = parse_url(url)
-        self.url = self.target.url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.max_batch = max_batch
-        self.max_body_size = max_body_size
-
-    def _headers(self, *, json_body: bool) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        if json_body:
-            headers["Content-Type"] = "application/json"
-        return headers
 
 
 # -- what is sent ------------------------------------------------------------------------------------------------
@@ -420,3 +312,42 @@ def _give_up(state: RetryCallState) -> Any:
         status=failure.status,
         attempts=tries,
     ) from failure
+
+
+# -- what both clients share --------------------------------------------------------------------------------------
+
+
+class BaseClient:
+    """What ``Client`` and ``AsyncClient`` share: where the relay is, the key, and the limits they keep to.
+
+    ``timeout`` bounds each request; ``retry`` says how long sends are tried again; a batch goes in requests of
+    at most ``max_batch`` events and ``max_body_size`` bytes (set them to the relay's ``server`` settings).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ) -> None:
+        if max_batch < 1 or max_body_size < 1 or timeout <= 0:
+            raise ValueError("timeout must be positive, max_batch and max_body_size at least 1")
+        self.target = parse_url(url)
+        self.url = self.target.url
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.max_batch = max_batch
+        self.max_body_size = max_body_size
+
+    def _headers(self, *, json_body: bool) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        if json_body:
+            headers["Content-Type"] = "application/json"
+        return headers

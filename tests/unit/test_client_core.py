@@ -9,16 +9,18 @@ import pytest
 
 from relay.client_core import (
     Accepted,
-    PartialBatchError,
-    RejectedError,
     RetryPolicy,
-    ServerError,
-    UnavailableError,
     answer,
     batch_body,
     encode_event,
     retry_after,
     split_batch,
+)
+from relay.client_errors import (
+    PartialBatchError,
+    RejectedError,
+    ServerError,
+    UnavailableError,
 )
 
 URL = "http://127.0.0.1:8080"
