@@ -7,7 +7,8 @@
     except VerificationError as exc:
         return 401, exc.reason
 
-``headers`` is any mapping of the request's headers (names in any case); ``body`` the raw bytes as received.
+``headers`` is the request's headers, names in any case: a dict, aiohttp's or Werkzeug's (Flask) ``request.headers``,
+anything with ``items()``; ``body`` the raw bytes as received.
 Each function returns None when the request is authentic and raises ``VerificationError`` otherwise, including
 for a secret that cannot be relay's (``reason`` says which).
 
@@ -29,7 +30,8 @@ import binascii
 import hmac
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable
+from typing import Protocol
 
 from relay.errors import RelayError
 from relay.models import SignatureScheme
@@ -37,7 +39,13 @@ from relay.signing import secret_problem, sign_hmac_sha256, sign_standard_with_k
 
 DEFAULT_TOLERANCE = 300  # seconds either way, as the Standard Webhooks libraries allow
 
-__all__ = ["DEFAULT_TOLERANCE", "VerificationError", "verify_hmac_sha256", "verify_standard"]
+__all__ = ["DEFAULT_TOLERANCE", "Headers", "VerificationError", "verify_hmac_sha256", "verify_standard"]
+
+
+class Headers(Protocol):
+    """What ``headers`` must offer: its (name, value) pairs (a ``Mapping[str, str]`` does)."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
 
 
 class VerificationError(RelayError):
@@ -50,7 +58,7 @@ class VerificationError(RelayError):
 
 def verify_standard(
     secret: str,
-    headers: Mapping[str, str],
+    headers: Headers,
     body: bytes | str,
     tolerance: float = DEFAULT_TOLERANCE,
     *,
@@ -87,7 +95,7 @@ def verify_standard(
 
 def verify_hmac_sha256(
     secret: str,
-    headers: Mapping[str, str],
+    headers: Headers,
     body: bytes | str,
     tolerance: float = DEFAULT_TOLERANCE,
     *,
@@ -107,7 +115,7 @@ def verify_hmac_sha256(
         raise VerificationError("X-Signature does not match")
 
 
-def _lowercase(headers: Mapping[str, str]) -> dict[str, str]:
+def _lowercase(headers: Headers) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
 

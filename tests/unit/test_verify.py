@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
+from werkzeug.datastructures import EnvironHeaders
 
 from relay.models import SignatureScheme
 from relay.signing import new_secret, sign_hmac_sha256, signature_headers
@@ -42,11 +44,12 @@ def reason_of(check: Callable[[], None]) -> str:
         lambda h: {k.upper(): v for k, v in h.items()},
         lambda h: {k.title(): v for k, v in h.items()},
         CIMultiDict,
+        lambda h: EnvironHeaders({"HTTP_" + k.upper().replace("-", "_"): v for k, v in h.items()}),
     ],
-    ids=["lowercase", "uppercase", "title-case", "multidict"],
+    ids=["lowercase", "uppercase", "title-case", "multidict", "werkzeug"],
 )
 def test_standard_accepts_what_relay_signs_whatever_the_header_case(
-    make_headers: Callable[[Mapping[str, str]], Mapping[str, str]],
+    make_headers: Callable[[Mapping[str, str]], Any],
 ) -> None:
     headers = make_headers(signed(SignatureScheme.STANDARD, [SECRET]))
     assert verify_standard(SECRET, headers, BODY, now=NOW) is None
