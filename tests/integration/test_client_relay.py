@@ -5,7 +5,7 @@ it, or answers 503) is retried without storing an event twice. Both clients, ove
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,41 +13,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from relay.client import Accepted, AsyncClient, Client, PartialBatchError, RejectedError, RetryPolicy
+from relay.client import PartialBatchError, RejectedError
 from relay.config import Listen
+from tests.support.clients import KINDS, Either
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.receiver import Receiver
 from tests.support.relay_harness import API_KEY, RunningRelay, make_config, running_relay, webhook
 
-FAST = RetryPolicy(total=5.0, initial=0.01, maximum=0.05)
 
-
-class Either:
-    """Both clients behind one async face (the sync one in a thread, so the relay keeps serving)."""
-
-    def __init__(self, kind: str, url: str, **options: Any) -> None:
-        options.setdefault("retry", FAST)
-        self.sync = Client(url, API_KEY, **options) if kind == "sync" else None
-        self.aio = AsyncClient(url, API_KEY, **options) if kind == "async" else None
-
-    async def send(self, type: str, data: Any, **fields: Any) -> Accepted:
-        if self.sync is not None:
-            return await asyncio.to_thread(self.sync.send, type, data, **fields)
-        assert self.aio is not None
-        return await self.aio.send(type, data, **fields)
-
-    async def send_batch(self, events: Iterable[Mapping[str, Any]]) -> list[Accepted]:
-        if self.sync is not None:
-            return await asyncio.to_thread(self.sync.send_batch, events)
-        assert self.aio is not None
-        return await self.aio.send_batch(events)
-
-    async def close(self) -> None:
-        if self.aio is not None:
-            await self.aio.close()
-
-
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -65,7 +39,7 @@ async def stored_ids(relay: RunningRelay) -> list[str]:
 
 
 async def test_send_is_stored_and_delivered(kind: str, relay: RunningRelay, receiver: Receiver) -> None:
-    client = Either(kind, relay.url)
+    client = Either(kind, relay.url, API_KEY)
     try:
         accepted = await client.send("consent.created", {"subject_id": "u1"}, created_at="2024-01-15T10:35:00Z")
         again = await client.send("consent.created", {"subject_id": "u1"}, id=accepted.id)
@@ -85,7 +59,7 @@ async def test_send_is_stored_and_delivered(kind: str, relay: RunningRelay, rece
 
 
 async def test_send_batch_is_split_to_the_relays_max_batch(kind: str, relay: RunningRelay) -> None:
-    client = Either(kind, relay.url, max_batch=3)
+    client = Either(kind, relay.url, API_KEY, max_batch=3)
     given = [{"type": "consent.created" if n % 2 else "other.event", "data": {"n": n}} for n in range(7)]
     try:
         accepted = await client.send_batch(given)
@@ -98,7 +72,7 @@ async def test_send_batch_is_split_to_the_relays_max_batch(kind: str, relay: Run
 
 
 async def test_a_batch_over_the_relays_max_batch_is_rejected_as_too_large(kind: str, relay: RunningRelay) -> None:
-    client = Either(kind, relay.url, max_batch=4)  # the relay takes 3
+    client = Either(kind, relay.url, API_KEY, max_batch=4)  # the relay takes 3
     try:
         with pytest.raises(RejectedError) as caught:
             await client.send_batch({"type": "consent.created", "data": {"n": n}} for n in range(4))
@@ -114,7 +88,7 @@ async def test_the_relays_validation_error_in_a_later_request_names_what_was_acc
 ) -> None:
     given: list[dict[str, Any]] = [{"type": "consent.created", "data": {"n": n}} for n in range(7)]
     given[4]["type"] = "not a type"
-    client = Either(kind, relay.url, max_batch=3)
+    client = Either(kind, relay.url, API_KEY, max_batch=3)
     try:
         with pytest.raises(PartialBatchError) as caught:
             await client.send_batch(given)
@@ -131,7 +105,7 @@ async def test_the_relays_validation_error_in_a_later_request_names_what_was_acc
     # Sending the rest again, fixed, with the same ids: nothing is stored twice.
     given[4]["type"] = "consent.created"
     retry = [dict(event, id=event_id) for event, event_id in zip(given[3:], error.event_ids, strict=True)]
-    client = Either(kind, relay.url, max_batch=3)
+    client = Either(kind, relay.url, API_KEY, max_batch=3)
     try:
         rest = await client.send_batch([dict(given[0], id=error.accepted_ids[0]), *retry])
     finally:
@@ -146,7 +120,7 @@ async def test_an_answer_lost_on_the_way_back_is_retried_without_storing_twice(
     port = int(relay.url.rsplit(":", 1)[1])
     async with FaultProxy(port) as proxy:
         proxy.script([Fault.reset_response(), Fault.answer(503, body=b"upstream busy"), Fault.reset_response()])
-        client = Either(kind, proxy.url("").rstrip("/"), max_batch=3)
+        client = Either(kind, proxy.url("").rstrip("/"), API_KEY, max_batch=3)
         try:
             accepted = await client.send("consent.created", {"subject_id": "u1"})
             batch = await client.send_batch({"type": "consent.created", "data": {"n": n}} for n in range(2))
@@ -166,7 +140,7 @@ async def test_over_a_unix_socket(kind: str, tmp_path: Path) -> None:
     config = make_config(tmp_path, [])
     config = replace(config, server=replace(config.server, listen=Listen(path=str(socket_path))))
     async with running_relay(tmp_path, [], config=config) as running:
-        client = Either(kind, f"unix:{socket_path}")
+        client = Either(kind, f"unix:{socket_path}", API_KEY)
         try:
             one = await client.send("consent.created", {"n": 0})
             more = await client.send_batch([{"type": "consent.created", "data": {"n": 1}}])

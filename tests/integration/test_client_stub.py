@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,45 +27,13 @@ from relay.client import (
     UnavailableError,
 )
 from relay.models import EVENT_TOKEN
+from tests.support.clients import KINDS, Either
 from tests.support.stub_relay import Step, StubRelay
 
 KEY = "stub-key-0123456789"
-FAST = RetryPolicy(total=2.0, initial=0.01, maximum=0.05)
 
 
-class Either:
-    """One face for both clients: the sync one runs in a thread, so the stub keeps serving on this loop."""
-
-    def __init__(self, kind: str, url: str, **options: Any) -> None:
-        options.setdefault("retry", FAST)
-        self.kind = kind
-        self.sync = Client(url, KEY, **options) if kind == "sync" else None
-        self.aio = AsyncClient(url, KEY, **options) if kind == "async" else None
-
-    async def send(self, type: str, data: Any, **fields: Any) -> Accepted:
-        if self.sync is not None:
-            return await asyncio.to_thread(self.sync.send, type, data, **fields)
-        assert self.aio is not None
-        return await self.aio.send(type, data, **fields)
-
-    async def send_batch(self, events: Iterable[Mapping[str, Any]]) -> list[Accepted]:
-        if self.sync is not None:
-            return await asyncio.to_thread(self.sync.send_batch, events)
-        assert self.aio is not None
-        return await self.aio.send_batch(events)
-
-    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> dict[str, Any] | None:
-        if self.sync is not None:
-            return await asyncio.to_thread(self.sync.call, method, path, body, **kwargs)
-        assert self.aio is not None
-        return await self.aio.call(method, path, body, **kwargs)
-
-    async def close(self) -> None:
-        if self.aio is not None:
-            await self.aio.close()
-
-
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -78,7 +46,7 @@ async def stub() -> AsyncIterator[StubRelay]:
 
 @pytest_asyncio.fixture
 async def client(kind: str, stub: StubRelay) -> AsyncIterator[Either]:
-    either = Either(kind, stub.url)
+    either = Either(kind, stub.url, KEY)
     yield either
     await either.close()
 
@@ -139,7 +107,7 @@ async def test_a_naive_datetime_or_unencodable_data_is_refused_before_anything_i
 
 async def test_refused_connection_then_success_stores_the_event_once(kind: str) -> None:
     port = free_port()
-    either = Either(kind, f"http://127.0.0.1:{port}")
+    either = Either(kind, f"http://127.0.0.1:{port}", KEY)
     try:
         sending = asyncio.create_task(either.send("consent.created", {"n": 1}))
         await asyncio.sleep(0.15)  # a few refused tries
@@ -178,7 +146,7 @@ async def test_retry_after_is_waited(client: Either, stub: StubRelay) -> None:
 
 async def test_a_timeout_is_retried_with_the_same_id(kind: str, stub: StubRelay) -> None:
     stub.script([Step.accept(delay=2.0)])
-    either = Either(kind, stub.url, timeout=0.2)
+    either = Either(kind, stub.url, KEY, timeout=0.2)
     try:
         accepted = await either.send("consent.created", {"n": 1})
     finally:
@@ -190,7 +158,7 @@ async def test_a_timeout_is_retried_with_the_same_id(kind: str, stub: StubRelay)
 @pytest.mark.parametrize("status", [502, 503, 504])
 async def test_it_gives_up_after_the_budget_with_unavailable_error(kind: str, stub: StubRelay, status: int) -> None:
     stub.script([Step.refuse(status, message="relay is shutting down")] * 100)
-    either = Either(kind, stub.url, retry=RetryPolicy(total=0.3, initial=0.01, maximum=0.05))
+    either = Either(kind, stub.url, KEY, retry=RetryPolicy(total=0.3, initial=0.01, maximum=0.05))
     started = time.monotonic()
     try:
         with pytest.raises(UnavailableError) as caught:
@@ -207,7 +175,7 @@ async def test_it_gives_up_after_the_budget_with_unavailable_error(kind: str, st
 
 
 async def test_a_relay_that_never_comes_up_is_unavailable(kind: str) -> None:
-    either = Either(kind, f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(total=0.2, initial=0.01))
+    either = Either(kind, f"http://127.0.0.1:{free_port()}", KEY, retry=RetryPolicy(total=0.2, initial=0.01))
     try:
         with pytest.raises(UnavailableError, match="connection refused") as caught:
             await either.send("consent.created", {"n": 1})
@@ -218,7 +186,7 @@ async def test_a_relay_that_never_comes_up_is_unavailable(kind: str) -> None:
 
 async def test_no_retries_with_a_zero_budget(kind: str, stub: StubRelay) -> None:
     stub.script([Step.refuse(503)])
-    either = Either(kind, stub.url, retry=RetryPolicy(total=0))
+    either = Either(kind, stub.url, KEY, retry=RetryPolicy(total=0))
     try:
         with pytest.raises(UnavailableError, match="gave up after 1 try"):
             await either.send("consent.created", {"n": 1})
@@ -285,7 +253,7 @@ def test_a_url_that_is_not_a_relays_is_refused_at_once(url: str) -> None:
 
 
 async def test_a_batch_is_split_by_max_batch(kind: str, stub: StubRelay) -> None:
-    either = Either(kind, stub.url, max_batch=2)
+    either = Either(kind, stub.url, KEY, max_batch=2)
     given = events(5)
     given[3]["id"] = "mine-3"
     try:
@@ -302,7 +270,7 @@ async def test_a_batch_is_split_by_max_batch(kind: str, stub: StubRelay) -> None
 
 async def test_a_batch_is_split_by_max_body_size(kind: str, stub: StubRelay) -> None:
     given = events(10, padding="x" * 100)
-    either = Either(kind, stub.url, max_body_size=600)
+    either = Either(kind, stub.url, KEY, max_body_size=600)
     try:
         accepted = await either.send_batch(given)
     finally:
@@ -320,7 +288,7 @@ async def test_an_empty_batch_sends_nothing(client: Either, stub: StubRelay) -> 
 async def test_a_batch_whose_second_request_is_refused_names_the_accepted_events(kind: str, stub: StubRelay) -> None:
     details = [{"path": "[1].type", "message": "required"}]
     stub.script([Step.accept(), Step.refuse(400, "validation_error", "[1].type: required", details)])
-    either = Either(kind, stub.url, max_batch=2)
+    either = Either(kind, stub.url, KEY, max_batch=2)
     try:
         with pytest.raises(PartialBatchError) as caught:
             await either.send_batch(events(5))
@@ -342,7 +310,7 @@ async def test_a_batch_whose_later_request_stays_unavailable_names_the_accepted_
     kind: str, stub: StubRelay
 ) -> None:
     stub.script([Step.accept(), Step.accept(), *[Step.refuse(503)] * 100])
-    either = Either(kind, stub.url, max_batch=1, retry=RetryPolicy(total=0.2, initial=0.01, maximum=0.02))
+    either = Either(kind, stub.url, KEY, max_batch=1, retry=RetryPolicy(total=0.2, initial=0.01, maximum=0.02))
     try:
         with pytest.raises(PartialBatchError) as caught:
             await either.send_batch(events(4))
@@ -374,7 +342,7 @@ async def test_a_retried_batch_request_keeps_its_ids(client: Either, stub: StubR
 
 async def test_unix_socket_urls_work_for_send_and_call(kind: str, tmp_path: Path) -> None:
     async with StubRelay(unix_path=tmp_path / "relay.sock") as stub:
-        either = Either(kind, stub.url)
+        either = Either(kind, stub.url, KEY)
         try:
             accepted = await either.send_batch(events(2))
             answer = await either.call("GET", "/v1/webhooks", query={"limit": 5, "cursor": None})
@@ -385,7 +353,7 @@ async def test_unix_socket_urls_work_for_send_and_call(kind: str, tmp_path: Path
 
 
 async def test_a_missing_unix_socket_is_retried_until_the_budget_ends(kind: str, tmp_path: Path) -> None:
-    either = Either(kind, f"unix:{tmp_path / 'none.sock'}", retry=RetryPolicy(total=0.1, initial=0.01))
+    either = Either(kind, f"unix:{tmp_path / 'none.sock'}", KEY, retry=RetryPolicy(total=0.1, initial=0.01))
     try:
         with pytest.raises(UnavailableError, match="no such socket"):
             await either.send("consent.created", {})
@@ -404,7 +372,7 @@ async def test_call_sends_json_and_is_not_retried(client: Either, stub: StubRela
 
 
 async def test_call_to_a_relay_that_is_not_there(kind: str) -> None:
-    either = Either(kind, f"http://127.0.0.1:{free_port()}")
+    either = Either(kind, f"http://127.0.0.1:{free_port()}", KEY)
     try:
         with pytest.raises(UnavailableError) as caught:
             await either.call("GET", "/v1/webhooks")
@@ -414,7 +382,7 @@ async def test_call_to_a_relay_that_is_not_there(kind: str) -> None:
 
 
 async def test_async_client_as_a_context_manager_closes_its_session(stub: StubRelay) -> None:
-    async with AsyncClient(stub.url, KEY, retry=FAST) as client:
+    async with AsyncClient(stub.url, KEY) as client:
         await client.send("consent.created", {})
         session = client._session
         assert session is not None and not session.closed
