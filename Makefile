@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench soak clean tools
 
-# node runs the ConsentProof guide's own verification code unchanged (tests/support/verify-webhook.mjs).
+# node runs the ConsentProof guide's own verification code unchanged (tests/support/verify-webhook.mjs);
+# node and go run README's signature verification snippets (tests/integration/test_readme_snippets.py).
 tools:
 	@command -v node >/dev/null 2>&1 || { \
 		echo "installing nodejs (for the seed's signature verifier)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; }
+	@command -v go >/dev/null 2>&1 || { \
+		echo "installing golang-go (for README's Go verification snippet)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from relay.client import DEFAULT_URL, ApiFailure, Client, quoted, url_for
+from relay.client import DEFAULT_URL, Client, RejectedError, RelayClientError, ServerError, quoted, url_for
 from relay.config import load_client_settings
 from relay.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
 from relay.models import BodyFormat
@@ -118,7 +118,17 @@ def run(func: Command, args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ApiFailure as exc:
+    except RejectedError as exc:
+        if exc.status == 401:
+            print(
+                f"relay: the relay at {client.url} refused the API key (401 unauthorized): "
+                "pass --api-key, set RELAY_API_KEY, or point --config at the daemon's file",
+                file=sys.stderr,
+            )
+        else:
+            print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except RelayClientError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
@@ -133,7 +143,10 @@ def _client(args: argparse.Namespace) -> Client:
             raise UsageError(f"cannot read {config}: {exc}") from None
         url = url or url_for(listen)
         key = key or (config_key.reveal() if config_key is not None else None)
-    return Client(url or DEFAULT_URL, key)
+    try:
+        return Client(url or DEFAULT_URL, key, timeout=120.0)  # a test send waits for the attempt
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- webhooks ------------------------------------------------------------------------------------------------
@@ -310,7 +323,7 @@ def redrive_failures(client: Client, args: argparse.Namespace) -> int:
 
 def _ok(answer: dict[str, Any] | None) -> dict[str, Any]:
     if answer is None or "data" not in answer:
-        raise ApiFailure("the relay answered without data")
+        raise ServerError("the relay answered without data")
     return answer
 
 

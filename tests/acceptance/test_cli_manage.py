@@ -214,3 +214,8 @@ async def test_an_unreachable_daemon_is_one_line(tmp_path: Path) -> None:
         )
     code, _, err = await run_relay("webhooks", "list", "--url", f"unix:{tmp_path / 'none.sock'}", "--api-key", KEY)
     assert code == 1 and "no such socket" in err
+    code, _, err = await run_relay("webhooks", "list", "--url", "ftp://127.0.0.1", "--api-key", KEY)
+    assert (
+        code == 2
+        and err.strip() == "relay: 'ftp://127.0.0.1' is not a relay URL (http://host:port, https://… or unix:/path)"
+    )

@@ -153,6 +153,16 @@ async def test_standard_timestamp_more_than_five_minutes_off_is_401(skew: int) -
     assert "tolerance 300s" in out.getvalue()
 
 
+async def test_hmac_timestamp_more_than_five_minutes_off_is_401() -> None:
+    clock = FakeClock(start=1_700_000_000)
+    async with dev_receiver(HMAC_SECRET, clock=clock) as (client, out):
+        headers = delivery_headers(SignatureScheme.HMAC_SHA256, [HMAC_SECRET], timestamp=1_700_000_000 - 301)
+        assert await post(client, headers) == (401, {"error": "invalid signature"})
+        headers = delivery_headers(SignatureScheme.HMAC_SHA256, [HMAC_SECRET], timestamp=1_700_000_000 - 299)
+        assert await post(client, headers) == (200, {"received": True})
+    assert "X-Timestamp is 301s old (tolerance 300s)" in out.getvalue()
+
+
 async def test_fail_with_answers_that_status_after_verifying() -> None:
     async with dev_receiver(SECRET, fail_with=503) as (client, out):
         status, body = await post(client, delivery_headers(SignatureScheme.STANDARD, [SECRET]))
