@@ -139,7 +139,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
     after = _cursor(request, "d", problems)
     if problems:
         raise ValidationError(problems)
-    page = await services.store.deliveries_of_webhook(webhook.id, status=status, cursor=after, limit=limit)
+    page = await services.store.list_deliveries(
+        webhook_id=webhook.id, status=status, since=None, until=None, cursor=after, limit=limit
+    )
     next_cursor = _encode_cursor("d", page.next_cursor) if page.next_cursor is not None else None
     return ok([delivery_view(d) for d in page.deliveries], meta={"next_cursor": next_cursor})
 

@@ -239,6 +239,17 @@ class Event:
     ingested_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    """An event as a list shows it: without its payload, with how many deliveries it has (replays included)."""
+
+    id: str
+    type: str
+    created_at: str  # RFC 3339, UTC, normalised
+    ingested_at: float
+    deliveries: int
+
+
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
 class Attempt:
     number: int
