@@ -140,8 +140,10 @@ class SqliteReads:
         With no time bound this is a walk down the primary key, or down the index that starts with a filter's
         column: a page reads its own rows and one more. Times are not in seq order, so with a bound the newest
         ``PROBE_ROWS`` rows that meet the filters are tried first (a recent window is found there at once); when
-        they hold too few, the rest comes from the time index (``<table>_created``, covering the equality filter
-        that goes with it): the window's range there, newest seq first, below the last row tried.
+        they hold too few, the rest comes from the time index ``<table>_created``, which holds the type or the
+        webhook id as well: the window's entries there below the last row tried, the newest seqs taken. That
+        costs a read of the window's entries, so a wide window far from the newest rows is the slowest page
+        (about 0.2 s per page at 1M events, where every other page takes milliseconds).
         """
         before = _position(cursor)
         if before is not None:

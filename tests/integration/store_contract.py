@@ -77,11 +77,10 @@ async def pages(fetch: Callable[[str | None], Awaitable[tuple[list[str], str | N
 
 
 async def event_pages(store: Store, limit: int, **filters: Any) -> list[list[str]]:
+    given = {"event_type": None, "since": None, "until": None, **filters}
+
     async def fetch(cursor: str | None) -> tuple[list[str], str | None]:
-        filters.setdefault("event_type", None)
-        filters.setdefault("since", None)
-        filters.setdefault("until", None)
-        page = await store.list_events(cursor=cursor, limit=limit, **filters)
+        page = await store.list_events(cursor=cursor, limit=limit, **given)
         return [e.id for e in page.events], page.next_cursor
 
     return await pages(fetch)
@@ -89,11 +88,10 @@ async def event_pages(store: Store, limit: int, **filters: Any) -> list[list[str
 
 async def delivery_pages(store: Store, limit: int, **filters: Any) -> list[list[str]]:
     """Pages of deliveries, each as ``event_id/webhook_id`` of the deliveries it holds."""
+    given = {"webhook_id": None, "status": None, "since": None, "until": None, **filters}
 
     async def fetch(cursor: str | None) -> tuple[list[str], str | None]:
-        for name in ("webhook_id", "status", "since", "until"):
-            filters.setdefault(name, None)
-        page = await store.list_deliveries(cursor=cursor, limit=limit, **filters)
+        page = await store.list_deliveries(cursor=cursor, limit=limit, **given)
         return [f"{d.event_id}/{d.webhook_id}" for d in page.deliveries], page.next_cursor
 
     return await pages(fetch)
