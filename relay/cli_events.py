@@ -52,7 +52,8 @@ def add_event_commands(commands: Any, command: AddCommand) -> None:
     listing = command(events_actions, "list", events_list, "events newest first, as ingested")
     listing.add_argument("--type", help="only events of this type (exact)")
     _list_options(listing, "created (their created_at)")
-    command(events_actions, "show", events_show, "an event with its deliveries and attempts").add_argument("id")
+    show = command(events_actions, "show", events_show, "an event with its deliveries and attempts")
+    show.add_argument("id", help="the event's id")
 
 
 def _list_options(parser: argparse.ArgumentParser, created: str) -> None:
@@ -80,7 +81,8 @@ def events_send(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(answer)
     else:
-        print(f"accepted {answer['data']['id']}: {answer['data']['deliveries']} deliveries")
+        count = answer["data"]["deliveries"]
+        print(f"accepted {answer['data']['id']}: {count} {'delivery' if count == 1 else 'deliveries'}")
     return EXIT_OK
 
 

@@ -156,7 +156,7 @@ async def test_events_deliveries_replay_and_redrive(relay: RelayProcess, receive
 
 async def test_events_send_and_list(relay: RelayProcess, receiver: Receiver, tmp_path: Path) -> None:
     code, out, err = await cli(relay, "events", "send", "consent.created", "--data", '{"user": "u_1"}', "--id", "ord-1")
-    assert (code, out, err) == (0, "accepted ord-1: 1 deliveries\n", "")
+    assert (code, out, err) == (0, "accepted ord-1: 1 delivery\n", "")
     payload = tmp_path / "event.json"
     payload.write_text('{"user": "u_2", "note": "from a file"}')
     sent = await cli_json(relay, "events", "send", "order.paid", "--data", f"@{payload}")

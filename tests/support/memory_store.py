@@ -89,6 +89,19 @@ class MemoryData:
     refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
+def _position(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
+    return int(cursor)
+
+
+def _within(moment: Moment | None, since: Moment | None, until: Moment | None) -> bool:
+    """``moment`` is in [since, until) (an open end where a bound is None)."""
+    return moment is not None and (since is None or moment >= since) and (until is None or moment < until)
+
+
 class MemoryStore:
     def __init__(self, data: MemoryData | None = None) -> None:
         self.data = data if data is not None else MemoryData()
@@ -402,16 +415,3 @@ class MemoryStore:
         for d in self._read().deliveries.values():
             totals[d.status.value] = totals.get(d.status.value, 0) + 1
         return totals
-
-
-def _position(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
-    return int(cursor)
-
-
-def _within(moment: Moment | None, since: Moment | None, until: Moment | None) -> bool:
-    """``moment`` is in [since, until) (an open end where a bound is None)."""
-    return moment is not None and (since is None or moment >= since) and (until is None or moment < until)
