@@ -4,7 +4,11 @@ Handlers validate, call the store and keep the Registry and the scheduler in ste
 the error envelope of ``relay.api``. Decisions worth knowing:
 
 - Lists are newest first. A cursor is opaque to clients: url-safe base64 of ``"d:<seq>"`` (the last delivery
-  shown) or ``"w:<created_at>:<id>"`` (the last webhook shown); ``meta.next_cursor`` is null on the last page.
+  shown), ``"e:<seq>"`` (the last event shown) or ``"w:<created_at>:<id>"`` (the last webhook shown);
+  ``meta.next_cursor`` is null on the last page. ``since`` (inclusive) and ``until`` (exclusive) bound the listed
+  objects' ``created_at``; a wrong query parameter is a 400 that names it, as a wrong body field is.
+- ``GET /v1/events`` lists events without their payloads (``GET /v1/events/{id}`` has it), each with how many
+  deliveries it has. ``GET /v1/deliveries?webhook_id=`` with an id no webhook has is an empty list, not a 404.
 - Webhook changes (create, patch, delete, rotate) are serialised by one lock, committed to the store first and
   then swapped into the Registry. Config-declared webhooks answer 409 to all of them.
 - ``POST /v1/webhooks/{id}/test`` sends one ``webhook.test`` event to that webhook only, at once, outside the
@@ -17,6 +21,7 @@ import base64
 import binascii
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -26,9 +31,20 @@ from aiohttp import web
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
 from relay.errors import NotFound, Problem, ValidationError
 from relay.http import SERVICES, ApiError, ok, require_json
-from relay.models import Claim, DeliveryStatus, Event, Lease, Webhook, format_time, new_event_id, new_id
+from relay.models import (
+    EVENT_TOKEN,
+    Claim,
+    DeliveryStatus,
+    Event,
+    Lease,
+    Webhook,
+    format_time,
+    new_event_id,
+    new_id,
+    parse_datetime,
+)
 from relay.openapi import openapi_document
-from relay.views import attempt_view, delivery_view, webhook_view
+from relay.views import attempt_view, delivery_view, event_summary_view, webhook_view
 from relay.webhook_specs import SECRET_MESSAGE
 
 log = structlog.get_logger()
@@ -49,7 +65,9 @@ def add_manage_routes(app: web.Application) -> None:
     add.add_delete("/v1/webhooks/{webhook_id}", delete_webhook)
     add.add_post("/v1/webhooks/{webhook_id}/rotate-secret", rotate_secret)
     add.add_post("/v1/webhooks/{webhook_id}/test", test_webhook)
-    add.add_get("/v1/webhooks/{webhook_id}/deliveries", list_deliveries)
+    add.add_get("/v1/webhooks/{webhook_id}/deliveries", list_webhook_deliveries)
+    add.add_get("/v1/deliveries", list_deliveries)
+    add.add_get("/v1/events", list_events)
     add.add_post("/v1/events/{event_id}/replay", replay_event)
     add.add_post("/v1/failures/redrive", redrive_failures)
     add.add_get("/v1/stats", get_stats)
@@ -128,20 +146,52 @@ async def test_webhook(request: web.Request) -> web.Response:
 # -- deliveries, replay, re-drive, stats ---------------------------------------------------------------------
 
 
+async def list_webhook_deliveries(request: web.Request) -> web.Response:
+    return await _deliveries_page(request, _webhook(request).id, [])
+
+
 async def list_deliveries(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    webhook = _webhook(request)
     problems: list[Problem] = []
+    webhook_id = request.query.get("webhook_id")
+    if webhook_id == "":
+        problems.append(Problem("webhook_id", "must not be empty"))
+    return await _deliveries_page(request, webhook_id or None, problems)
+
+
+async def _deliveries_page(request: web.Request, webhook_id: str | None, problems: list[Problem]) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in {s.value for s in DeliveryStatus}:
         problems.append(Problem("status", f"must be {choices(DeliveryStatus)}"))
+    since, until = _window(request, problems)
     limit = _limit(request, problems)
     after = _cursor(request, "d", problems)
     if problems:
         raise ValidationError(problems)
-    page = await services.store.deliveries_of_webhook(webhook.id, status=status, cursor=after, limit=limit)
-    next_cursor = _encode_cursor("d", page.next_cursor) if page.next_cursor is not None else None
-    return ok([delivery_view(d) for d in page.deliveries], meta={"next_cursor": next_cursor})
+    page = await request.app[SERVICES].store.list_deliveries(
+        webhook_id=webhook_id,
+        status=status,
+        since=None if since is None else since.timestamp(),
+        until=None if until is None else until.timestamp(),
+        cursor=after,
+        limit=limit,
+    )
+    return ok([delivery_view(d) for d in page.deliveries], meta=_next_cursor("d", page.next_cursor))
+
+
+async def list_events(request: web.Request) -> web.Response:
+    problems: list[Problem] = []
+    event_type = request.query.get("type")
+    if event_type is not None and not EVENT_TOKEN.fullmatch(event_type):
+        problems.append(Problem("type", "must be 1-128 characters of [A-Za-z0-9_.:-]"))
+    since, until = _window(request, problems)
+    limit = _limit(request, problems)
+    after = _cursor(request, "e", problems)
+    if problems:
+        raise ValidationError(problems)
+    page = await request.app[SERVICES].store.list_events(
+        event_type=event_type, since=since, until=until, cursor=after, limit=limit
+    )
+    return ok([event_summary_view(e) for e in page.events], meta=_next_cursor("e", page.next_cursor))
 
 
 async def replay_event(request: web.Request) -> web.Response:
@@ -251,6 +301,28 @@ def _limit(request: web.Request, problems: list[Problem] | None = None) -> int:
 
 def _encode_cursor(kind: str, position: str) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+
+
+def _next_cursor(kind: str, position: str | None) -> dict[str, Any]:
+    """A list's ``meta``: the cursor of the page after the one that ends at ``position`` (None: it is the last)."""
+    return {"next_cursor": None if position is None else _encode_cursor(kind, position)}
+
+
+def _window(request: web.Request, problems: list[Problem]) -> tuple[datetime | None, datetime | None]:
+    """``?since=`` (inclusive) and ``?until=`` (exclusive), RFC 3339 timestamps; a problem for each that is not
+    one, and for an ``until`` before ``since``."""
+    bounds: list[datetime | None] = []
+    for name in ("since", "until"):
+        raw = request.query.get(name)
+        moment = None if raw is None else parse_datetime(raw)
+        if raw is not None and moment is None:
+            plus = " (a + in a query string reads as a space: send it as %2B)" if " " in raw else ""
+            problems.append(Problem(name, f"must be an RFC 3339 timestamp such as 2024-01-15T10:35:00Z{plus}"))
+        bounds.append(moment)
+    since, until = bounds
+    if since is not None and until is not None and until < since:
+        problems.append(Problem("until", "must not be before since"))
+    return since, until
 
 
 def _cursor(request: web.Request, kind: str, problems: list[Problem] | None = None) -> str | None:

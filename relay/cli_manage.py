@@ -1,10 +1,11 @@
 """The management commands of ``relay`` (CONTRACT §2), talking to the running daemon's API.
 
-``relay webhooks list|show|add|update|rm|test|rotate-secret``, ``relay deliveries list``, ``relay events show``,
-``relay replay``, ``relay redrive``. Where the daemon is: ``--url``, else the ``server.listen`` of the file named by
-``--config`` or ``$RELAY_CONFIG``, else http://127.0.0.1:8080. The key: ``--api-key``, ``$RELAY_API_KEY``, or the
-file's first ``server.api_keys`` entry. Human tables by default; ``--json`` prints the API's answer unchanged.
-Exit status: 0 ok, 1 the API refused or could not be reached (or a test send failed), 2 usage.
+``relay webhooks list|show|add|update|rm|test|rotate-secret``, ``relay replay``, ``relay redrive``, and, in
+``relay.cli_events``, ``relay deliveries list`` and ``relay events send|list|show``. Where the daemon is: ``--url``,
+else the ``server.listen`` of the file named by ``--config`` or ``$RELAY_CONFIG``, else http://127.0.0.1:8080. The
+key: ``--api-key``, ``$RELAY_API_KEY``, or the file's first ``server.api_keys`` entry. Human tables by default;
+``--json`` prints the API's answer unchanged. Exit status: 0 ok, 1 the API refused or could not be reached (or a
+test send failed), 2 usage.
 """
 
 from __future__ import annotations
@@ -73,21 +74,9 @@ def add_management_commands(commands: Any) -> None:
         help="move to this Standard Webhooks scheme; during --overlap the old secret signs with its own",
     )
 
-    deliveries = commands.add_parser("deliveries", help="a webhook's delivery history")
-    deliveries_actions = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION")
-    deliveries_actions.required = True
-    listing = command(deliveries_actions, "list", deliveries_list, "a webhook's deliveries, newest first")
-    listing.add_argument("--webhook", required=True, metavar="ID")
-    listing.add_argument(
-        "--status", choices=["pending", "delivering", "succeeded", "failed", "dead", "cancelled"], help="only these"
-    )
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (1-500, default 50)")
-    listing.add_argument("--cursor", help="the page after this cursor (printed when more follow)")
+    from relay.cli_events import add_event_commands  # it builds on this module
 
-    events = commands.add_parser("events", help="inspect events")
-    events_actions = events.add_subparsers(dest="events_command", metavar="ACTION")
-    events_actions.required = True
-    command(events_actions, "show", events_show, "an event with its deliveries and attempts").add_argument("id")
+    add_event_commands(commands, command)
 
     replay = command(commands, "replay", replay_event, "deliver a stored event again")
     replay.add_argument("event_id", metavar="EVENT_ID")
@@ -255,42 +244,6 @@ def webhooks_rotate(client: Client, args: argparse.Namespace) -> int:
 
 
 # -- deliveries, events, replay, re-drive --------------------------------------------------------------------
-
-
-def deliveries_list(client: Client, args: argparse.Namespace) -> int:
-    query = {"status": args.status, "limit": args.limit, "cursor": args.cursor}
-    answer = _ok(client.call("GET", f"/v1/webhooks/{quoted(args.webhook)}/deliveries", query=query))
-    if args.json:
-        _print_json(answer)
-        return EXIT_OK
-    _deliveries_table(answer["data"], with_webhook=False)
-    cursor = answer.get("meta", {}).get("next_cursor")
-    if cursor:
-        print(f"more: relay deliveries list --webhook {args.webhook} --cursor {cursor}", file=sys.stderr)
-    return EXIT_OK
-
-
-def events_show(client: Client, args: argparse.Namespace) -> int:
-    answer = _ok(client.call("GET", f"/v1/events/{quoted(args.id)}"))
-    if args.json:
-        _print_json(answer)
-        return EXIT_OK
-    event = answer["data"]
-    _pairs(
-        [
-            ("id", event["id"]),
-            ("type", event["type"]),
-            ("created_at", event["created_at"]),
-            ("ingested_at", event.get("ingested_at")),
-            ("data", json.dumps(event["data"], separators=(",", ":"))),
-        ]
-    )
-    print()
-    _deliveries_table(event.get("deliveries", []), with_webhook=True)
-    for delivery in event.get("deliveries", []):
-        for attempt in delivery["attempts"]:
-            print(f"  {delivery['id']} #{attempt['number']} {attempt['started_at']} {_attempt_summary(attempt)}")
-    return EXIT_OK
 
 
 def replay_event(client: Client, args: argparse.Namespace) -> int:

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from relay.errors import Problem, RelayError, ValidationError
-from relay.models import EVENT_TOKEN, format_datetime, format_time, new_event_id
+from relay.models import EVENT_TOKEN, format_datetime, format_time, new_event_id, parse_datetime
 from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import IngestResult, NewEvent, Outbox
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
 _FIELDS = frozenset({"type", "data", "id", "created_at"})
 MAX_DEPTH = 253  # levels of arrays and objects in ``data`` (see ``_encode_data``)
 
@@ -193,19 +190,8 @@ def _encode_data(value: Any) -> bytes | None:
 
 
 def _parse_time(value: Any) -> str | None:
-    if not isinstance(value, str) or not (match := _RFC3339.match(value)):
-        return None
-    leap = match.group(1) == "60"
-    if leap:  # a leap second (RFC 3339 §5.7): a datetime cannot hold it, so it is read as the second before
-        value = f"{value[:17]}59{value[19:]}"
-    try:
-        # Years 1 and 9999 with an offset fall outside what a datetime can hold once moved to UTC.
-        moment = datetime.fromisoformat(value.upper()).astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    if leap and (moment.hour, moment.minute) != (23, 59):
-        return None  # leap seconds are inserted only at the end of a UTC day
-    return format_datetime(moment)
+    moment = parse_datetime(value)
+    return None if moment is None else format_datetime(moment)
 
 
 async def commit_events(

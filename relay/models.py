@@ -67,6 +67,26 @@ def format_datetime(dt: datetime) -> str:
     return dt.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """An RFC 3339 timestamp as a datetime in UTC; None when ``value`` is not one (or no datetime can hold it)."""
+    if not isinstance(value, str) or not (match := _RFC3339.match(value)):
+        return None
+    leap = match.group(1) == "60"
+    if leap:  # a leap second (RFC 3339 §5.7): a datetime cannot hold it, so it is read as the second before
+        value = f"{value[:17]}59{value[19:]}"
+    try:
+        # Years 1 and 9999 with an offset fall outside what a datetime can hold once moved to UTC.
+        moment = datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    if leap and (moment.hour, moment.minute) != (23, 59):
+        return None  # leap seconds are inserted only at the end of a UTC day
+    return moment
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERING = "delivering"
@@ -218,6 +238,17 @@ class Event:
     created_at: str  # RFC 3339, UTC, normalised
     data: bytes  # the payload as compact JSON
     ingested_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    """An event as a list shows it: without its payload, with how many deliveries it has (replays included)."""
+
+    id: str
+    type: str
+    created_at: str  # RFC 3339, UTC, normalised
+    ingested_at: float
+    deliveries: int
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)

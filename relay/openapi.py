@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from relay import __version__
 from relay.models import DeliveryStatus
-from relay.openapi_schemas import Schema, obj, ref, schemas
+from relay.openapi_schemas import ID, TIME, Schema, obj, ref, schemas
 
 
 def _envelope(data: Schema, *, meta: Schema | None = None) -> Schema:
@@ -55,6 +55,15 @@ _PAGE = [
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Items per page (default 50, at most 500)"),
     _query("cursor", {"type": "string"}, "meta.next_cursor of the previous page"),
 ]
+_WINDOW = [
+    _query("since", TIME, "Only those created at or after this RFC 3339 time (inclusive)"),
+    _query("until", TIME, "Only those created before this RFC 3339 time (exclusive); not before since"),
+]
+_STATUS = _query("status", {"enum": list(DeliveryStatus)}, "Only this status")
+
+
+def _list(description: str, item: str) -> Schema:
+    return _answer(description, _envelope({"type": "array", "items": ref(item)}, meta=ref("ListMeta")))
 
 
 def _paths() -> dict[str, Schema]:
@@ -75,7 +84,17 @@ def _paths() -> dict[str, Schema]:
                     ),
                     **_errors(400, 413, 415, 503),
                 },
-            }
+            },
+            "get": {
+                "operationId": "listEvents",
+                "summary": "Events newest first (as ingested), without their data, each with its number of deliveries",
+                "parameters": [
+                    _query("type", {"type": "string", "pattern": ID}, "Only events of this type (exact)"),
+                    *_WINDOW,
+                    *_PAGE,
+                ],
+                "responses": {"200": _list("A page of events", "EventSummary"), **_errors(400)},
+            },
         },
         "/v1/events/{event_id}": {
             "get": {
@@ -164,18 +183,25 @@ def _paths() -> dict[str, Schema]:
             "get": {
                 "operationId": "listWebhookDeliveries",
                 "summary": "A webhook's deliveries with their attempts, newest first",
+                "parameters": [_WEBHOOK_ID, _STATUS, *_WINDOW, *_PAGE],
+                "responses": {"200": _list("A page of deliveries", "Delivery"), **_errors(400, 404)},
+            }
+        },
+        "/v1/deliveries": {
+            "get": {
+                "operationId": "listDeliveries",
+                "summary": "Deliveries of every webhook with their attempts, newest first",
                 "parameters": [
-                    _WEBHOOK_ID,
-                    _query("status", {"enum": list(DeliveryStatus)}, "Only this status"),
+                    _query(
+                        "webhook_id",
+                        {"type": "string", "minLength": 1},
+                        "Only this webhook's (an id no webhook has lists nothing)",
+                    ),
+                    _STATUS,
+                    *_WINDOW,
                     *_PAGE,
                 ],
-                "responses": {
-                    "200": _answer(
-                        "A page of deliveries",
-                        _envelope({"type": "array", "items": ref("Delivery")}, meta=ref("ListMeta")),
-                    ),
-                    **_errors(400, 404),
-                },
+                "responses": {"200": _list("A page of deliveries", "Delivery"), **_errors(400)},
             }
         },
         "/v1/failures/redrive": {

@@ -156,6 +156,16 @@ def schemas() -> dict[str, Schema]:
             },
             ("id", "type", "created_at", "data"),
         ),
+        "EventSummary": obj(
+            {
+                "id": {"type": "string"},
+                "type": {"type": "string"},
+                "created_at": TIME,
+                "ingested_at": TIME,
+                "deliveries": {"type": "integer", "minimum": 0, "description": "How many it has, replays included"},
+            },
+            ("id", "type", "created_at", "ingested_at", "deliveries"),
+        ),
         "EventInput": obj(
             {
                 "type": {"type": "string", "pattern": ID},

@@ -16,6 +16,7 @@ from relay.models import (
     BearerAuth,
     Delivery,
     Event,
+    EventSummary,
     HeaderAuth,
     OAuth2Auth,
     SignatureScheme,
@@ -72,6 +73,17 @@ def event_view(event: Event, deliveries: list[Delivery] | None = None) -> dict[s
     if deliveries is not None:
         view["deliveries"] = [delivery_view(d) for d in deliveries]
     return view
+
+
+def event_summary_view(event: EventSummary) -> dict[str, Any]:
+    """An event as ``GET /v1/events`` lists it: no payload; ``deliveries`` counts them, as ingest's answer does."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "created_at": event.created_at,
+        "ingested_at": format_time(event.ingested_at),
+        "deliveries": event.deliveries,
+    }
 
 
 def webhook_view(webhook: Webhook, *, secret: bool = False) -> dict[str, Any]:

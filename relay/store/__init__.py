@@ -6,6 +6,7 @@ from __future__ import annotations
 from relay.config import StorageConfig
 from relay.store.base import (
     AttemptResult,
+    EventPage,
     History,
     IngestResult,
     NewEvent,
@@ -20,6 +21,7 @@ from relay.store.base import (
 
 __all__ = [
     "AttemptResult",
+    "EventPage",
     "History",
     "IngestResult",
     "NewEvent",

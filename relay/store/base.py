@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, Lease
+from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, EventSummary, Lease
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -79,6 +80,14 @@ class Page:
     """One page of a list, newest first; ``next_cursor`` (opaque) fetches the next, None on the last."""
 
     deliveries: list[Delivery]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of events, newest first; ``next_cursor`` as in :class:`Page`."""
+
+    events: list[EventSummary]
     next_cursor: str | None
 
 
@@ -173,9 +182,35 @@ class History(Protocol):
 
     async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None: ...
 
-    async def deliveries_of_webhook(
-        self, webhook_id: str, *, status: str | None, cursor: str | None, limit: int
-    ) -> Page: ...
+    async def list_events(
+        self,
+        *,
+        event_type: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> EventPage:
+        """Up to ``limit`` events, newest first in the order they were ingested: of ``event_type``, created (their
+        ``created_at``) at or after ``since`` and before ``until`` (each filter only when given). ``cursor`` is a
+        ``next_cursor`` this list gave (anything else raises ``ValidationError`` naming ``cursor``): the page goes
+        on after it, with no event twice and none left out, whatever was ingested meanwhile."""
+        ...
+
+    async def list_deliveries(
+        self,
+        *,
+        webhook_id: str | None,
+        status: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        """Up to ``limit`` deliveries with their attempts, newest first: of ``webhook_id``, in ``status``, created
+        at or after ``since`` and before ``until`` (each filter only when given); ``cursor`` as in
+        ``list_events``."""
+        ...
 
     async def status_counts(self) -> dict[str, dict[str, int]]:
         """Delivery counts by webhook and status."""

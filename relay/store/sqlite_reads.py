@@ -1,26 +1,54 @@
 """The SQLite backend's reads (``SqliteStore`` inherits them), on a read connection of their own.
 
-Everything the API shows of the outbox is read here: events with their deliveries and attempts, a webhook's
-delivery history page by page, status counts, the webhooks created through the API, and refresh tokens.
+Everything the API shows of the outbox is read here: events with their deliveries and attempts, the lists of events
+and of deliveries page by page, status counts, the webhooks created through the API, and refresh tokens.
+
+A list is newest first by seq (the order rows were stored in) and its cursor is the last seq shown, so a page goes
+on where the last one ended whatever was stored meanwhile. Each page is read through an index, never by skipping
+rows: see ``_page``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from relay.errors import Problem, StoreUnavailable, ValidationError
-from relay.models import Attempt, Delivery, DeliveryStatus, ErrorKind, Event
-from relay.store.base import Page, StoredWebhook
+from relay.models import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, EventSummary
+from relay.store.base import EventPage, Page, StoredWebhook
 from relay.store.sqlite_schema import QUEUED, translate
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Rows a list bounded in time walks newest first before it turns to the time index (see ``_page``).
+PROBE_ROWS = 1000
 
 
 def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _position(cursor: str | None) -> int | None:
+    """The seq a list's cursor names; ``ValidationError`` naming ``cursor`` for anything a list did not give."""
+    if cursor is None:
+        return None
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
+    return int(cursor)
+
+
+def _micros(moment: datetime) -> int:
+    """A moment as ``events.created_us`` holds one: microseconds since the epoch, exactly."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _where(terms: Sequence[str]) -> str:
+    return f" WHERE {' AND '.join(terms)}" if terms else ""
 
 
 class SqliteReads:
@@ -49,24 +77,102 @@ class SqliteReads:
         deliveries = await self._deliveries("WHERE d.event_seq = ? ORDER BY d.seq", (int(r[0]),))
         return event, [d for _, d in deliveries]
 
-    async def deliveries_of_webhook(
-        self, webhook_id: str, *, status: str | None, cursor: str | None, limit: int
+    async def list_events(
+        self,
+        *,
+        event_type: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> EventPage:
+        terms, params = ([], []) if event_type is None else (["type = ?"], [event_type])
+        window = (None if since is None else _micros(since), None if until is None else _micros(until))
+        seqs, next_cursor = await self._page("events", terms, params, cursor, limit, window, "created_us")
+        rows = await self._read(
+            "SELECT e.id, e.type, e.created_at, e.ingested_at,"
+            " (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq)"
+            " FROM events e WHERE e.seq IN (SELECT value FROM json_each(?)) ORDER BY e.seq DESC",
+            (orjson.dumps(seqs),),
+        )
+        return EventPage([EventSummary(r[0], r[1], r[2], float(r[3]), int(r[4])) for r in rows], next_cursor)
+
+    async def list_deliveries(
+        self,
+        *,
+        webhook_id: str | None,
+        status: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
     ) -> Page:
-        where = ["d.webhook_id = ?"]
-        params: list[Any] = [webhook_id]
+        terms: list[str] = []
+        params: list[Any] = []
+        if webhook_id is not None:
+            terms.append("webhook_id = ?")
+            params.append(webhook_id)
         if status is not None:
-            where.append("d.status = ?")
+            terms.append("status = ?")
             params.append(status)
-        if cursor is not None:
-            if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-                raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
-            where.append("d.seq < ?")
-            params.append(int(cursor))
-        params.append(limit + 1)
-        found = await self._deliveries(f"WHERE {' AND '.join(where)} ORDER BY d.seq DESC LIMIT ?", params)
-        page = found[:limit]
-        next_cursor = str(page[-1][0]) if len(found) > limit else None
-        return Page([d for _, d in page], next_cursor)
+            if status != DeliveryStatus.SUCCEEDED:
+                terms.append("status != 'succeeded'")  # the condition of the partial index deliveries_status
+        seqs, next_cursor = await self._page("deliveries", terms, params, cursor, limit, (since, until), "created_at")
+        found = await self._deliveries(
+            "WHERE d.seq IN (SELECT value FROM json_each(?)) ORDER BY d.seq DESC", (orjson.dumps(seqs),)
+        )
+        return Page([d for _, d in found], next_cursor)
+
+    async def _page(
+        self,
+        table: str,
+        terms: list[str],
+        params: list[Any],
+        cursor: str | None,
+        limit: int,
+        window: tuple[Any, Any],
+        time_column: str,
+    ) -> tuple[list[int], str | None]:
+        """The seqs of one page of ``table`` newest first, of the rows that meet ``terms`` (with ``params``) and
+        whose ``time_column`` lies in ``window`` (since, inclusive; until, exclusive; either None for no bound);
+        and the cursor of the next page, None on the last.
+
+        With no time bound this is a walk down the primary key, or down the index that starts with a filter's
+        column: a page reads its own rows and one more. Times are not in seq order, so with a bound the newest
+        ``PROBE_ROWS`` rows that meet the filters are tried first (a recent window is found there at once); when
+        they hold too few, the rest comes from the time index ``<table>_created``, which holds the type or the
+        webhook id as well: the window's entries there below the last row tried, the newest seqs taken. That
+        costs a read of the window's entries, so a wide window far from the newest rows is the slowest page
+        (about 0.2 s per page at 1M events, where every other page takes milliseconds).
+        """
+        before = _position(cursor)
+        if before is not None:
+            terms, params = [*terms, "seq < ?"], [*params, before]
+        bounds = [(f"{time_column} >= ?", window[0]), (f"{time_column} < ?", window[1])]
+        inside = [term for term, value in bounds if value is not None]
+        values = [value for _, value in bounds if value is not None]
+        want = limit + 1
+        if not inside:
+            rows = await self._read(
+                f"SELECT seq FROM {table}{_where(terms)} ORDER BY seq DESC LIMIT ?", [*params, want]
+            )
+            seqs = [int(r[0]) for r in rows]
+        else:
+            walked = await self._read(
+                f"SELECT seq, {' AND '.join(inside)} FROM {table}{_where(terms)} ORDER BY seq DESC LIMIT ?",
+                [*values, *params, PROBE_ROWS],
+            )
+            seqs = [int(r[0]) for r in walked if r[1]][:want]
+            if len(seqs) < want and len(walked) == PROBE_ROWS:
+                rest = await self._read(
+                    f"SELECT seq FROM {table} INDEXED BY {table}_created{_where([*inside, *terms, 'seq < ?'])}"
+                    " ORDER BY seq DESC LIMIT ?",
+                    [*values, *params, int(walked[-1][0]), want - len(seqs)],
+                )
+                seqs.extend(int(r[0]) for r in rest)
+        if len(seqs) > limit:
+            return seqs[:limit], str(seqs[limit - 1])
+        return seqs, None
 
     async def _deliveries_by_seq(self, seqs: Sequence[int]) -> list[Delivery]:
         found: list[Delivery] = []

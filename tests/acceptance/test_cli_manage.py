@@ -154,6 +154,94 @@ async def test_events_deliveries_replay_and_redrive(relay: RelayProcess, receive
     assert code == 0 and out.strip() == "re-driven: 0 deliveries"  # pending is not parked
 
 
+async def test_events_send_and_list(relay: RelayProcess, receiver: Receiver, tmp_path: Path) -> None:
+    code, out, err = await cli(relay, "events", "send", "consent.created", "--data", '{"user": "u_1"}', "--id", "ord-1")
+    assert (code, out, err) == (0, "accepted ord-1: 1 delivery\n", "")
+    payload = tmp_path / "event.json"
+    payload.write_text('{"user": "u_2", "note": "from a file"}')
+    sent = await cli_json(relay, "events", "send", "order.paid", "--data", f"@{payload}")
+    assert sent["data"]["deliveries"] == 0 and sent["data"]["id"].startswith("evt_")
+    event = await cli_json(relay, "events", "show", sent["data"]["id"])
+    assert event["data"]["data"] == {"user": "u_2", "note": "from a file"}
+    code, out, err = await run_relay(
+        "events", "send", "order.paid", "--data", "@-", "--url", relay.url, "--api-key", KEY, stdin=b"[1, 2]"
+    )
+    assert code == 0 and out.startswith("accepted evt_"), err
+    from_stdin = out.split()[1].rstrip(":")
+    await post_event(relay, {"id": "old", "type": "consent.created", "data": {}, "created_at": "2024-01-15T10:35:00Z"})
+    await receiver.wait_for(2)
+
+    code, out, err = await cli(relay, "events", "list")
+    assert code == 0 and err == ""
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "TYPE", "CREATED", "INGESTED", "DELIVERIES"]
+    assert [row.split()[0] for row in rows] == ["old", from_stdin, sent["data"]["id"], "ord-1"]  # newest first
+    assert rows[0].split()[:3] == ["old", "consent.created", "2024-01-15T10:35:00Z"] and rows[0].split()[-1] == "1"
+    assert rows[1].split()[1] == "order.paid" and rows[1].split()[-1] == "0"
+
+    listed = await cli_json(relay, "events", "list", "--type", "consent.created", "--until", "2025-01-01T00:00:00Z")
+    assert [e["id"] for e in listed["data"]] == ["old"] and listed["meta"] == {"next_cursor": None}
+    code, out, err = await cli(relay, "events", "list", "--since", "2024-01-15T10:35:00Z", "--limit", "1")
+    assert code == 0 and len(out.splitlines()) == 2
+    more = err.strip().removeprefix("more: relay ").split()
+    assert more[:7] == ["events", "list", "--since", "2024-01-15T10:35:00Z", "--limit", "1", "--cursor"]
+    code, out, err = await cli(relay, *more)
+    assert code == 0 and len(out.splitlines()) == 2 and err.startswith("more: relay events list --since")
+    code, out, err = await cli(relay, "events", "list", "--type", "nothing.yet")
+    assert (code, out, err) == (0, "no events\n", "")
+
+    code, out, err = await cli(relay, "events", "send", "t", "--data", "{bad")
+    assert code == 2 and out == "" and err.startswith("relay: --data is not JSON: ") and len(err.splitlines()) == 1
+    code, out, err = await cli(relay, "events", "send", "t", "--data", f"@{tmp_path / 'missing.json'}")
+    assert code == 2 and "cannot read it: No such file or directory" in err and len(err.splitlines()) == 1
+    code, out, err = await cli(relay, "events", "send", "t", "--data", '"text"')
+    assert code == 1 and err.strip() == "relay: 400 validation_error: data: must be a JSON object or array"
+    code, out, err = await cli(relay, "events", "list", "--since", "yesterday")
+    assert code == 1 and err.startswith("relay: 400 validation_error: since: must be an RFC 3339 timestamp")
+
+
+async def test_deliveries_of_every_webhook_filtered_and_paged(relay: RelayProcess, receiver: Receiver) -> None:
+    created = await cli_json(relay, "webhooks", "add", receiver.url("/api"), "--event", "consent.*")
+    api_id = created["data"]["id"]
+    receiver.script("/api", [500, 200])  # one of the two fails once: pending, its retry an hour away
+    for n in range(2):
+        await post_event(relay, {"id": f"e{n}", "type": "consent.created", "data": {"n": n}})
+    await receiver.wait_for(4)
+
+    async def settled() -> bool:
+        answer = await cli_json(relay, "deliveries", "list")
+        return all(d["attempts"] for d in answer["data"]) and len(answer["data"]) == 4
+
+    for _ in range(100):
+        if await settled():
+            break
+    code, out, err = await cli(relay, "deliveries", "list")
+    assert code == 0 and err == ""
+    header, *rows = out.splitlines()
+    assert header.split()[:4] == ["ID", "EVENT", "WEBHOOK", "STATUS"]
+    assert sorted((row.split()[1], row.split()[2]) for row in rows) == [
+        ("e0", "cfg"),
+        ("e0", api_id),
+        ("e1", "cfg"),
+        ("e1", api_id),
+    ]
+    assert [row.split()[1] for row in rows] == ["e1", "e1", "e0", "e0"]  # newest first
+
+    code, out, err = await cli(relay, "deliveries", "list", "--status", "succeeded", "--limit", "2")
+    assert code == 0 and len(out.splitlines()) == 3
+    assert err.startswith("more: relay deliveries list --status succeeded --limit 2 --cursor ")
+    code, out, err = await cli(relay, *err.split()[2:])
+    assert code == 0 and err == "" and len(out.splitlines()) == 2  # the third succeeded, and the last
+    code, out, err = await cli(relay, "deliveries", "list", "--status", "pending", "--webhook", api_id)
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["ID", "EVENT", "STATUS"]  # one webhook: no column
+    [pending] = out.splitlines()[1:]
+    assert pending.split()[1] in ("e0", "e1") and "500 http_error" in pending
+    code, out, err = await cli(relay, "deliveries", "list", "--since", "2999-01-01T00:00:00Z")
+    assert (code, out) == (0, "no deliveries\n")
+    code, out, err = await cli(relay, "deliveries", "list", "--webhook", "nope")
+    assert code == 1 and err.strip() == "relay: 404 not_found: no webhook with id 'nope'"
+
+
 async def test_url_and_key_from_the_config_file_or_the_environment(tmp_path: Path, receiver: Receiver) -> None:
     with socket.socket() as probe:  # a free port, so that the file's listen address is a real one
         probe.bind(("127.0.0.1", 0))
@@ -194,7 +282,7 @@ async def test_exit_codes_and_one_line_errors(relay: RelayProcess, receiver: Rec
     code, out, err = await cli(relay, "webhooks", "test", "cfg")
     assert code == 1 and "FAILED http_error" in out  # a failed test send is a failure for scripts
 
-    for args in (["webhooks"], ["webhooks", "add"], ["deliveries", "list"], ["webhooks", "update", "cfg"]):
+    for args in (["webhooks"], ["webhooks", "add"], ["events", "send"], ["webhooks", "update", "cfg"]):
         code, _, err = await cli(relay, *args)
         assert code == 2, args
         assert "Traceback" not in err

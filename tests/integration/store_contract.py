@@ -9,7 +9,10 @@ close a store and open its storage again, as a restart does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -21,8 +24,12 @@ T0 = 1_700_000_000.0
 S = DeliveryStatus
 
 
-def event(event_id: str, *webhooks: str, event_type: str = "t") -> NewEvent:
-    return NewEvent(event_id, event_type, "2024-01-15T10:35:00Z", b'{"n":1}', tuple(webhooks))
+def event(event_id: str, *webhooks: str, event_type: str = "t", created_at: str = "2024-01-15T10:35:00Z") -> NewEvent:
+    return NewEvent(event_id, event_type, created_at, b'{"n":1}', tuple(webhooks))
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def attempt(number: int, at: float, *, ok: bool, next_at: float | None = None) -> Attempt:
@@ -55,6 +62,43 @@ class Stores:
     async def close(self) -> None:
         for store in self.opened:
             await store.close()
+
+
+async def pages(fetch: Callable[[str | None], Awaitable[tuple[list[str], str | None]]]) -> list[list[str]]:
+    """Every page of a list, from the first to the last, each as the ids it holds."""
+    found: list[list[str]] = []
+    cursor = None
+    while True:
+        ids, cursor = await fetch(cursor)
+        found.append(ids)
+        if cursor is None:
+            return found
+        assert len(found) < 10_000, "the list does not end"
+
+
+async def event_pages(store: Store, limit: int, **filters: Any) -> list[list[str]]:
+    given = {"event_type": None, "since": None, "until": None, **filters}
+
+    async def fetch(cursor: str | None) -> tuple[list[str], str | None]:
+        page = await store.list_events(cursor=cursor, limit=limit, **given)
+        return [e.id for e in page.events], page.next_cursor
+
+    return await pages(fetch)
+
+
+async def delivery_pages(store: Store, limit: int, **filters: Any) -> list[list[str]]:
+    """Pages of deliveries, each as ``event_id/webhook_id`` of the deliveries it holds."""
+    given = {"webhook_id": None, "status": None, "since": None, "until": None, **filters}
+
+    async def fetch(cursor: str | None) -> tuple[list[str], str | None]:
+        page = await store.list_deliveries(cursor=cursor, limit=limit, **given)
+        return [f"{d.event_id}/{d.webhook_id}" for d in page.deliveries], page.next_cursor
+
+    return await pages(fetch)
+
+
+def flat(found: list[list[str]]) -> list[str]:
+    return [item for page in found for item in page]
 
 
 async def status_of(store: Store, event_id: str) -> dict[str, DeliveryStatus]:
@@ -423,29 +467,141 @@ class StoreContract:
         await store.ingest([event(f"e{n}", "a", "b") for n in range(5)], T0)
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)  # e0's
         await store.record([result(claim, attempt(1, T0, ok=True), S.SUCCEEDED)])
-        seen: list[str] = []
-        cursor = None
-        pages = 0
-        while True:
-            page = await store.deliveries_of_webhook("a", status=None, cursor=cursor, limit=2)
-            assert len(page.deliveries) <= 2 and all(d.webhook_id == "a" for d in page.deliveries)
-            seen.extend(d.event_id for d in page.deliveries)
-            pages += 1
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-        assert seen == ["e4", "e3", "e2", "e1", "e0"] and pages == 3
-        page = await store.deliveries_of_webhook("a", status="succeeded", cursor=None, limit=10)
+        found = await delivery_pages(store, 2, webhook_id="a")
+        assert found == [["e4/a", "e3/a"], ["e2/a", "e1/a"], ["e0/a"]]
+        page = await store.list_deliveries(
+            webhook_id="a", status="succeeded", since=None, until=None, cursor=None, limit=10
+        )
         assert [(d.event_id, len(d.attempts)) for d in page.deliveries] == [("e0", 1)] and page.next_cursor is None
-        page = await store.deliveries_of_webhook("a", status="pending", cursor=None, limit=4)
-        assert [d.event_id for d in page.deliveries] == ["e4", "e3", "e2", "e1"] and page.next_cursor is None
-        empty = await store.deliveries_of_webhook("nobody", status=None, cursor=None, limit=10)
-        assert (empty.deliveries, empty.next_cursor) == ([], None)
+        assert await delivery_pages(store, 4, webhook_id="a", status="pending") == [["e4/a", "e3/a", "e2/a", "e1/a"]]
+        assert await delivery_pages(store, 10, webhook_id="nobody") == [[]]
+
+    async def test_deliveries_are_listed_across_webhooks_by_status_and_creation_time(self, store: Store) -> None:
+        await store.ingest([event("e1", "a", "b")], T0)
+        await store.ingest([event("e2", "b")], T0 + 10)
+        await store.ingest([event("e3", "a", "c")], T0 + 20)
+        [claim], _ = await store.claim("b", 1, T0 + 20, T0 + 60)  # e1's
+        await store.record([result(claim, attempt(1, T0 + 21, ok=False), S.DEAD)])
+        replayed = await store.replay("e1", ["c"], T0 + 30)
+        assert replayed is not None
+        assert flat(await delivery_pages(store, 2)) == ["e1/c", "e3/c", "e3/a", "e2/b", "e1/b", "e1/a"]
+        assert await delivery_pages(store, 10, status="dead") == [["e1/b"]]
+        assert await delivery_pages(store, 10, webhook_id="c", status="pending") == [["e1/c", "e3/c"]]
+        assert await delivery_pages(store, 10, webhook_id="c", status="succeeded") == [[]]
+        # since is inclusive, until exclusive: [T0 + 10, T0 + 20) holds e2's delivery alone.
+        assert await delivery_pages(store, 10, since=T0 + 10, until=T0 + 20) == [["e2/b"]]
+        assert flat(await delivery_pages(store, 1, since=T0 + 20)) == ["e1/c", "e3/c", "e3/a"]
+        assert await delivery_pages(store, 10, until=T0 + 10, webhook_id="b") == [["e1/b"]]
+        assert await delivery_pages(store, 10, since=T0 + 5, until=T0 + 5) == [[]]
+        assert await delivery_pages(store, 10, webhook_id="unknown") == [[]]
+
+    async def test_events_are_listed_newest_first_as_ingested_with_their_delivery_counts(self, store: Store) -> None:
+        await store.ingest([event("late", "a", "b", created_at="2024-03-01T00:00:00Z")], T0)
+        await store.ingest([event("early", event_type="u", created_at="2024-01-01T00:00:00.25Z")], T0 + 5)
+        await store.ingest([event("mid", "a", created_at="2024-02-01T00:00:00Z")], T0 + 9)
+        await store.replay("late", ["c"], T0 + 10)
+        page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=10)
+        assert page.next_cursor is None
+        assert [(e.id, e.type, e.created_at, e.ingested_at, e.deliveries) for e in page.events] == [
+            ("mid", "t", "2024-02-01T00:00:00Z", T0 + 9, 1),
+            ("early", "u", "2024-01-01T00:00:00.25Z", T0 + 5, 0),
+            ("late", "t", "2024-03-01T00:00:00Z", T0, 3),  # two at ingest, one replayed
+        ]
+        assert await event_pages(store, 1, event_type="t") == [["mid"], ["late"]]
+        assert await event_pages(store, 10, event_type="nope") == [[]]
+
+    async def test_created_at_bounds_compare_as_times_not_as_text(self, store: Store) -> None:
+        """Normalised texts carry 0, 3 or 6 fractional digits: "…:00Z" sorts after "…:00.5Z" as text."""
+        texts = {
+            "before": "2024-01-15T10:34:59.999999Z",
+            "whole": "2024-01-15T10:35:00Z",
+            "micro": "2024-01-15T10:35:00.000001Z",
+            "milli": "2024-01-15T10:35:00.499Z",
+            "half": "2024-01-15T10:35:00.5Z",
+            "next": "2024-01-15T10:35:01Z",
+            "epoch": "1969-12-31T23:59:59.999Z",
+            "far": "9999-12-31T23:59:59.999999Z",
+        }
+        await store.ingest([event(name, created_at=text) for name, text in texts.items()], T0)
+        found = await event_pages(store, 10, since=at("2024-01-15T10:35:00Z"), until=at("2024-01-15T10:35:00.5Z"))
+        assert found == [["milli", "micro", "whole"]]  # since inclusive, until exclusive
+        found = await event_pages(store, 10, since=at("2024-01-15T10:35:00.000001Z"))
+        assert found == [["far", "next", "half", "milli", "micro"]]
+        assert await event_pages(store, 10, until=at("1970-01-01T00:00:00Z")) == [["epoch"]]
+        assert await event_pages(store, 10, until=at("2024-01-15T10:35:00Z"), since=at("2000-01-01T00:00Z")) == [
+            ["before"]
+        ]
+        assert await event_pages(store, 10, since=at("2024-01-15T10:35:00Z"), until=at("2024-01-15T10:35:00Z")) == [[]]
+
+    async def test_event_pages_hold_every_match_once_whatever_is_ingested_meanwhile(self, store: Store) -> None:
+        """Events created in no particular order: each window's pages are exactly its events, newest ingested first,
+        none twice and none left out, while events of that window are ingested between pages. There are enough
+        that a window far from the newest events is found past the first rows a backend may walk."""
+        rng = random.Random(16)
+        base = datetime(2024, 1, 1, tzinfo=UTC)
+        created: dict[str, datetime] = {}
+        newest_first: list[str] = []
+
+        async def ingest(named: dict[str, datetime], now: float) -> None:
+            made = [event(i, created_at=m.isoformat().replace("+00:00", "Z")) for i, m in named.items()]
+            await store.ingest(made, now)
+            created.update(named)
+            newest_first[:0] = reversed(named)
+
+        def moment() -> datetime:
+            return base + timedelta(seconds=rng.randrange(86_400), microseconds=rng.choice([0, 500_000, 7]))
+
+        await ingest({f"old{n}": moment() for n in range(300)}, T0)
+        # The 2,000 newest were created after 06:00: the events of an earlier window were all ingested before them.
+        await ingest({f"new{n}": max(moment(), base + timedelta(hours=6)) for n in range(2000)}, T0 + 1)
+        windows = [
+            (base, base + timedelta(hours=6)),
+            (base + timedelta(hours=12), base + timedelta(hours=12, minutes=30)),  # a thin slice of both
+            (base + timedelta(hours=23, minutes=59, seconds=59, microseconds=500_000), None),
+            (None, base + timedelta(minutes=20)),
+        ]
+        for number, (since, until) in enumerate(windows):
+            expected = [
+                i
+                for i in newest_first
+                if (since is None or created[i] >= since) and (until is None or created[i] < until)
+            ]
+            inside = since if since is not None else until - timedelta(microseconds=1)
+            got: list[str] = []
+            cursor = None
+            while True:
+                page = await store.list_events(event_type=None, since=since, until=until, cursor=cursor, limit=40)
+                got.extend(e.id for e in page.events)
+                await ingest({f"meanwhile{number}.{len(got)}": inside}, T0 + 2)  # in the window, never in a next page
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            assert got == expected, (since, until)
+
+    async def test_lists_combine_type_and_time_and_page_by_any_size(self, store: Store) -> None:
+        rng = random.Random(7)
+        base = datetime(2024, 1, 1, tzinfo=UTC)
+        made = [
+            event(f"e{n}", event_type=rng.choice(["a", "b"]), created_at=f"2024-01-01T00:{rng.randrange(60):02d}:00Z")
+            for n in range(1200)
+        ]
+        await store.ingest(made, T0)
+        since, until = base + timedelta(minutes=10), base + timedelta(minutes=12)
+        expected = [
+            e.id for e in reversed(made) if e.type == "b" and since <= datetime.fromisoformat(e.created_at) < until
+        ]
+        for limit in (1, 7, 500):
+            found = await event_pages(store, limit, event_type="b", since=since, until=until)
+            assert flat(found) == expected and all(len(page) == limit for page in found[:-1])
+            assert 0 < len(found[-1]) <= limit or expected == []
 
     @pytest.mark.parametrize("cursor", ["", "abc", "-1", "1.5", "1" * 19, "١٢"])
     async def test_a_cursor_the_list_did_not_give_is_a_validation_error(self, store: Store, cursor: str) -> None:
         with pytest.raises(ValidationError) as raised:
-            await store.deliveries_of_webhook("a", status=None, cursor=cursor, limit=10)
+            await store.list_deliveries(webhook_id="a", status=None, since=None, until=None, cursor=cursor, limit=10)
+        assert [p.path for p in raised.value.problems] == ["cursor"]
+        with pytest.raises(ValidationError) as raised:
+            await store.list_events(event_type=None, since=None, until=None, cursor=cursor, limit=10)
         assert [p.path for p in raised.value.problems] == ["cursor"]
 
     async def test_status_counts_by_webhook_and_in_total(self, store: Store) -> None:

@@ -4,19 +4,23 @@ lock, the group commit and its writer, durability)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relay.config import StorageConfig
 from relay.errors import StoreError, StoreUnavailable
 from relay.models import Durability
-from relay.store import NewEvent, Store, open_store
+from relay.store import NewEvent, Store, open_store, sqlite_reads
 from relay.store import sqlite_writer as writer_module
 from relay.store.sqlite import SqliteStore
+from relay.store.sqlite_schema import MIGRATIONS
 from tests.integration.store_contract import T0, StoreContract, event
 from tests.support.sqlite_raw import in_writer, sqlite_store, writer_alive
 
@@ -125,3 +129,98 @@ async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: Du
         assert await in_writer(store, read) == synchronous  # FULL = 2: fsync at every commit; NORMAL = 1
     finally:
         await store.close()
+
+
+async def test_the_lists_read_a_store_made_before_them(tmp_path: Path) -> None:
+    """Migration 3 adds ``created_us`` as a virtual column: the events already stored are listed by time at once."""
+    path = tmp_path / "relay.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executescript(MIGRATIONS[0] + MIGRATIONS[1])
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (2)")
+        conn.execute(
+            "INSERT INTO events (seq, id, type, created_at, data, ingested_at, delivery_count)"
+            " VALUES (1, 'old', 't', '2024-01-15T10:35:00.5Z', '{}', ?, 1)",
+            (T0,),
+        )
+        conn.execute(
+            "INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, created_at, updated_at)"
+            " VALUES (1, 'dlv_old', 1, 'a', 'failed', ?, ?)",
+            (T0, T0),
+        )
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        half = datetime(2024, 1, 15, 10, 35, 0, 500_000, tzinfo=UTC)
+        found = await store.list_events(event_type="t", since=half, until=None, cursor=None, limit=10)
+        assert [(e.id, e.deliveries) for e in found.events] == [("old", 1)]
+        found = await store.list_events(event_type=None, since=None, until=half, cursor=None, limit=10)
+        assert found.events == []
+        page = await store.list_deliveries(
+            webhook_id=None, status="failed", since=T0, until=None, cursor=None, limit=10
+        )
+        assert [d.id for d in page.deliveries] == ["dlv_old"]
+    finally:
+        await store.close()
+
+
+async def test_every_statement_of_the_lists_reads_through_an_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's cost must not grow with the store: each statement a list runs walks the primary key or a filter's
+    index newest first and stops at its LIMIT, or reads a time range in the index made for it, or fetches rows by
+    seq. Checked on SQLite's query plans, for every filter and their combinations."""
+    path = tmp_path / "relay.db"
+    store = SqliteStore(path)
+    await store.open()
+    statements: list[tuple[str, list[Any]]] = []
+    read = store._read
+
+    async def recording(sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        statements.append((sql, list(params)))
+        return await read(sql, params)
+
+    try:
+        await store.ingest([event(f"e{n}", "a", "b", event_type="t" if n % 2 else "u") for n in range(10)], T0)
+        monkeypatch.setattr(sqlite_reads, "PROBE_ROWS", 2)  # a time window turns to the time index at once
+        monkeypatch.setattr(store, "_read", recording)
+        since, until = datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)
+        for event_type in (None, "t"):
+            for window in ((None, None), (since, None), (None, until), (since, until)):
+                page = await store.list_events(
+                    event_type=event_type, since=window[0], until=window[1], cursor=None, limit=2
+                )
+                await store.list_events(
+                    event_type=event_type, since=window[0], until=window[1], cursor=page.next_cursor, limit=2
+                )
+        for webhook_id in (None, "a"):
+            for status in (None, "pending", "succeeded"):
+                for times in ((None, None), (T0, None), (None, T0 + 1), (T0, T0 + 1)):
+                    await store.list_deliveries(
+                        webhook_id=webhook_id, status=status, since=times[0], until=times[1], cursor="99", limit=2
+                    )
+    finally:
+        await store.close()
+
+    assert any("INDEXED BY events_created" in sql for sql, _ in statements)
+    assert any("INDEXED BY deliveries_created" in sql for sql, _ in statements)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for sql, params in statements:
+            plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            table = "events" if " FROM events" in sql else "deliveries"
+            if "json_each" in sql:  # the page's rows, by seq
+                assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan, (sql, plan)
+            elif " FROM attempts " in sql:  # their attempts
+                assert plan == "SEARCH attempts USING PRIMARY KEY (delivery_seq=?)", plan
+            elif "INDEXED BY" in sql:  # a time range, newest first
+                assert f"INDEX {table}_created ({'created_us' if table == 'events' else 'created_at'}" in plan
+            else:  # a walk newest first: no sort, and the filter's index when there is a filter
+                assert "TEMP B-TREE" not in plan, (sql, plan)
+                if "type = ?" in sql:
+                    assert "INDEX events_type (type=?" in plan, (sql, plan)
+                elif "status != 'succeeded'" in sql:
+                    assert "INDEX deliveries_status (status=?" in plan or "deliveries_webhook" in plan, (sql, plan)
+                elif "webhook_id = ?" in sql:
+                    assert "INDEX deliveries_webhook (webhook_id=?" in plan, (sql, plan)
+                else:
+                    assert plan in (f"SCAN {table}", f"SEARCH {table} USING INTEGER PRIMARY KEY (rowid<?)"), plan

@@ -5,7 +5,8 @@ as SQLite. What a file would keep lives in a ``MemoryData`` that a new ``MemoryS
 the store itself only adds the lifecycle. Every write counts as one commit. ``unavailable`` set to a reason makes
 every write raise ``StoreUnavailable`` with it (a full disk, a lost file), until it is cleared.
 
-A lease's ``ref`` is the delivery's position in creation order (never reused); its ``until`` is the delivery's
+A lease's ``ref`` is the delivery's position in creation order (never reused; events and deliveries count on one
+counter); its ``until`` is the delivery's
 ``due_at`` while it is ``delivering``. As in SQLite, a result or a release counts only while the delivery is still
 ``delivering`` under that ``until`` (an attempt is kept whenever its delivery still exists).
 """
@@ -17,14 +18,28 @@ import itertools
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
 
 from relay.errors import Problem, StoreUnavailable, ValidationError
-from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, Lease, new_event_id, new_id
-from relay.store.base import AttemptResult, IngestResult, NewEvent, Page, Room, StoredWebhook
+from relay.models import (
+    Attempt,
+    Claim,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventSummary,
+    Lease,
+    new_event_id,
+    new_id,
+    parse_datetime,
+)
+from relay.store.base import AttemptResult, EventPage, IngestResult, NewEvent, Page, Room, StoredWebhook
 
 S = DeliveryStatus
 QUEUED = (S.PENDING, S.FAILED, S.DELIVERING)  # still owed an attempt (a delivering one, when its lease runs out)
 ENDED_FOR_PRUNE = (S.SUCCEEDED, S.CANCELLED)
+Moment = TypeVar("Moment", float, datetime)  # a list's bound: a delivery's unix time, an event's created_at
 
 
 @dataclass
@@ -60,6 +75,7 @@ class StoredDelivery:
 class StoredEvent:
     event: Event
     delivery_count: int  # how many webhooks it matched when first stored (what a repeat of its id answers)
+    ref: int  # its position in the order events were stored (never reused), for paging
 
 
 @dataclass
@@ -71,6 +87,19 @@ class MemoryData:
     webhooks: dict[str, tuple[str, StoredWebhook]] = field(default_factory=dict)  # id -> (source, stored)
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+
+def _position(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
+    return int(cursor)
+
+
+def _within(moment: Moment | None, since: Moment | None, until: Moment | None) -> bool:
+    """``moment`` is in [since, until) (an open end where a bound is None)."""
+    return moment is not None and (since is None or moment >= since) and (until is None or moment < until)
 
 
 class MemoryStore:
@@ -147,7 +176,7 @@ class MemoryStore:
                 results.append(IngestResult(event_id, known.delivery_count, False))
                 continue
             event = Event(event_id, e.type, e.created_at, e.data, now)
-            data.events[event_id] = StoredEvent(event, len(e.webhook_ids))
+            data.events[event_id] = StoredEvent(event, len(e.webhook_ids), next(data.refs))
             leased = []
             for webhook_id in e.webhook_ids:
                 if budget.get(webhook_id, 0) > 0:
@@ -325,19 +354,50 @@ class MemoryStore:
             return None
         return stored.event, [d.shown() for d in self.data.deliveries.values() if d.event_id == event_id]
 
-    async def deliveries_of_webhook(
-        self, webhook_id: str, *, status: str | None, cursor: str | None, limit: int
+    async def list_events(
+        self,
+        *,
+        event_type: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> EventPage:
+        before = _position(cursor)
+        data = self._read()
+        counts: dict[str, int] = {}
+        for d in data.deliveries.values():
+            counts[d.event_id] = counts.get(d.event_id, 0) + 1
+        found = [
+            stored
+            for stored in sorted(data.events.values(), key=lambda stored: stored.ref, reverse=True)
+            if (event_type is None or stored.event.type == event_type)
+            and _within(parse_datetime(stored.event.created_at), since, until)
+            and (before is None or stored.ref < before)
+        ][: limit + 1]
+        page = [
+            EventSummary(e.id, e.type, e.created_at, e.ingested_at, counts.get(e.id, 0))
+            for e in (stored.event for stored in found[:limit])
+        ]
+        return EventPage(page, str(found[limit - 1].ref) if len(found) > limit else None)
+
+    async def list_deliveries(
+        self,
+        *,
+        webhook_id: str | None,
+        status: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
     ) -> Page:
-        before = None
-        if cursor is not None:
-            if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-                raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
-            before = int(cursor)
+        before = _position(cursor)
         found = [
             d
-            for d in reversed(self._read().deliveries.values())
-            if d.webhook_id == webhook_id
+            for d in sorted(self._read().deliveries.values(), key=lambda d: d.ref, reverse=True)
+            if (webhook_id is None or d.webhook_id == webhook_id)
             and (status is None or d.status == status)
+            and _within(d.created_at, since, until)
             and (before is None or d.ref < before)
         ][: limit + 1]
         page = found[:limit]

@@ -136,16 +136,19 @@ class RelayProcess:
             await self._reader
 
 
-async def run_relay(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, str, str]:
-    """Run a short ``relay`` command; returns (exit code, stdout, stderr)."""
+async def run_relay(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30.0, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run a short ``relay`` command (given ``stdin``, if any); returns (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         *RELAY,
         *args,
+        stdin=None if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
