@@ -212,7 +212,8 @@ def _server(raw: Mapping[str, object], problems: list[Problem], secrets: SecretR
 def _event_loop(f: Fields) -> str:
     choice = _or(f.get("event_loop", one_of("auto", "asyncio", "uvloop")), "auto")
     if choice == "uvloop" and not uvloop_installed():
-        f.problem("event_loop", 'uvloop is not installed (pip install \'relay[uvloop]\'), use "auto" or "asyncio"')
+        install = "pip install 'relay-webhooks[uvloop]'"
+        f.problem("event_loop", f'uvloop is not installed ({install}), use "auto" or "asyncio"')
     return choice
 
 

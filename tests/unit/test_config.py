@@ -981,7 +981,7 @@ def test_event_loop_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("relay.config.uvloop_installed", lambda: False)
     assert event_loop_factory("auto") is None  # without uvloop, auto is asyncio's own loop
     [problem] = problems(tmp_path, MINIMAL + 'event_loop = "uvloop"\n')
-    assert problem.startswith("server.event_loop: uvloop is not installed (pip install 'relay[uvloop]')")
+    assert problem.startswith("server.event_loop: uvloop is not installed (pip install 'relay-webhooks[uvloop]')")
 
 
 def test_auto_picks_uvloop_when_installed() -> None:
