@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     receive = commands.add_parser("receive", help="a development receiver that verifies signatures")
-    receive.add_argument("--port", type=int, default=9000)
-    receive.add_argument("--host", default="127.0.0.1")
+    receive.add_argument("--port", type=int, default=9000, help="the port to listen on (default 9000; 0: any free)")
+    receive.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     receive.add_argument(
         "--secret",
         help='verify signatures with this secret ("whsec_" + base64 of 24-64 bytes for standard, '

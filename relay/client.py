@@ -21,11 +21,13 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class ApiFailure(Exception):
-    """The call did not succeed; ``str()`` is one line for the user (a validation error's names each field)."""
+    """The call did not succeed; ``str()`` is one line for the user (a validation error's names each field).
+    ``answer`` is the API's error envelope, when it sent one."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, answer: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.answer = answer
 
 
 def url_for(listen: Listen) -> str:
@@ -128,9 +130,10 @@ class Client:
                 f"the relay at {self.url} refused the API key (401 unauthorized): "
                 "pass --api-key, set RELAY_API_KEY, or point --config at the daemon's file",
                 status=status,
+                answer=answer,
             )
         code, message = error.get("code", "error"), error.get("message", "")
-        raise ApiFailure(f"{status} {code}: {message}", status=status)
+        raise ApiFailure(f"{status} {code}: {message}", status=status, answer=answer)
 
 
 def _reason(exc: BaseException) -> str:
