@@ -99,7 +99,9 @@ async def test_the_development_starter_delivers_to_relay_receive(tmp_path: Path)
         assert port is not None, banner
         # The same file, on free ports (this test may run beside a relay on 8080) and with its store in tmp_path.
         text = path.read_text().replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"')
-        text = text.replace(":9000/webhook", f":{port[1]}/webhook").replace('"var/relay.db"', json.dumps(str(tmp_path / "relay.db")))
+        text = text.replace(":9000/webhook", f":{port[1]}/webhook").replace(
+            '"var/relay.db"', json.dumps(str(tmp_path / "relay.db"))
+        )
         path.write_text(text)
         [api_key] = re.findall(r'^api_keys = \["([^"]+)"\]', text, re.MULTILINE)
         relay = await RelayProcess(path).start()
