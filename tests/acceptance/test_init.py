@@ -7,13 +7,12 @@ import asyncio
 import json
 import re
 import stat
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from relay.resources import profiles
-from tests.support.process import RELAY, RelayProcess, run_relay
+from tests.support.process import RELAY, RelayProcess, post_events, run_relay
 from tests.support.profiles import PLATFORMS
 
 
@@ -106,13 +105,8 @@ async def test_the_development_starter_delivers_to_relay_receive(tmp_path: Path)
         [api_key] = re.findall(r'^api_keys = \["([^"]+)"\]', text, re.MULTILINE)
         relay = await RelayProcess(path).start()
         try:
-            request = urllib.request.Request(
-                f"{relay.url}/v1/events",
-                data=json.dumps({"type": "hello", "data": {}}).encode(),
-                headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-            )
-            answer = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request, timeout=10)))
-            assert answer["data"]["deliveries"] == 1
+            status, answer = await post_events(relay.url, api_key, {"type": "hello", "data": {}})
+            assert status == 202 and answer["data"]["deliveries"] == 1
             printed = ""
             while "Answer:" not in printed:
                 printed += (await asyncio.wait_for(receiver.stdout.readline(), 15)).decode()
