@@ -20,7 +20,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The distribution was called "relay" before relay-webhooks: a .venv made then drops it first (same package, same command).
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip uninstall --quiet --yes relay 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[dev,uvloop]'
 	touch $(STAMP)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,56 @@ def cmd_receive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from relay import resources
+    from relay.signing import new_secret
+    from relay.starter import new_api_key, starter_config
+
+    try:
+        profile = resources.profile(args.profile) if args.profile else None
+    except LookupError as exc:
+        print(f"relay init: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    starter = starter_config(profile, api_key=new_api_key(), secret=new_secret())
+    path = Path(args.path)
+    if path.is_dir():
+        print(
+            f"relay init: {path} is a directory; pass the file to write, e.g. --path {path / 'relay.toml'}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        _write_private(path, starter.text, overwrite=args.force)
+    except FileExistsError:
+        print(f"relay init: {path} exists; pass --force to overwrite it", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"relay init: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {path} (mode 0600): a new API key" + (" and webhook secret" if starter.secret else ""))
+    print(starter.next_steps(shlex.quote(str(path))))
+    return EXIT_OK
+
+
+def _write_private(path: Path, text: str, *, overwrite: bool) -> None:
+    """Write ``text`` to ``path``, readable and writable by its owner only; an existing file only if ``overwrite``."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(fd, 0o600)  # a file overwritten keeps its mode otherwise
+        file.write(text)
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from relay import resources
+
+    found = resources.profiles()
+    width = max(len(p.name) for p in found)
+    for profile in found:
+        print(f"{profile.name:<{width}}  {profile.summary}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="A durable webhook relay.")
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
@@ -83,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     receive = commands.add_parser("receive", help="a development receiver that verifies signatures")
-    receive.add_argument("--port", type=int, default=9000)
-    receive.add_argument("--host", default="127.0.0.1")
+    receive.add_argument("--port", type=int, default=9000, help="the port to listen on (default 9000; 0: any free)")
+    receive.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     receive.add_argument(
         "--secret",
         help='verify signatures with this secret ("whsec_" + base64 of 24-64 bytes for standard, the "whpk_" '
@@ -95,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     receive.add_argument("--fail-with", type=int, metavar="STATUS", help="answer this status instead of 200")
     receive.set_defaults(func=cmd_receive)
+
+    init = commands.add_parser("init", help="write a starter configuration with a new API key and webhook secret")
+    init.add_argument("--profile", metavar="NAME", help="deliver the way a platform does (see relay profiles)")
+    init.add_argument("--path", default="relay.toml", help="the file to write (default relay.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    init.set_defaults(func=cmd_init)
+
+    profiles = commands.add_parser("profiles", help="list the platform profiles relay init --profile takes")
+    profiles.set_defaults(func=cmd_profiles)
     add_management_commands(commands)
     return parser
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.cli_manage import (
+    COMMON_OPTIONS,
     Command,
     UsageError,
     _attempt_summary,
@@ -34,7 +35,9 @@ AddCommand = Callable[[Any, str, Command, str], argparse.ArgumentParser]
 
 
 def add_event_commands(commands: Any, command: AddCommand) -> None:
-    deliveries = commands.add_parser("deliveries", help="delivery history, of every webhook or one")
+    deliveries = commands.add_parser(
+        "deliveries", help="delivery history, of every webhook or one", epilog=COMMON_OPTIONS
+    )
     deliveries_actions = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION")
     deliveries_actions.required = True
     listing = command(deliveries_actions, "list", deliveries_list, "deliveries with their last attempt, newest first")
@@ -42,7 +45,7 @@ def add_event_commands(commands: Any, command: AddCommand) -> None:
     listing.add_argument("--status", choices=[str(s) for s in DeliveryStatus], help="only this status")
     _list_options(listing, "created")
 
-    events = commands.add_parser("events", help="send, list and inspect events")
+    events = commands.add_parser("events", help="send, list and inspect events", epilog=COMMON_OPTIONS)
     events_actions = events.add_subparsers(dest="events_command", metavar="ACTION")
     events_actions.required = True
     send = command(events_actions, "send", events_send, "post one event (202 once it is in the outbox)")

@@ -25,6 +25,11 @@ from relay.models import BodyFormat
 
 Command = Callable[[Client, argparse.Namespace], int]
 
+COMMON_OPTIONS = (
+    "Every action also takes --url (where the daemon is), --api-key, --config (the daemon's file, for both) "
+    "and --json (the API's answer, for scripts): see the action's --help."
+)
+
 
 class UsageError(Exception):
     """A wrong argument that argparse cannot see (a malformed --body, --header)."""
@@ -43,27 +48,30 @@ def add_management_commands(commands: Any) -> None:
         parser.set_defaults(func=lambda args: run(func, args))
         return parser
 
-    webhooks = commands.add_parser("webhooks", help="list, create, change and test webhooks")
+    webhooks = commands.add_parser("webhooks", help="list, create, change and test webhooks", epilog=COMMON_OPTIONS)
     hooks = webhooks.add_subparsers(dest="webhooks_command", metavar="ACTION")
     hooks.required = True
     command(hooks, "list", webhooks_list, "every webhook, newest first")
-    command(hooks, "show", webhooks_show, "one webhook").add_argument("id")
+    command(hooks, "show", webhooks_show, "one webhook").add_argument("id", help="the webhook's id")
     add = command(hooks, "add", webhooks_add, "create a webhook; its secret is printed once")
     add.add_argument("endpoint", metavar="URL", help="where events are POSTed")
     _webhook_options(add)
     add.add_argument("--secret", help="default: a generated whsec_ secret (a whsk_ key for standard-ed25519)")
     add.add_argument("--inactive", action="store_true", help="create it switched off")
     update = command(hooks, "update", webhooks_update, "change a webhook created through the API")
-    update.add_argument("id")
+    update.add_argument("id", help="the webhook's id")
     update.add_argument("--endpoint", metavar="URL", help="a new URL")
     _webhook_options(update)
     active = update.add_mutually_exclusive_group()
     active.add_argument("--active", dest="is_active", action="store_const", const=True, help="switch it on")
     active.add_argument("--inactive", dest="is_active", action="store_const", const=False, help="hold its deliveries")
-    command(hooks, "rm", webhooks_rm, "delete a webhook; its pending deliveries are cancelled").add_argument("id")
-    command(hooks, "test", webhooks_test, "send a webhook.test event to one webhook now").add_argument("id")
+    rm = command(hooks, "rm", webhooks_rm, "delete a webhook; its pending deliveries are cancelled")
+    rm.add_argument("id", help="the webhook's id")
+    command(hooks, "test", webhooks_test, "send a webhook.test event to one webhook now").add_argument(
+        "id", help="the webhook's id"
+    )
     rotate = command(hooks, "rotate-secret", webhooks_rotate, "a new secret; the old one signs during --overlap")
-    rotate.add_argument("id")
+    rotate.add_argument("id", help="the webhook's id")
     rotate.add_argument("--overlap", default="24h", help="how long the previous secret keeps signing (default 24h)")
     rotate.add_argument(
         "--secret", help="default: one generated for the scheme (whsec_, or whsk_ for standard-ed25519)"
@@ -79,7 +87,7 @@ def add_management_commands(commands: Any) -> None:
     add_event_commands(commands, command)
 
     replay = command(commands, "replay", replay_event, "deliver a stored event again")
-    replay.add_argument("event_id", metavar="EVENT_ID")
+    replay.add_argument("event_id", metavar="EVENT_ID", help="the event's id")
     replay.add_argument("--webhook", metavar="ID", help="to this webhook only (default: every webhook it matches)")
 
     redrive = command(commands, "redrive", redrive_failures, "attempt parked deliveries again now")
@@ -89,9 +97,11 @@ def add_management_commands(commands: Any) -> None:
 
 def _webhook_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--event", dest="events", action="append", metavar="TYPE", help="repeat; default: every type")
-    parser.add_argument("--description")
-    parser.add_argument("--signature", choices=["standard", "standard-ed25519", "hmac-sha256", "none"])
-    parser.add_argument("--format", choices=[str(f) for f in BodyFormat])
+    parser.add_argument("--description", help="a note for people")
+    parser.add_argument(
+        "--signature", choices=["standard", "standard-ed25519", "hmac-sha256", "none"], help="default: standard"
+    )
+    parser.add_argument("--format", choices=[str(f) for f in BodyFormat], help="the body sent; default: envelope")
     parser.add_argument("--header", dest="headers", action="append", metavar="NAME=VALUE", help="repeat")
     parser.add_argument("--retry-schedule", metavar="0s,1m,5m", help="comma-separated delays")
     parser.add_argument("--timeout", metavar="DURATION", help='per attempt, e.g. "5s"')
@@ -108,6 +118,9 @@ def run(func: Command, args: argparse.Namespace) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RejectedError as exc:
+        if getattr(args, "json", False):
+            # The API's error envelope on stdout, for scripts; the line on stderr is for people.
+            _print_json({"success": False, "error": {"code": exc.code, "message": exc.message, "details": exc.details}})
         if exc.status == 401:
             print(
                 f"relay: the relay at {client.url} refused the API key (401 unauthorized): "
@@ -253,7 +266,7 @@ def replay_event(client: Client, args: argparse.Namespace) -> int:
         _print_json(answer)
         return EXIT_OK
     deliveries = answer["data"]["deliveries"]
-    print(f"replaying event {args.event_id}: {len(deliveries)} new deliveries")
+    print(f"replaying event {args.event_id}: {_count(len(deliveries), 'new delivery', 'new deliveries')}")
     if deliveries:
         _deliveries_table(deliveries, with_webhook=True)
     return EXIT_OK
@@ -267,7 +280,7 @@ def redrive_failures(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(answer)
     else:
-        print(f"re-driven: {answer['data']['redriven']} deliveries")
+        print(f"re-driven: {_count(answer['data']['redriven'], 'delivery', 'deliveries')}")
     return EXIT_OK
 
 
@@ -377,6 +390,10 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, empty: str)
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
     for row in [headers, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _one_line(text: str, limit: int = 200) -> str:

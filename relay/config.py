@@ -28,7 +28,7 @@ from relay.config_fields import (
     one_of,
     positive_duration,
 )
-from relay.config_webhooks import MAX_RETRY_STEPS, parse_webhook
+from relay.config_webhooks import MAX_RETRY_STEPS, WEBHOOK_ID, parse_webhook
 from relay.errors import ConfigError, Problem
 from relay.models import Durability, Secret, Webhook
 from relay.units import parse_duration, parse_size
@@ -214,7 +214,8 @@ def _server(raw: Mapping[str, object], problems: list[Problem], secrets: SecretR
 def _event_loop(f: Fields) -> str:
     choice = _or(f.get("event_loop", one_of("auto", "asyncio", "uvloop")), "auto")
     if choice == "uvloop" and not uvloop_installed():
-        f.problem("event_loop", 'uvloop is not installed (pip install \'relay[uvloop]\'), use "auto" or "asyncio"')
+        install = "pip install 'relay-webhooks[uvloop]'"
+        f.problem("event_loop", f'uvloop is not installed ({install}), use "auto" or "asyncio"')
     return choice
 
 
@@ -274,10 +275,14 @@ def _webhooks(
     first_index: dict[str, int] = {}
     for index, item in enumerate(raw):
         path = f"webhooks[{index}]"
+        before = len(problems)
         webhook = parse_webhook(
             item, path, problems, delivery=delivery, resolve_secrets=True, source="config", environ=environ
         )
         webhook_id = item.get("id") if isinstance(item, Mapping) else None
+        if isinstance(webhook_id, str) and WEBHOOK_ID.fullmatch(webhook_id):
+            # Name the webhook too: in a long file its id is easier to find than its index. The key path stays whole.
+            problems[before:] = [Problem(p.path, f'{p.message} (webhook "{webhook_id}")') for p in problems[before:]]
         if isinstance(webhook_id, str) and webhook_id in first_index:
             problems.append(
                 Problem(f"{path}.id", f'duplicate id "{webhook_id}" (also webhooks[{first_index[webhook_id]}])')
@@ -328,9 +333,14 @@ def summarize(config: Config) -> str:
         auth = type(w.auth).__name__.removesuffix("Auth").lower() if w.auth is not None else "none"
         events = ",".join(w.events) if w.events else "*"
         inactive = " (inactive)" if not w.is_active else ""
+        body = f"format={w.format}" + (f" sent_at_field={w.sent_at_field}" if w.sent_at_field else "")
+        # What the webhook does, its own settings or [delivery]'s.
+        schedule = ",".join(format_duration(d) for d in w.retry_schedule or delivery.retry_schedule)
+        timeout = format_duration(w.timeout if w.timeout is not None else delivery.timeout)
+        rate = f" rate_limit={w.rate_limit:g}/s" if w.rate_limit is not None else ""
         lines.append(
-            f"  {w.id}{inactive}: {_redact_query(w.url)} events={events} signature={w.signature} "
-            f"format={w.format} auth={auth}"
+            f"  {w.id}{inactive}: {_redact_query(w.url)} events={events} signature={w.signature} {body} "
+            f"auth={auth} retries={schedule} timeout={timeout}{rate}"
         )
     return "\n".join(lines)
 

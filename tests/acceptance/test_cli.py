@@ -88,7 +88,7 @@ async def test_a_secret_that_signs_nothing_is_a_config_error(tmp_path: Path) -> 
         assert code == 2 and out == "", err
         assert err.splitlines() == [
             'relay: config error: webhooks[0].secret: must be "whsec_" + base64 of 24-64 bytes (or the base64 alone)'
-            ' for signature "standard": it decodes to 1 byte'
+            ' for signature "standard": it decodes to 1 byte (webhook "crm")'
         ]
     assert not db.parent.exists()
 

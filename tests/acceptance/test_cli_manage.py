@@ -147,7 +147,7 @@ async def test_events_deliveries_replay_and_redrive(relay: RelayProcess, receive
 
     code, out, err = await cli(relay, "replay", event_id, "--webhook", "cfg")
     assert code == 0, err
-    assert out.startswith(f"replaying event {event_id}: 1 new deliveries")
+    assert out.startswith(f"replaying event {event_id}: 1 new delivery\n")
     await receiver.wait_for(2)  # the replay, sent at once; the first delivery waits for its retry in an hour
 
     code, out, err = await cli(relay, "redrive", "--webhook", "cfg")
@@ -288,6 +288,37 @@ async def test_exit_codes_and_one_line_errors(relay: RelayProcess, receiver: Rec
         assert "Traceback" not in err
     code, _, err = await cli(relay, "webhooks", "add", receiver.url(), "--body", "[1]")
     assert code == 2 and "--body must be a JSON object" in err
+
+
+async def test_json_errors_are_the_apis_answer_on_stdout(relay: RelayProcess) -> None:
+    code, out, err = await cli(relay, "webhooks", "show", "nope", "--json")
+    assert code == 1 and err.strip() == "relay: 404 not_found: no webhook with id 'nope'"
+    answer = json.loads(out)
+    assert answer["success"] is False and answer["error"]["code"] == "not_found"
+    code, out, err = await cli(relay, "webhooks", "list", "--json", key="wrong-key")
+    assert code == 1 and json.loads(out)["error"]["code"] == "unauthorized" and "refused the API key" in err
+
+
+async def test_the_next_page_hint_keeps_the_filters_and_the_limit(relay: RelayProcess, receiver: Receiver) -> None:
+    receiver.script("/cfg", [500, 500])
+    for n in range(2):
+        await post_event(relay, {"type": "consent.created", "data": {"n": n}})
+    await receiver.wait_for(2)
+    code, out, err = await cli(relay, "deliveries", "list", "--webhook", "cfg", "--status", "pending", "--limit", "1")
+    assert code == 0 and len(out.splitlines()) == 2, err  # the header and one delivery
+    [hint] = err.splitlines()
+    assert hint.startswith("more: relay deliveries list --webhook cfg --status pending --limit 1 --cursor ")
+    code, out, err = await cli(relay, *hint.removeprefix("more: relay ").split())
+    assert code == 0 and len(out.splitlines()) == 2 and err == ""
+
+
+async def test_group_help_names_the_options_every_action_takes() -> None:
+    for group in ("webhooks", "deliveries", "events"):
+        code, out, _ = await run_relay(group, "--help")
+        flat = " ".join(out.split())
+        assert code == 0 and "--url" in flat and "--api-key" in flat and "--json" in flat, group
+    code, out, _ = await run_relay("webhooks", "show", "--help")
+    assert "the webhook's id" in out
 
 
 async def test_an_unreachable_daemon_is_one_line(tmp_path: Path) -> None:

@@ -376,9 +376,12 @@ def test_summary_names_webhooks_and_no_secret(tmp_path: Path) -> None:
     assert "retries 0s 30s 2m" in summary
     assert (
         "crm (inactive): https://crm.example.com/hooks?token=*** events=consent.created,consent.*,* "
-        "signature=standard format=flat auth=oauth2"
+        "signature=standard format=flat sent_at_field=sentAt auth=oauth2 retries=1s,2s timeout=5s rate_limit=10/s"
     ) in summary
-    assert "bearer_1: http://10.0.0.5:8080/hook events=* signature=hmac-sha256 format=data auth=bearer" in summary
+    assert (  # [delivery]'s retry schedule and timeout where the webhook has none of its own
+        "bearer_1: http://10.0.0.5:8080/hook events=* signature=hmac-sha256 format=data auth=bearer "
+        "retries=0s,30s,2m timeout=250ms\n"
+    ) in summary
     assert "header-auth" in summary and "auth=header" in summary and "auth=basic" in summary
     for secret in [
         *FULL_ENV.values(),
@@ -449,15 +452,21 @@ HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks 
         ('[server]\napi_keys = ["k"]\nlisen = "x"\n', 'server.lisen: unknown key (did you mean "listen"?)'),
         (MINIMAL + "[storage]\nfsync = true\n", "storage.fsync: unknown key"),
         (MINIMAL + "[delivery]\nretries = 3\n", "delivery.retries: unknown key"),
-        (MINIMAL + WEBHOOK + "secrett = 'x'\n", 'webhooks[0].secrett: unknown key (did you mean "secret"?)'),
-        (MINIMAL + WEBHOOK + "headers.'X A' = 'x'\n", 'webhooks[0].headers."X A": is not a valid header name'),
+        (
+            MINIMAL + WEBHOOK + "secrett = 'x'\n",
+            'webhooks[0].secrett: unknown key (did you mean "secret"?) (webhook "a")',
+        ),
+        (
+            MINIMAL + WEBHOOK + "headers.'X A' = 'x'\n",
+            'webhooks[0].headers."X A": is not a valid header name (webhook "a")',
+        ),
         (
             MINIMAL + WEBHOOK + "[webhooks.auth]\ntype = 'bearer'\ntoken = 't'\nusername = 'u'\n",
-            'webhooks[0].auth.username: unknown key for type "bearer"',
+            'webhooks[0].auth.username: unknown key for type "bearer" (webhook "a")',
         ),
         (
             MINIMAL + WEBHOOK + "[webhooks.auth]\ntype = 'basic'\nusername = 'u'\npassword = 'p'\ntoken = 't'\n",
-            'webhooks[0].auth.token: unknown key for type "basic"',
+            'webhooks[0].auth.token: unknown key for type "basic" (webhook "a")',
         ),
     ],
 )
@@ -564,6 +573,17 @@ def test_bad_webhook_id(tmp_path: Path, webhook_id: str) -> None:
     assert problems(tmp_path, text) == ["webhooks[0].id: must be 1-64 characters of [a-z0-9_-]"]
 
 
+def test_a_webhooks_problems_name_its_id_after_the_message(tmp_path: Path) -> None:
+    oauth2 = '[webhooks.auth]\ntype = "oauth2"\nclient_id = "c"\nclient_secret = "s"\n'
+    text = MINIMAL + WEBHOOK + '[[webhooks]]\nid = "crm"\nurl = "https://c.example.com/"\n' + oauth2
+    assert problems(tmp_path, text) == ['webhooks[1].auth.token_url: required for type "oauth2" (webhook "crm")']
+    for no_id in ("", 'id = "Not An Id"\n'):  # without a usable id, the key path alone (CONTRACT §2's example)
+        text = MINIMAL + WEBHOOK + f'[[webhooks]]\n{no_id}url = "https://c.example.com/"\n' + oauth2
+        found = problems(tmp_path, text)
+        assert 'webhooks[1].auth.token_url: required for type "oauth2"' in found
+        assert all("(webhook" not in problem for problem in found)
+
+
 def test_webhook_id_and_url_are_required(tmp_path: Path) -> None:
     assert problems(tmp_path, MINIMAL + "[[webhooks]]\nevents = ['*']\n") == [
         "webhooks[0].id: required",
@@ -573,7 +593,9 @@ def test_webhook_id_and_url_are_required(tmp_path: Path) -> None:
 
 def test_http_url_without_allow_http(tmp_path: Path) -> None:
     text = MINIMAL + '[[webhooks]]\nid = "a"\nurl = "http://a.example.com/"\n'
-    assert problems(tmp_path, text) == ["webhooks[0].url: http:// URLs are refused unless delivery.allow_http = true"]
+    assert problems(tmp_path, text) == [
+        'webhooks[0].url: http:// URLs are refused unless delivery.allow_http = true (webhook "a")'
+    ]
     assert load(tmp_path, text + "[delivery]\nallow_http = true\n").webhooks[0].url == "http://a.example.com/"
 
 
@@ -581,7 +603,7 @@ def test_private_ip_literal_url(tmp_path: Path) -> None:
     text = MINIMAL + '[[webhooks]]\nid = "a"\nurl = "https://192.168.1.20/hook"\n'
     assert problems(tmp_path, text) == [
         "webhooks[0].url: destination 192.168.1.20 is in a refused range (private)"
-        " unless delivery.allow_private_networks = true"
+        ' unless delivery.allow_private_networks = true (webhook "a")'
     ]
     assert load(tmp_path, text + "[delivery]\nallow_private_networks = true\n").webhooks
 
@@ -616,7 +638,9 @@ def test_odd_ip_forms_in_urls(tmp_path: Path, url: str) -> None:
     ],
 )
 def test_other_url_refusals(tmp_path: Path, url: str, message: str) -> None:
-    assert problems(tmp_path, MINIMAL + f'[[webhooks]]\nid = "a"\nurl = "{url}"\n') == [f"webhooks[0].url: {message}"]
+    assert problems(tmp_path, MINIMAL + f'[[webhooks]]\nid = "a"\nurl = "{url}"\n') == [
+        f'webhooks[0].url: {message} (webhook "a")'
+    ]
 
 
 @pytest.mark.parametrize("pattern", ["consent.created", "consent.*", "*", "a:b-c_d.e", "x" * 128])
@@ -631,10 +655,10 @@ def test_bad_event_patterns(tmp_path: Path, pattern: str) -> None:
 
 def test_signature_needs_a_secret(tmp_path: Path) -> None:
     assert problems(tmp_path, MINIMAL + WEBHOOK + 'signature = "standard"\n') == [
-        'webhooks[0].signature: "standard" needs a secret'
+        'webhooks[0].signature: "standard" needs a secret (webhook "a")'
     ]
     assert problems(tmp_path, MINIMAL + WEBHOOK + 'signature = "hmac-sha256"\n') == [
-        'webhooks[0].signature: "hmac-sha256" needs a secret'
+        'webhooks[0].signature: "hmac-sha256" needs a secret (webhook "a")'
     ]
 
 
@@ -668,7 +692,7 @@ def test_authorization_header_is_refused_only_with_auth(tmp_path: Path) -> None:
     text = MINIMAL + WEBHOOK + 'headers = { Authorization = "Token abc" }\n'
     assert load(tmp_path, text).webhooks[0].headers == {"Authorization": "Token abc"}
     assert problems(tmp_path, text + "[webhooks.auth]\ntype = 'bearer'\ntoken = 't'\n") == [
-        'webhooks[0].headers.Authorization: "Authorization" is set by auth'
+        'webhooks[0].headers.Authorization: "Authorization" is set by auth (webhook "a")'
     ]
 
 
@@ -681,8 +705,8 @@ def test_header_auth_name_is_refused_as_static_header(tmp_path: Path) -> None:
 def test_header_names_and_values_with_cr_lf(tmp_path: Path) -> None:
     text = MINIMAL + WEBHOOK + 'headers = { "X-A\\r\\nX-B" = "1", X-C = "2\\r\\nX-D: 3" }\n'
     assert problems(tmp_path, text) == [
-        'webhooks[0].headers."X-A\\r\\nX-B": is not a valid header name',
-        "webhooks[0].headers.X-C: must not contain CR, LF or other control characters",
+        'webhooks[0].headers."X-A\\r\\nX-B": is not a valid header name (webhook "a")',
+        'webhooks[0].headers.X-C: must not contain CR, LF or other control characters (webhook "a")',
     ]
 
 
@@ -695,26 +719,28 @@ def auth_problems(tmp_path: Path, auth: str, environ: Mapping[str, str] | None =
 
 def test_oauth2_without_token_url(tmp_path: Path) -> None:
     auth = 'type = "oauth2"\nclient_id = "relay"\nclient_secret = "s"\n'
-    assert auth_problems(tmp_path, auth) == ['webhooks[0].auth.token_url: required for type "oauth2"']
+    assert auth_problems(tmp_path, auth) == ['webhooks[0].auth.token_url: required for type "oauth2" (webhook "a")']
 
 
 def test_oauth2_token_url_follows_the_url_policy(tmp_path: Path) -> None:
     auth = 'type = "oauth2"\ntoken_url = "http://10.0.0.1/token"\nclient_id = "relay"\nclient_secret = "s"\n'
     assert auth_problems(tmp_path, auth) == [
-        "webhooks[0].auth.token_url: http:// URLs are refused unless delivery.allow_http = true"
+        'webhooks[0].auth.token_url: http:// URLs are refused unless delivery.allow_http = true (webhook "a")'
     ]
 
 
 def test_refresh_token_grant_needs_a_refresh_token(tmp_path: Path) -> None:
     auth = 'type = "oauth2"\ngrant = "refresh_token"\ntoken_url = "https://a.example.com/t"\nclient_id = "c"\n'
-    assert auth_problems(tmp_path, auth) == ['webhooks[0].auth.refresh_token: required for grant "refresh_token"']
+    assert auth_problems(tmp_path, auth) == [
+        'webhooks[0].auth.refresh_token: required for grant "refresh_token" (webhook "a")'
+    ]
 
 
 def test_client_credentials_needs_a_client_secret_and_no_refresh_token(tmp_path: Path) -> None:
     auth = 'type = "oauth2"\ntoken_url = "https://a.example.com/t"\nclient_id = "c"\nrefresh_token = "r"\n'
     assert auth_problems(tmp_path, auth) == [
-        'webhooks[0].auth.client_secret: required for grant "client_credentials"',
-        'webhooks[0].auth.refresh_token: only used with grant "refresh_token"',
+        'webhooks[0].auth.client_secret: required for grant "client_credentials" (webhook "a")',
+        'webhooks[0].auth.refresh_token: only used with grant "refresh_token" (webhook "a")',
     ]
 
 
@@ -728,11 +754,12 @@ def test_oauth2_bad_choices_and_extra_params(tmp_path: Path) -> None:
         extra_params = { grant_type = "x", resource = 1 }
         """
     assert auth_problems(tmp_path, auth) == [
-        'webhooks[0].auth.grant: must be "client_credentials" or "refresh_token"',
-        "webhooks[0].auth.client_id: must not be empty",
-        'webhooks[0].auth.extra_params.grant_type: "grant_type" is set by the relay (use the key of the same name)',
-        "webhooks[0].auth.extra_params.resource: must be a string",
-        'webhooks[0].auth.client_auth: must be "basic" or "post"',
+        'webhooks[0].auth.grant: must be "client_credentials" or "refresh_token" (webhook "a")',
+        'webhooks[0].auth.client_id: must not be empty (webhook "a")',
+        'webhooks[0].auth.extra_params.grant_type: "grant_type" is set by the relay (use the key of the same name)'
+        ' (webhook "a")',
+        'webhooks[0].auth.extra_params.resource: must be a string (webhook "a")',
+        'webhooks[0].auth.client_auth: must be "basic" or "post" (webhook "a")',
     ]
 
 
@@ -787,10 +814,10 @@ def test_env_secret(tmp_path: Path) -> None:
 
 def test_unset_env_secret(tmp_path: Path) -> None:
     assert secret_problems(tmp_path, "env:HOOK_SECRET", {}) == [
-        "webhooks[0].secret: environment variable HOOK_SECRET is not set"
+        'webhooks[0].secret: environment variable HOOK_SECRET is not set (webhook "a")'
     ]
     assert secret_problems(tmp_path, "env:HOOK_SECRET", {"HOOK_SECRET": ""}) == [
-        "webhooks[0].secret: environment variable HOOK_SECRET is empty"
+        'webhooks[0].secret: environment variable HOOK_SECRET is empty (webhook "a")'
     ]
 
 
@@ -801,13 +828,13 @@ def test_file_secret_reads_the_first_line(tmp_path: Path) -> None:
 
 def test_missing_file_secret(tmp_path: Path) -> None:
     (found,) = secret_problems(tmp_path, f"file:{tmp_path}/nope", {})
-    assert found == f"webhooks[0].secret: cannot read {tmp_path}/nope: No such file or directory"
+    assert found == f'webhooks[0].secret: cannot read {tmp_path}/nope: No such file or directory (webhook "a")'
 
 
 def test_empty_file_secret(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("\nsecond\n")
     assert secret_problems(tmp_path, f"file:{tmp_path}/secret", {}) == [
-        f"webhooks[0].secret: the first line of {tmp_path}/secret is empty"
+        f'webhooks[0].secret: the first line of {tmp_path}/secret is empty (webhook "a")'
     ]
 
 
@@ -820,6 +847,7 @@ def test_cred_secret_reads_from_credentials_directory(tmp_path: Path) -> None:
 def test_cred_secret_without_credentials_directory(tmp_path: Path) -> None:
     assert secret_problems(tmp_path, "cred:hook-secret", {}) == [
         "webhooks[0].secret: cred:hook-secret needs $CREDENTIALS_DIRECTORY (set by systemd's LoadCredential=)"
+        ' (webhook "a")'
     ]
 
 
@@ -831,13 +859,15 @@ def test_cred_secret_missing_from_credentials_directory(tmp_path: Path) -> None:
 def test_cred_secret_cannot_leave_the_directory(tmp_path: Path) -> None:
     environ = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
     assert secret_problems(tmp_path, "cred:../etc/passwd", environ) == [
-        "webhooks[0].secret: cred:../etc/passwd must name a file in $CREDENTIALS_DIRECTORY"
+        'webhooks[0].secret: cred:../etc/passwd must name a file in $CREDENTIALS_DIRECTORY (webhook "a")'
     ]
 
 
 def test_secret_references_in_auth_name_their_key(tmp_path: Path) -> None:
     auth = 'type = "oauth2"\ntoken_url = "https://a.example.com/t"\nclient_id = "c"\nclient_secret = "env:CS"\n'
-    assert auth_problems(tmp_path, auth) == ["webhooks[0].auth.client_secret: environment variable CS is not set"]
+    assert auth_problems(tmp_path, auth) == [
+        'webhooks[0].auth.client_secret: environment variable CS is not set (webhook "a")'
+    ]
 
 
 def test_secret_that_merely_contains_a_colon_is_literal(tmp_path: Path) -> None:
@@ -871,7 +901,7 @@ def test_an_ed25519_webhook_takes_a_whsk_key(tmp_path: Path) -> None:
     assert config.webhooks[0].signature is SignatureScheme.STANDARD_ED25519
     assert config.webhooks[0].secret == Secret(ED25519_KEY)
     assert problems(tmp_path, MINIMAL + WEBHOOK + 'signature = "standard-ed25519"\n') == [
-        'webhooks[0].signature: "standard-ed25519" needs a secret'
+        'webhooks[0].signature: "standard-ed25519" needs a secret (webhook "a")'
     ]
 
 
@@ -1000,7 +1030,7 @@ def test_event_loop_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("relay.config.uvloop_installed", lambda: False)
     assert event_loop_factory("auto") is None  # without uvloop, auto is asyncio's own loop
     [problem] = problems(tmp_path, MINIMAL + 'event_loop = "uvloop"\n')
-    assert problem.startswith("server.event_loop: uvloop is not installed (pip install 'relay[uvloop]')")
+    assert problem.startswith("server.event_loop: uvloop is not installed (pip install 'relay-webhooks[uvloop]')")
 
 
 def test_auto_picks_uvloop_when_installed() -> None:
