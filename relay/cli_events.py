@@ -79,13 +79,14 @@ def deliveries_list(client: Client, args: argparse.Namespace) -> int:
 
 
 def events_send(client: Client, args: argparse.Namespace) -> int:
-    body = {"type": args.type, "data": _json_data(args.data), **({"id": args.id} if args.id else {})}
-    answer = _ok(client.call("POST", "/v1/events", body))
+    # Client.send makes the event's id before the first try, so its retries (a refused connection, a timeout, a
+    # 503) can never post the event twice.
+    accepted = client.send(args.type, _json_data(args.data), id=args.id)
     if args.json:
-        _print_json(answer)
+        _print_json({"success": True, "data": {"id": accepted.id, "deliveries": accepted.deliveries}})
     else:
-        count = answer["data"]["deliveries"]
-        print(f"accepted {answer['data']['id']}: {count} {'delivery' if count == 1 else 'deliveries'}")
+        count = accepted.deliveries
+        print(f"accepted {accepted.id}: {count} {'delivery' if count == 1 else 'deliveries'}")
     return EXIT_OK
 
 
