@@ -27,9 +27,8 @@ import ssl
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
-import orjson
 from tenacity import Retrying
 
 from relay.client_core import (
@@ -45,6 +44,7 @@ from relay.client_core import (
     describe,
     encode_event,
     new_event,
+    request_of,
     split_batch,
     transient_answer,
 )
@@ -148,11 +148,7 @@ class Client(BaseClient):
         query: Mapping[str, str | int | None] | None = None,
     ) -> dict[str, Any] | None:
         """One request to the API, not tried again; the JSON answer of a 2xx (None when it has no body)."""
-        target = path
-        params = {k: str(v) for k, v in (query or {}).items() if v is not None}
-        if params:
-            target += "?" + urlencode(params)
-        data = None if body is None else orjson.dumps(dict(body))
+        target, data = request_of(path, query, body)
         try:
             status, _, raw = self._exchange(method, target, data)
         except Transient as exc:

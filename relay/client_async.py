@@ -13,10 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlencode
 
 import aiohttp
-import orjson
 from tenacity import AsyncRetrying
 
 from relay.client_core import (
@@ -30,6 +28,7 @@ from relay.client_core import (
     describe,
     encode_event,
     new_event,
+    request_of,
     split_batch,
     transient_answer,
 )
@@ -103,11 +102,7 @@ class AsyncClient(BaseClient):
         query: Mapping[str, str | int | None] | None = None,
     ) -> dict[str, Any] | None:
         """One request to the API, not tried again; the JSON answer of a 2xx (None when it has no body)."""
-        target = path
-        params = {k: str(v) for k, v in (query or {}).items() if v is not None}
-        if params:
-            target += "?" + urlencode(params)
-        data = None if body is None else orjson.dumps(dict(body))
+        target, data = request_of(path, query, body)
         try:
             status, _, raw = await self._exchange(method, target, data)
         except Transient as exc:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 from tenacity import RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential, wait_random
@@ -351,3 +351,12 @@ class BaseClient:
         if json_body:
             headers["Content-Type"] = "application/json"
         return headers
+
+
+def request_of(
+    path: str, query: Mapping[str, str | int | None] | None, body: Mapping[str, Any] | None
+) -> tuple[str, bytes | None]:
+    """The target (``path?query``, None values left out) and the JSON body of one API call."""
+    params = {k: str(v) for k, v in (query or {}).items() if v is not None}
+    target = f"{path}?{urlencode(params)}" if params else path
+    return target, None if body is None else orjson.dumps(dict(body))
