@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -37,6 +38,22 @@ from relay.systemd import Notifier
 log = structlog.get_logger()
 
 PRUNE_INTERVAL = 3600.0
+
+
+# The collector's first threshold: allocations (less deallocations) between two young collections. Python's 700
+# made ~270 young collections a second under single-event ingest. With the frozen startup heap: single ingest 35-38 %
+# of the bare handler -> 39-43 % (make bench --only single, three alternating runs each), RSS +1 MB.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Once the daemon is serving: move everything startup made (modules, config, the app, the registry) out of
+    the collector's sight, and collect the young generation less often. Startup's objects live as long as the
+    process, so every full collection re-scanned them for nothing (~14 ms each, the p99 latency's spikes)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class Daemon:
@@ -82,6 +99,7 @@ class Daemon:
                 log.error("startup_failed", error=str(exc))
                 self.exit_code = 1
                 return self.exit_code
+            settle_heap()
             await self._wait_for_stop()
         finally:
             await self.shutdown()
