@@ -11,9 +11,7 @@ from relay.http import (
     SERVICES,
     ApiError,
     Services,
-    auth_middleware,
-    deadline_middleware,
-    error_middleware,
+    api_middleware,
     json_response,
     ok,
     require_json,
@@ -31,7 +29,7 @@ async def post_events(request: web.Request) -> web.Response:
         raise ApiError(503, "unavailable", "relay is shutting down; nothing was acknowledged")
     require_json(request)
     server = services.config.server
-    body = await request.read()  # read, and held to max_body_size, by deadline_middleware
+    body = await request.read()  # read, and held to max_body_size, by api_middleware
     now = services.clock.now()
     try:
         parsed = parse_body(body, now=now, max_batch=server.max_batch, registry=services.registry)
@@ -86,7 +84,7 @@ def add_health_routes(app: web.Application) -> None:
 def build_app(services: Services, *, with_health: bool) -> web.Application:
     # aiohttp's own size check is set above ours so that ours (with the JSON error) is the one that answers.
     app = web.Application(
-        middlewares=[error_middleware, deadline_middleware, auth_middleware],
+        middlewares=[api_middleware],
         client_max_size=services.config.server.max_body_size,
     )
     app[SERVICES] = services
@@ -101,7 +99,7 @@ def build_app(services: Services, *, with_health: bool) -> web.Application:
 
 
 def build_health_app(services: Services) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, deadline_middleware])
+    app = web.Application(middlewares=[api_middleware])
     app[SERVICES] = services
     add_health_routes(app)
     return app

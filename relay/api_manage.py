@@ -264,7 +264,7 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def _json_body(request: web.Request, *, optional: bool) -> Any:
     """The request's JSON body; with ``optional``, an empty body reads as ``{}``."""
-    body = await request.read()  # read, and held to max_body_size, by deadline_middleware
+    body = await request.read()  # read, and held to max_body_size, by api_middleware
     if not body.strip() and optional:
         return {}
     require_json(request)

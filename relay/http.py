@@ -16,7 +16,7 @@ from aiohttp import web
 from relay.clock import Clock
 from relay.config import Config
 from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
-from relay.listeners import SUPPORTED_ENCODINGS, UNSUPPORTED_ENCODING, guard_of
+from relay.listeners import SUPPORTED_ENCODINGS, UNSUPPORTED_ENCODING, ConnectionGuard, guard_of
 from relay.metrics import Metrics
 from relay.registry import Registry
 from relay.scheduler import Scheduler
@@ -85,73 +85,81 @@ _HTTP_CODES = {
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request, in one frame: the body read within the request's deadline and held to ``max_body_size``, the
+    API key for ``/v1/`` routes, and every error as the JSON envelope. One frame instead of a middleware per concern:
+    155-168 µs of CPU a single-event ingest against 156-176 µs with three (alternating runs on a noisy machine; the
+    quieter prototype measured 4-7 µs)."""
+    guard = guard_of(request)
     try:
+        if guard is not None and (refused := await _receive(request, guard)) is not None:
+            return refused
+        if request.path.startswith("/v1/") and request.path not in PUBLIC_PATHS:
+            _check_key(request)
         return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
-    except ValidationError as exc:
-        details = [{"path": p.path, "message": p.message} for p in exc.problems]
-        return error_response(400, "validation_error", str(exc), details)
-    except NotFound as exc:
-        return error_response(404, "not_found", str(exc))
-    except Conflict as exc:
-        return error_response(409, "conflict", str(exc))
-    except StoreUnavailable as exc:
-        log.error("store_unavailable", path=request.path, error=str(exc))
-        return error_response(503, "unavailable", "the store cannot write right now; nothing was acknowledged")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
-    except Exception:
-        log.exception("request_failed", path=request.path, method=request.method)
-        return error_response(500, "internal_error", "an internal error occurred; it has been logged")
-
-
-@web.middleware
-async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The headers are in: the body must follow within what is left of ``request_timeout``."""
-    guard = guard_of(request)
-    if guard is None:
-        return await handler(request)
-    remaining = guard.request_started()
-    try:
-        if request.body_exists:
-            if (encoding := request.headers.get("Content-Encoding")) and encoding.strip().lower() not in (
-                SUPPORTED_ENCODINGS
-            ):
-                raise ApiError(415, "unsupported_media_type", UNSUPPORTED_ENCODING)
-            limit = request.app[SERVICES].config.server.max_body_size
-            too_large = ApiError(
-                413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)"
-            )
-            if request.content_length is not None and request.content_length > limit:
-                raise too_large  # refused before a byte of it is read
-            try:
-                if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
-                    await request.read()  # capped at client_max_size = max_body_size; handlers get it cached
-                else:
-                    async with asyncio.timeout(remaining):  # a timer only for a body still on its way
-                        await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise too_large from None
-            except TimeoutError:
-                response = error_response(
-                    408, "request_timeout", "the request was not received within server.request_timeout"
-                )
-                response.force_close()
-                return response
-            except ConnectionResetError:  # the client left mid-body: nobody to answer, and no fault of ours
-                log.info("request_aborted", path=request.path)
-                response = error_response(400, "request_aborted", "the connection closed before the body was complete")
-                response.force_close()
-                return response
-        guard.body_received()
-        return await handler(request)
+        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+    except Exception as exc:
+        return _error_answer(request, exc)
     finally:
-        guard.request_finished()
+        if guard is not None:
+            guard.request_finished()
+
+
+def _error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The envelope for an error a handler raised."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, ValidationError):
+        details = [{"path": p.path, "message": p.message} for p in exc.problems]
+        return error_response(400, "validation_error", str(exc), details)
+    if isinstance(exc, NotFound):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, Conflict):
+        return error_response(409, "conflict", str(exc))
+    if isinstance(exc, StoreUnavailable):
+        log.error("store_unavailable", path=request.path, error=str(exc))
+        return error_response(503, "unavailable", "the store cannot write right now; nothing was acknowledged")
+    log.error("request_failed", path=request.path, method=request.method, exc_info=exc)
+    return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+async def _receive(request: web.Request, guard: ConnectionGuard) -> web.Response | None:
+    """The headers are in: the body must follow within what is left of ``request_timeout``. A response when the
+    request is refused here (408, or 400 for a client that left mid-body); raises ``ApiError`` for 413 and 415."""
+    remaining = guard.request_started()
+    if request.body_exists:
+        if (encoding := request.headers.get("Content-Encoding")) and encoding.strip().lower() not in (
+            SUPPORTED_ENCODINGS
+        ):
+            raise ApiError(415, "unsupported_media_type", UNSUPPORTED_ENCODING)
+        limit = request.app[SERVICES].config.server.max_body_size
+        too_large = ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large  # refused before a byte of it is read
+        try:
+            if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+                await request.read()  # capped at client_max_size = max_body_size; handlers get it cached
+            else:
+                async with asyncio.timeout(remaining):  # a timer only for a body still on its way
+                    await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large from None
+        except TimeoutError:
+            response = error_response(
+                408, "request_timeout", "the request was not received within server.request_timeout"
+            )
+            response.force_close()
+            return response
+        except ConnectionResetError:  # the client left mid-body: nobody to answer, and no fault of ours
+            log.info("request_aborted", path=request.path)
+            response = error_response(400, "request_aborted", "the connection closed before the body was complete")
+            response.force_close()
+            return response
+    guard.body_received()
+    return None
 
 
 def _presented_key(request: web.Request) -> bytes:
@@ -164,18 +172,15 @@ def _presented_key(request: web.Request) -> bytes:
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})  # describes the API, holds no data: served without a key
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/") and request.path not in PUBLIC_PATHS:
-        presented = _presented_key(request)
-        keys = request.app[SERVICES].config.server.api_keys
-        # Compare against every key, always, so timing says nothing about which (if any) matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(presented, key.reveal().encode())
-        if not presented or not matched:
-            raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
-    return await handler(request)
+def _check_key(request: web.Request) -> None:
+    presented = _presented_key(request)
+    keys = request.app[SERVICES].config.server.api_keys
+    # Compare against every key, always, so timing says nothing about which (if any) matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key.reveal().encode())
+    if not presented or not matched:
+        raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
 
 
 def require_json(request: web.Request) -> None:

@@ -32,7 +32,7 @@ from relay.views import error_body
 log = structlog.get_logger()
 
 
-class _Guard(asyncio.Protocol):
+class ConnectionGuard(asyncio.Protocol):
     """Forwards to aiohttp's protocol, with a deadline on idle or trickling connections."""
 
     def __init__(self, factory: GuardedProtocolFactory, inner: Any) -> None:
@@ -128,20 +128,20 @@ class GuardedProtocolFactory:
         self.server = server
         self.request_timeout = request_timeout
         self.max_connections = max_connections
-        self.open: set[_Guard] = set()
-        self.idle: OrderedDict[_Guard, None] = OrderedDict()  # waiting for a request, oldest first
-        self.reading: OrderedDict[_Guard, None] = OrderedDict()  # reading a request body, oldest first
+        self.open: set[ConnectionGuard] = set()
+        self.idle: OrderedDict[ConnectionGuard, None] = OrderedDict()  # waiting for a request, oldest first
+        self.reading: OrderedDict[ConnectionGuard, None] = OrderedDict()  # reading a request body, oldest first
 
-    def __call__(self) -> _Guard:
+    def __call__(self) -> ConnectionGuard:
         # What web.Server.__call__ does, with our handler class (the runner is built with access_log=None).
         inner = _JsonErrorHandler(
             self.server,
             loop=asyncio.get_running_loop(),
             access_log=None,  # None: no access log
         )
-        return _Guard(self, inner)
+        return ConnectionGuard(self, inner)
 
-    def admit(self, guard: _Guard) -> bool:
+    def admit(self, guard: ConnectionGuard) -> bool:
         if len(self.open) >= self.max_connections:
             victims = self.idle or self.reading
             if not victims:
@@ -154,7 +154,7 @@ class GuardedProtocolFactory:
         self.open.add(guard)
         return True
 
-    def release(self, guard: _Guard) -> bool:
+    def release(self, guard: ConnectionGuard) -> bool:
         """Forget a closed connection; True if it had been admitted (and so handed to aiohttp)."""
         self.idle.pop(guard, None)
         self.reading.pop(guard, None)
@@ -262,10 +262,10 @@ def _error_response(status: int, code: str, message: str) -> web.Response:
     return web.Response(status=status, body=error_body(code, message), content_type="application/json")
 
 
-def guard_of(request: web.Request) -> _Guard | None:
+def guard_of(request: web.Request) -> ConnectionGuard | None:
     transport = request.transport
     protocol = transport.get_protocol() if transport is not None else None
-    return protocol if isinstance(protocol, _Guard) else None
+    return protocol if isinstance(protocol, ConnectionGuard) else None
 
 
 async def start_listener(factory: GuardedProtocolFactory, listen: Listen) -> asyncio.Server:

@@ -16,7 +16,7 @@ from aiohttp import http_exceptions, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_protocol import RequestHandler
 
-from relay.listeners import GuardedProtocolFactory, _Guard, _JsonErrorHandler
+from relay.listeners import ConnectionGuard, GuardedProtocolFactory, _JsonErrorHandler
 
 
 def _slots(cls: type) -> set[str]:
@@ -46,7 +46,7 @@ def test_request_handler_is_the_asyncio_protocol_the_guard_forwards_to() -> None
     forwarded = ("connection_made", "connection_lost", "data_received", "eof_received")
     for name in (*forwarded, "pause_writing", "resume_writing"):
         assert callable(getattr(RequestHandler, name)), name
-        assert callable(getattr(_Guard, name)), name
+        assert callable(getattr(ConnectionGuard, name)), name
 
 
 async def test_the_guarded_handler_wraps_the_servers_request_handler() -> None:
