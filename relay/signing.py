@@ -114,7 +114,7 @@ def ed25519_verifying_key(key: str) -> Ed25519PublicKey:
     """The public key that verifies ``v1a`` signatures, from a ``whpk_`` public key or a ``whsk_`` signing key;
     ``ValueError`` says why not."""
     if key.startswith(SIGNING_KEY_PREFIX):
-        return ed25519_signing_key(key).public_key()
+        return _ed25519_key(key).public_key()
     rule = f'must be {ED25519_PUBLIC_RULE} for signature "standard-ed25519"'
     if not key.startswith(PUBLIC_KEY_PREFIX):
         raise ValueError(f'{rule}: it does not start with "whpk_"')
@@ -187,13 +187,12 @@ def _signing_key(secret: str) -> bytes:
 
 
 def sign_standard(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    return sign_standard_with_key(_signing_key(secret), msg_id, timestamp, body)
+    return "v1," + base64.b64encode(standard_digest(_signing_key(secret), msg_id, timestamp, body)).decode()
 
 
-def sign_standard_with_key(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """``v1,`` + base64 of HMAC-SHA256 over ``{id}.{timestamp}.{body}`` keyed with ``key``."""
-    digest = hmac.new(key, signed_content(msg_id, timestamp, body), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+def standard_digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
+    """HMAC-SHA256 over ``{id}.{timestamp}.{body}`` keyed with ``key``: what a ``v1,`` entry carries."""
+    return hmac.new(key, signed_content(msg_id, timestamp, body), hashlib.sha256).digest()
 
 
 def sign_ed25519(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
