@@ -3,6 +3,8 @@ handler module shares (the error envelope, the middlewares, ``Services``) are in
 
 from __future__ import annotations
 
+import functools
+
 import structlog
 from aiohttp import web
 
@@ -15,8 +17,10 @@ from relay.http import (
     json_response,
     ok,
     require_json,
+    serve_api,
 )
 from relay.ingest import InvalidJson, TooLarge, commit_events, parse_body
+from relay.listeners import DIRECT_ROUTES, Handler
 from relay.metrics import CONTENT_TYPE
 from relay.views import event_view
 
@@ -24,7 +28,11 @@ log = structlog.get_logger()
 
 
 async def post_events(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    return await ingest_events(request, services=request.app[SERVICES])
+
+
+async def ingest_events(request: web.Request, *, services: Services) -> web.Response:
+    """``POST /v1/events``: answered by the listener itself (``DIRECT_ROUTES``), or through the router."""
     if not services.accepting:
         raise ApiError(503, "unavailable", "relay is shutting down; nothing was acknowledged")
     require_json(request)
@@ -89,6 +97,13 @@ def build_app(services: Services, *, with_health: bool) -> web.Application:
     )
     app[SERVICES] = services
     app.router.add_post("/v1/events", post_events)
+    # The hot route skips the router and aiohttp's middleware chain, with the same checks (serve_api). With the
+    # commit hook (relay.ingest.commit_events): single ingest 43-46 % -> 52 % of the bare handler (3 alternating runs).
+    ingest = functools.partial(ingest_events, services=services)
+    direct: dict[tuple[str, str], Handler] = {
+        ("POST", "/v1/events"): functools.partial(serve_api, handler=ingest, services=services)
+    }
+    app[DIRECT_ROUTES] = direct
     app.router.add_get("/v1/events/{event_id}", get_event)
     from relay.api_manage import add_manage_routes  # it builds on this module
 

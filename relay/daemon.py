@@ -26,7 +26,7 @@ from relay.config import Config, Listen
 from relay.delivery import Deliverer
 from relay.errors import ConfigError, RelayError, StoreError
 from relay.http import Services
-from relay.listeners import GuardedProtocolFactory, start_listener
+from relay.listeners import DIRECT_ROUTES, GuardedProtocolFactory, start_listener
 from relay.metrics import Metrics
 from relay.models import Webhook
 from relay.outbound import make_session
@@ -187,6 +187,7 @@ class Daemon:
             runner.server,  # type: ignore[arg-type]
             request_timeout=server.request_timeout,
             max_connections=server.max_connections,
+            direct=app.get(DIRECT_ROUTES),
         )
         listener = await start_listener(factory, listen)
         self._listeners.append(listener)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,23 +199,19 @@ async def commit_events(
     """Commit the events, and tell the scheduler what to deliver the moment the commit lands.
 
     Where a webhook's lane has room, its new deliveries are committed already leased and start at once, with no
-    claim; the rest are announced as due. That bookkeeping runs when the commit lands even if this request is
-    gone by then (its client left, the handler was cancelled), so nothing committed waits for a lease to run out
-    or for the next event to wake its lane.
+    claim; the rest are announced as due. The store runs that bookkeeping from its commit (``on_commit``), even if
+    this request is gone by then (its client left, the handler was cancelled), so nothing committed waits for a
+    lease to run out or for the next event to wake its lane; and the request awaits the commit itself, with no
+    shield or done-callback hop in between.
     """
-    rooms = scheduler.reserve(Counter(w for event in events for w in event.webhook_ids), now)
-    try:
-        committing = store.submit_ingest(events, now, rooms)
-    except BaseException:
-        scheduler.start(rooms, ())
-        raise
+    wanted = _wanted(events)
+    rooms = scheduler.reserve(wanted, now) if wanted else {}
 
-    def committed(done: asyncio.Future[list[IngestResult]]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            scheduler.start(rooms, ())
+    def committed(results: list[IngestResult] | None) -> None:
+        if rooms:  # the room the commit did not use goes back (all of it when the commit failed)
+            scheduler.start(rooms, () if results is None else [claim for r in results for claim in r.leased])
+        if results is None:
             return
-        results = done.result()
-        scheduler.start(rooms, [claim for result in results for claim in result.leased])
         created = 0
         for event, result in zip(events, results, strict=True):
             if result.created:
@@ -230,5 +225,16 @@ async def commit_events(
         for hook in on_ingest:
             hook(created)
 
-    committing.add_done_callback(committed)
-    return await asyncio.shield(committing)
+    try:
+        committing = store.submit_ingest(events, now, rooms, committed)
+    except BaseException:
+        scheduler.start(rooms, ())
+        raise
+    return await committing
+
+
+def _wanted(events: list[NewEvent]) -> dict[str, int]:
+    """How many new deliveries each webhook gets from ``events``."""
+    if len(events) == 1:
+        return dict.fromkeys(events[0].webhook_ids, 1)
+    return Counter(w for event in events for w in event.webhook_ids)

@@ -20,6 +20,7 @@ import math
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import structlog
@@ -30,6 +31,12 @@ from relay.config import Listen
 from relay.views import error_body
 
 log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# (method, path) -> handler: requests the listener answers itself, without the router and aiohttp's middleware
+# chain. The handler does what the app's middlewares would (relay.http.serve_api); an app lists its own here.
+DIRECT_ROUTES = web.AppKey("direct_routes", dict[tuple[str, str], Handler])
 
 
 class ConnectionGuard(asyncio.Protocol):
@@ -124,8 +131,16 @@ class ConnectionGuard(asyncio.Protocol):
 
 
 class GuardedProtocolFactory:
-    def __init__(self, server: web.Server, *, request_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        server: web.Server,
+        *,
+        request_timeout: float,
+        max_connections: int,
+        direct: dict[tuple[str, str], Handler] | None = None,
+    ) -> None:
         self.server = server
+        self.direct = direct or {}
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self.open: set[ConnectionGuard] = set()
@@ -136,6 +151,7 @@ class GuardedProtocolFactory:
         # What web.Server.__call__ does, with our handler class (the runner is built with access_log=None).
         inner = _JsonErrorHandler(
             self.server,
+            self.direct,
             loop=asyncio.get_running_loop(),
             access_log=None,  # None: no access log
         )
@@ -172,7 +188,7 @@ class _JsonErrorHandler(RequestHandler):
 
     __slots__ = ()
 
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    def __init__(self, manager: Any, direct: dict[tuple[str, str], Handler], **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         handler = self._request_handler
         assert handler is not None
@@ -181,9 +197,17 @@ class _JsonErrorHandler(RequestHandler):
             # aiohttp answers an unknown Expect outside the app's middlewares, in plain text that quotes it (and
             # fails with a 500 on bytes that are not UTF-8): refuse it here, before routing, in the envelope.
             expect = request.headers.get("Expect")
-            if expect is not None and request.version >= (1, 1) and expect.lower() != "100-continue":
+            continues = expect is not None and request.version >= (1, 1)
+            if continues and expect.lower() != "100-continue":  # type: ignore[union-attr]
                 return _error_response(417, "expectation_failed", "the only Expect this server meets is 100-continue")
-            return await handler(request)
+            route = direct.get((request.method, request.path))
+            if route is None:
+                return await handler(request)
+            if continues:  # what the router's expect handler does for a routed request
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
+                await request.writer.drain()
+            return await route(cast(web.Request, request))  # the runner's request factory makes web.Request
 
         self._request_handler = expecting
 

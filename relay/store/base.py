@@ -15,7 +15,7 @@ newer state (fencing).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -95,12 +95,20 @@ class Outbox(Protocol):
     """Events in, deliveries out: what ingest and the scheduler need."""
 
     def submit_ingest(
-        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+        self,
+        events: Sequence[NewEvent],
+        now: float,
+        rooms: Mapping[str, Room] | None = None,
+        on_commit: Callable[[list[IngestResult] | None], None] | None = None,
     ) -> asyncio.Future[list[IngestResult]]:
         """Commit the events and their deliveries (all or nothing); a future of the answers, in order, that
-        resolves once the commit is durable whether or not anybody still awaits it. With ``rooms``, the first new
-        deliveries of each webhook named there (up to its count) are committed already leased and come back as
-        claims in ``IngestResult.leased``. An id already stored answers as the first time did."""
+        resolves once the commit is durable. With ``rooms``, the first new deliveries of each webhook named there
+        (up to its count) are committed already leased and come back as claims in ``IngestResult.leased``. An id
+        already stored answers as the first time did.
+
+        ``on_commit`` runs on the loop the moment the commit is durable (with the answers) or has failed (with
+        None), before the future resolves, and also when the future was cancelled: cancelling the future never
+        cancels the commit."""
         ...
 
     async def ingest(

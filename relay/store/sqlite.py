@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -156,11 +156,15 @@ class SqliteStore(SqliteReads):
         return await self.submit_ingest(events, now, rooms)
 
     def submit_ingest(
-        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+        self,
+        events: Sequence[NewEvent],
+        now: float,
+        rooms: Mapping[str, Room] | None = None,
+        on_commit: Callable[[list[IngestResult] | None], None] | None = None,
     ) -> asyncio.Future[list[IngestResult]]:
         rows = len(events) + sum([len(e.webhook_ids) for e in events])
         payload = outbox.Ingest(list(events), rooms, self.owner)
-        return self._writer.submit(Job(outbox.apply_ingest, payload, now=now, rows=rows))
+        return self._writer.submit(Job(outbox.apply_ingest, payload, now=now, rows=rows, on_commit=on_commit))
 
     async def claim(
         self, webhook_id: str, limit: int, now: float, lease_until: float

@@ -52,6 +52,9 @@ class Job:
     now: float = 0.0
     on_loop: bool = True  # its statements may run on the event loop: bounded work (see the module docstring)
     rows: int = 1  # about how many rows it writes: what a group's size is counted in
+    # Called on the loop with the outcome the moment the group committed (None when it failed), before ``future``
+    # resolves, and even when nobody awaits ``future`` any more (its caller was cancelled).
+    on_commit: Callable[[Any], None] | None = None
 
 
 def apply_each(conn: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
@@ -175,10 +178,11 @@ class GroupWriter:
             log.error("store_lost", path=str(self.path), reason=self._lost, jobs=len(jobs))
             _fail(jobs, StoreUnavailable(self._lost))
             return
+        self.commits += 1
         for job, outcome in zip(jobs, outcomes, strict=True):
+            _committed(job, outcome)
             if not job.future.done():
                 job.future.set_result(outcome)
-        self.commits += 1
 
     async def _run_on_loop(self, jobs: list[Job]) -> list[Any] | None:
         """The group's statements on the loop, and only its COMMIT on the writer thread. None when another
@@ -258,7 +262,17 @@ def _file_ids(paths: list[str]) -> dict[str, tuple[int, int]]:
     return ids
 
 
+def _committed(job: Job, outcome: Any) -> None:
+    """Run the job's ``on_commit``; its fault is logged, never the writer's or the other jobs'."""
+    if job.on_commit is not None:
+        try:
+            job.on_commit(outcome)
+        except Exception:
+            log.exception("store_commit_hook_failed")
+
+
 def _fail(jobs: list[Job], error: BaseException) -> None:
     for job in jobs:
+        _committed(job, None)
         if not job.future.done():
             job.future.set_exception(error)

@@ -18,7 +18,7 @@ import pytest
 
 from relay.errors import StoreUnavailable, ValidationError
 from relay.models import Attempt, Claim, DeliveryStatus, ErrorKind
-from relay.store import AttemptResult, NewEvent, Room, Store
+from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store
 
 T0 = 1_700_000_000.0
 S = DeliveryStatus
@@ -169,6 +169,29 @@ class StoreContract:
         [answer] = await future
         assert (answer.id, answer.created) == ("e1", True)
         assert await store.get_event("e1") is not None
+
+    async def test_on_commit_runs_before_the_answer_and_also_for_a_cancelled_one(self, store: Store) -> None:
+        seen: list[tuple[str, Any]] = []
+
+        def on_commit(results: list[IngestResult] | None) -> None:
+            seen.append(("committed", None if results is None else [r.id for r in results]))
+
+        future = store.submit_ingest([event("e1", "a")], T0, None, on_commit)
+        future.add_done_callback(lambda _: seen.append(("answered", None)))
+        await asyncio.sleep(0)  # the done callback runs on the loop's next turn
+        await future
+        await asyncio.sleep(0)
+        assert seen == [("committed", ["e1"]), ("answered", None)]
+
+        seen.clear()
+        cancelled = store.submit_ingest([event("e2", "a")], T0, None, on_commit)
+        cancelled.cancel()  # its request went away: the commit and its bookkeeping go on
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.005)
+        assert seen == [("committed", ["e2"])]
+        assert await store.get_event("e2") is not None
 
     # -- claims and leases -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -151,10 +151,17 @@ class MemoryStore:
     # -- the outbox --------------------------------------------------------------------------------------
 
     def submit_ingest(
-        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+        self,
+        events: Sequence[NewEvent],
+        now: float,
+        rooms: Mapping[str, Room] | None = None,
+        on_commit: Callable[[list[IngestResult] | None], None] | None = None,
     ) -> asyncio.Future[list[IngestResult]]:
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
-        future.set_result(self._ingest(events, now, rooms or {}))
+        results = self._ingest(events, now, rooms or {})
+        if on_commit is not None:
+            on_commit(results)
+        future.set_result(results)
         return future
 
     async def ingest(
