@@ -141,24 +141,24 @@ def _error_answer(request: web.Request, exc: Exception) -> web.Response:
 async def _receive(request: web.Request, guard: ConnectionGuard, services: Services) -> web.Response | None:
     """The headers are in: the body must follow within what is left of ``request_timeout``. A response when the
     request is refused here (408, or 400 for a client that left mid-body); raises ``ApiError`` for 413 and 415."""
-    remaining = guard.request_started()
+    arrived = request.content.is_eof()  # the whole body came with the headers: nothing to wait for
+    remaining = guard.request_started(reading=not arrived)
     if request.body_exists:
         if (encoding := request.headers.get("Content-Encoding")) and encoding.strip().lower() not in (
             SUPPORTED_ENCODINGS
         ):
             raise ApiError(415, "unsupported_media_type", UNSUPPORTED_ENCODING)
         limit = services.config.server.max_body_size
-        too_large = ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large  # refused before a byte of it is read
+        if (length := request.content_length) is not None and length > limit:
+            raise _too_large(limit)  # refused before a byte of it is read
         try:
-            if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+            if arrived:
                 await request.read()  # capped at client_max_size = max_body_size; handlers get it cached
             else:
                 async with asyncio.timeout(remaining):  # a timer only for a body still on its way
                     await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise too_large from None
+            raise _too_large(limit) from None
         except TimeoutError:
             response = error_response(
                 408, "request_timeout", "the request was not received within server.request_timeout"
@@ -172,6 +172,11 @@ async def _receive(request: web.Request, guard: ConnectionGuard, services: Servi
             return response
     guard.body_received()
     return None
+
+
+def _too_large(limit: int) -> ApiError:
+    # Made when needed: one made ahead for every request cost ~3 points of the single-ingest ratio (alternating runs).
+    return ApiError(413, "payload_too_large", f"the body is larger than server.max_body_size ({limit} bytes)")
 
 
 def _presented_key(request: web.Request) -> bytes:

@@ -81,11 +81,14 @@ class ConnectionGuard(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def request_started(self) -> float:
-        """The headers are in: stop the clock; return how long the body may still take."""
+    def request_started(self, *, reading: bool = True) -> float:
+        """The headers are in: stop the clock; return how long the body may still take. ``reading``: the body
+        is still on its way (it is not when it came with the headers, the common case)."""
         self._disarm()
         self.busy = True
         self.factory.idle.pop(self, None)
+        if not reading:
+            return 0.0
         self.factory.reading[self] = None
         return max(0.0, self.deadline_at - asyncio.get_running_loop().time())
 

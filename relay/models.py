@@ -8,6 +8,7 @@ claims, attempts, ingest and attempt results, retry decisions): building a froze
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import time
@@ -53,11 +54,27 @@ def new_event_id(now: float | None = None) -> str:
     return new_id("evt", now)
 
 
+_last_time: tuple[int, str] = (-1, "")  # the last millisecond formatted, and its text
+
+
 def format_time(ts: float | None) -> str | None:
     """RFC 3339 in UTC with a ``Z``, millisecond precision."""
+    global _last_time
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # The millisecond datetime.fromtimestamp lands in: microseconds rounded half to even, carried into the second.
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    millis = int(whole) * 1000 + micros // 1000
+    last = _last_time  # read once: the store's writer thread formats times too
+    if last[0] != millis:  # times come in bursts: ~1.5 µs saved for each one in the same millisecond
+        text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        last = _last_time = (millis, text)
+    return last[1]
 
 
 def format_datetime(dt: datetime) -> str:
