@@ -200,6 +200,8 @@ def _check_key(request: web.Request, services: Services) -> None:
 
 
 def require_json(request: web.Request) -> None:
+    if request.headers.get("Content-Type") == "application/json":
+        return  # what nearly every producer sends: aiohttp's full parse of the header (~7 µs) tells nothing more
     ctype = request.content_type
     if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
         raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
