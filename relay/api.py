@@ -46,8 +46,9 @@ async def ingest_events(request: web.Request, *, services: Services) -> web.Resp
     except TooLarge as exc:
         raise ApiError(413, "payload_too_large", str(exc)) from exc
     results = await commit_events(services.store, services.scheduler, parsed.events, now, services.on_ingest)
-    data = [{"id": r.id, "deliveries": r.deliveries} for r in results]
-    return ok(data if parsed.batch else data[0], status=202)
+    if parsed.batch:
+        return ok([{"id": r.id, "deliveries": r.deliveries} for r in results], status=202)
+    return ok({"id": results[0].id, "deliveries": results[0].deliveries}, status=202)
 
 
 async def get_event(request: web.Request) -> web.Response:

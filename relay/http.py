@@ -100,7 +100,7 @@ async def serve_api(request: web.Request, handler: Handler, services: Services) 
     """Every request, in one frame: the body read within the request's deadline and held to ``max_body_size``, the
     API key for ``/v1/`` routes, and every error as the JSON envelope. One frame instead of a middleware per concern:
     155-168 µs of CPU a single-event ingest against 156-176 µs with three (alternating runs on a noisy machine; the
-    quieter prototype measured 4-7 µs). ``api_middleware`` for routed requests; ``direct_route`` for the ones the
+    quieter prototype measured 4-7 µs). ``api_middleware`` for routed requests; ``DIRECT_ROUTES`` for the ones the
     listener dispatches itself."""
     guard = guard_of(request)
     try:
