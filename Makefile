@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench soak clean tools
 
 # node runs the ConsentProof guide's own verification code unchanged (tests/support/verify-webhook.mjs);
-# node and go run README's signature verification snippets (tests/integration/test_readme_snippets.py).
+# node and go run README's signature verification snippets (tests/integration/test_readme_snippets.py);
+# tests/support/postgres.py starts a private PostgreSQL server from /usr/lib/postgresql/*/bin (the server's
+# binaries: a psql client alone does not count).
 tools:
 	@command -v node >/dev/null 2>&1 || { \
 		echo "installing nodejs (for the seed's signature verifier)"; \
@@ -15,6 +17,9 @@ tools:
 	@command -v go >/dev/null 2>&1 || { \
 		echo "installing golang-go (for README's Go verification snippet)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+		echo "installing postgresql (the server tests/support/postgres.py starts for the PostgreSQL tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
