@@ -102,7 +102,7 @@ def build_app(services: Services, *, with_health: bool) -> web.Application:
     # commit hook (relay.ingest.commit_events): single ingest 43-46 % -> 52 % of the bare handler (3 alternating runs).
     ingest = functools.partial(ingest_events, services=services)
     direct: dict[tuple[str, str], Handler] = {
-        ("POST", "/v1/events"): functools.partial(serve_api, handler=ingest, services=services)
+        ("POST", "/v1/events"): functools.partial(serve_api, handler=ingest, services=services, key_required=True)
     }
     app[DIRECT_ROUTES] = direct
     app.router.add_get("/v1/events/{event_id}", get_event)

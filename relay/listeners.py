@@ -203,7 +203,9 @@ class _JsonErrorHandler(RequestHandler):
             continues = expect is not None and request.version >= (1, 1)
             if continues and expect.lower() != "100-continue":  # type: ignore[union-attr]
                 return _error_response(417, "expectation_failed", "the only Expect this server meets is 100-continue")
-            route = direct.get((request.method, request.path))
+            # The target as sent: "/v1/events" exactly, what every client sends, is answered here without decoding
+            # the path; any other spelling of it (a query string, percent-escapes) goes through the router.
+            route = direct.get((request.method, request.raw_path))
             if route is None:
                 return await handler(request)
             if continues:  # what the router's expect handler does for a routed request

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from relay.api import build_app
 from relay.listeners import DIRECT_ROUTES
@@ -81,3 +82,12 @@ async def test_other_methods_and_paths_still_go_through_the_router(tmp_path: Pat
             f"{relay.url}/v1/events?x=1", data=b'{"type": "a", "data": {}}', headers={**AUTH, **JSON}
         ) as response:
             assert response.status == 202  # a query string does not change the route
+
+
+async def test_other_spellings_of_the_path_go_through_the_router_and_still_need_the_key(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, []) as relay:
+        url = URL(f"{relay.url}/%761/%65vents", encoded=True)  # "/v1/events" to the router
+        async with relay.http.post(url, data=b'{"type": "a", "data": {}}', headers=JSON) as response:
+            assert response.status == 401
+        async with relay.http.post(url, data=b'{"type": "a", "data": {}}', headers={**AUTH, **JSON}) as response:
+            assert response.status == 202
