@@ -84,18 +84,27 @@ class PostgresStore(PostgresReads):
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
 
     async def _create_pool(self) -> Any:
+        """The pool, once a first connection has proved the URL and the database. Connections open when asked
+        (and close after 5 minutes idle): with a floor of its own, asyncpg would retry the floor in the background
+        through an outage, logging a traceback each time."""
+        pool = asyncpg.create_pool(
+            self._url.reveal(),
+            min_size=0,
+            max_size=self.pool_size,
+            timeout=CONNECT_TIMEOUT,
+            server_settings={"application_name": "relay"},
+        )
         try:
-            return await asyncpg.create_pool(
-                self._url.reveal(),
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=CONNECT_TIMEOUT,
-                server_settings={"application_name": "relay"},
-            )
+            await pool
+            async with pool.acquire():  # the URL is read here
+                pass
         except ValueError:  # the URL does not parse (asyncpg's ClientConfigurationError): its text is not shown
+            pool.terminate()
             raise StoreError("storage.url is not a PostgreSQL URL asyncpg can use") from None
         except DRIVER_ERRORS as exc:
+            pool.terminate()
             raise translate(exc) from exc
+        return pool
 
     async def close(self) -> None:
         await self._writer.close()
