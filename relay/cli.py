@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, check-config, receive, and the management commands (``relay.cli_manage``)."""
+"""The ``relay`` command: serve, check-config, migrate, receive, and the management commands (``relay.cli_manage``)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(_config_path(args))
     print(summarize(config))
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the store's schema up to date and stop: for deploys that migrate before they start relays."""
+    from relay.errors import StoreError
+    from relay.logs import configure_logging
+    from relay.store import migrate_store
+
+    storage = _load(_config_path(args)).storage
+    configure_logging("warning", "console", sys.stderr)  # what it did is printed below, once
+    try:
+        before, after = asyncio.run(migrate_store(storage))
+    except StoreError as exc:
+        print(f"relay migrate: {storage.describe()}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if before == after:
+        print(f"{storage.describe()}: schema version {after}, up to date")
+    else:
+        print(f"{storage.describe()}: migrated from schema version {before} to {after}")
     return EXIT_OK
 
 
@@ -132,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the configuration file and summarise it")
     check.add_argument("--config", help="the TOML file (default: $RELAY_CONFIG)")
     check.set_defaults(func=cmd_check_config)
+
+    migrate = commands.add_parser("migrate", help="bring the store's schema up to date, then exit")
+    migrate.add_argument("--config", help="the TOML file (default: $RELAY_CONFIG)")
+    migrate.set_defaults(func=cmd_migrate)
 
     receive = commands.add_parser("receive", help="a development receiver that verifies signatures")
     receive.add_argument("--port", type=int, default=9000, help="the port to listen on (default 9000; 0: any free)")

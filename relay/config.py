@@ -28,9 +28,10 @@ from relay.config_fields import (
     one_of,
     positive_duration,
 )
+from relay.config_storage import StorageConfig, parse_storage
 from relay.config_webhooks import MAX_RETRY_STEPS, WEBHOOK_ID, parse_webhook
 from relay.errors import ConfigError, Problem
-from relay.models import Durability, Secret, Webhook
+from relay.models import Secret, Webhook
 from relay.units import parse_duration, parse_size
 
 __all__ = [
@@ -75,13 +76,6 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class StorageConfig:
-    path: Path = Path("var/relay.db")
-    durability: Durability = Durability.FULL
-    retention: float = 7 * 86400.0
-
-
-@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     timeout: float = 10.0
     concurrency: int = 256
@@ -113,7 +107,6 @@ _SERVER_KEYS = (
     "listen", "health_listen", "api_keys", "max_body_size", "max_batch", "request_timeout",
     "shutdown_timeout", "max_connections", "event_loop", "metrics_cache_ttl",
 )
-_STORAGE_KEYS = ("path", "durability", "retention")
 _DELIVERY_KEYS = (
     "timeout", "concurrency", "per_webhook_concurrency", "retry_schedule", "jitter", "redrive_interval",
     "redrive_max_age", "allow_http", "allow_private_networks", "user_agent",
@@ -134,7 +127,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     secrets = SecretResolver(environ)
     top = Fields(raw, "", problems, known=_TOP_KEYS)
     server = _server(top.table("server") or {}, problems, secrets)
-    storage = _storage(top.table("storage") or {}, problems)
+    storage = parse_storage(top.table("storage") or {}, problems, secrets)
     delivery = _delivery(top.table("delivery") or {}, problems)
     webhooks = _webhooks(raw.get("webhooks"), problems, delivery, environ)
     if problems:
@@ -232,18 +225,6 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] |
     return uvloop.new_event_loop
 
 
-def _storage(raw: Mapping[str, object], problems: list[Problem]) -> StorageConfig:
-    f = Fields(raw, "storage", problems, known=_STORAGE_KEYS)
-    default = StorageConfig()
-    path = f.get("path", as_nonempty_str)
-    durability = f.get("durability", one_of(*Durability))
-    return StorageConfig(
-        path=Path.cwd() / (path if path is not None else default.path),  # relative to the working directory
-        durability=Durability(durability) if durability is not None else default.durability,
-        retention=_or(f.get("retention", positive_duration), default.retention),
-    )
-
-
 def _delivery(raw: Mapping[str, object], problems: list[Problem]) -> DeliveryConfig:
     f = Fields(raw, "delivery", problems, known=_DELIVERY_KEYS)
     default = DeliveryConfig()
@@ -318,9 +299,10 @@ def summarize(config: Config) -> str:
     server, storage, delivery = config.server, config.storage, config.delivery
     health = str(server.health_listen) if server.health_listen else "on listen"
     retries = " ".join(format_duration(d) for d in delivery.retry_schedule)
+    kept = f"durability {storage.durability}" if storage.url is None else f"{storage.pool_size} connections"
     lines = [
         f"listen: {server.listen} (health: {health}), {len(server.api_keys)} API key(s)",
-        f"store: {storage.path} (durability {storage.durability}, retention {format_duration(storage.retention)})",
+        f"store: {storage.describe()} ({kept}, retention {format_duration(storage.retention)})",
         f"delivery: timeout {format_duration(delivery.timeout)}, concurrency {delivery.concurrency} "
         f"({delivery.per_webhook_concurrency} per webhook), retries {retries}, "
         f"redrive every {format_duration(delivery.redrive_interval)} "

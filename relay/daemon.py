@@ -171,7 +171,7 @@ class Daemon:
             version=__version__,
             listen=self.bound[0] if self.bound else str(server.listen),
             health_listen=self.bound[-1] if self.bound else str(server.listen),
-            store=str(config.storage.path),
+            store=config.storage.describe(),
             webhooks=len(self.registry.all()),
             reclaimed=reclaimed,
             event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],  # "asyncio" or "uvloop"

@@ -54,11 +54,7 @@ class SqliteStore(SqliteReads):
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if not self.path.parent.exists():
-            self.path.parent.mkdir(mode=0o700, parents=True)
-        self._take_lock()
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._make_file()
         try:
             await self._writer.open()
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -70,6 +66,30 @@ class SqliteStore(SqliteReads):
         except BaseException:
             await self.close()
             raise
+
+    def _make_file(self) -> None:
+        """Create the file (0600) and its folder (0700) if they are missing, and take the file's lock."""
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
+        self._take_lock()
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+    async def migrate_only(self) -> tuple[int, int]:
+        """``relay migrate``: create and lock the file as ``open`` does, bring its schema up to date, let go; the
+        schema versions before and after. A relay running on the file holds its lock: this then fails."""
+        self._make_file()
+        try:
+
+            def run() -> tuple[int, int]:
+                with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as conn:
+                    return migrate(conn, self.path)
+
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        finally:
+            await self.close()
 
     def _take_lock(self) -> None:
         lock_path = Path(f"{self.path}.lock")

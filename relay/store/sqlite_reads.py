@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from relay.errors import Problem, StoreUnavailable, ValidationError
+from relay.errors import StoreUnavailable
 from relay.models import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, EventSummary
 from relay.store.base import EventPage, Page, StoredWebhook
+from relay.store.paging import micros, position
 from relay.store.sqlite_schema import QUEUED, translate
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Rows a list bounded in time walks newest first before it turns to the time index (see ``_page``).
 PROBE_ROWS = 1000
 
@@ -31,20 +31,6 @@ PROBE_ROWS = 1000
 def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _position(cursor: str | None) -> int | None:
-    """The seq a list's cursor names; ``ValidationError`` naming ``cursor`` for anything a list did not give."""
-    if cursor is None:
-        return None
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise ValidationError([Problem("cursor", "is not a cursor this list gave")])
-    return int(cursor)
-
-
-def _micros(moment: datetime) -> int:
-    """A moment as ``events.created_us`` holds one: microseconds since the epoch, exactly."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _where(terms: Sequence[str]) -> str:
@@ -87,7 +73,7 @@ class SqliteReads:
         limit: int,
     ) -> EventPage:
         terms, params = ([], []) if event_type is None else (["type = ?"], [event_type])
-        window = (None if since is None else _micros(since), None if until is None else _micros(until))
+        window = (None if since is None else micros(since), None if until is None else micros(until))
         seqs, next_cursor = await self._page("events", terms, params, cursor, limit, window, "created_us")
         rows = await self._read(
             "SELECT e.id, e.type, e.created_at, e.ingested_at,"
@@ -145,7 +131,7 @@ class SqliteReads:
         costs a read of the window's entries, so a wide window far from the newest rows is the slowest page
         (about 0.2 s per page at 1M events, where every other page takes milliseconds).
         """
-        before = _position(cursor)
+        before = position(cursor)
         if before is not None:
             terms, params = [*terms, "seq < ?"], [*params, before]
         bounds = [(f"{time_column} >= ?", window[0]), (f"{time_column} < ?", window[1])]

@@ -103,8 +103,8 @@ MIGRATIONS: tuple[str, ...] = (
 QUEUED = "('pending', 'failed', 'delivering')"
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the store up to the newest schema, one migration per transaction."""
+def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """Bring the store up to the newest schema, one migration per transaction; the versions before and after."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     rows = conn.execute("SELECT version FROM schema_version").fetchall()
     version = int(rows[0][0]) if rows else 0
@@ -118,6 +118,7 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             + f"\nINSERT INTO schema_version (version) VALUES ({index + 1});\nCOMMIT;"
         )
         log.info("store_migrated", version=index + 1)
+    return version, len(MIGRATIONS)
 
 
 _UNAVAILABLE_CODES = {

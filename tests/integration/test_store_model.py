@@ -1,8 +1,8 @@
 """A stateful model of the outbox: hypothesis drives a real store (and the pure retry decision) through random
 sequences of ingest, claim, succeed, fail, release, crash-and-recover, re-drive, replay, cancel, prune and clock
 advances, and checks it step by step against a small reference model kept in plain dicts. The same machine runs
-on every backend (``TestSqliteStoreModel``, ``TestMemoryStoreModel``); a backend's ``Probe`` reads what it holds
-from under the storage seam.
+on every backend (``TestSqliteStoreModel``, ``TestPostgresStoreModel``, ``TestMemoryStoreModel``); a backend's
+``Probe`` reads what it holds from under the storage seam.
 
 Invariants, after every step:
 - the store holds exactly what the model holds: each delivery's status, attempt count, due time, webhook, event;
@@ -12,7 +12,7 @@ Invariants, after every step:
 - statuses only move along the allowed edges (``ALLOWED``), checked on the rows themselves between steps.
 
 Each machine runs its own event loop (an ``asyncio.Runner`` it holds) and its own storage. Deliveries are known by
-their lease ``ref`` (the store's own handle on a delivery: SQLite's seq, the fake's position).
+their lease ``ref`` (the store's own handle on a delivery: SQLite's and PostgreSQL's seq, the fake's position).
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ import contextlib
 import shutil
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -34,8 +37,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from relay.models import Attempt, Claim, DeliveryStatus, Durability
 from relay.retry import Outcome, RetryPolicy, decide
 from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store
+from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
 from tests.support.memory_store import MemoryData, MemoryStore
+from tests.support.postgres import PostgresServer, database_name
 
 T = TypeVar("T")
 S = DeliveryStatus
@@ -126,6 +131,64 @@ class SqliteProbe:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PostgresProbe:
+    """A fresh database per machine on the session's server, read through a connection of the probe's own, on an
+    event loop of its own in a thread (the machine's loop runs only inside its steps)."""
+
+    server: ClassVar[PostgresServer | None] = None  # set by TestPostgresStoreModel's fixture
+
+    def __init__(self) -> None:
+        assert self.server is not None, "TestPostgresStoreModel sets the server"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="postgres-probe", daemon=True)
+        self.thread.start()
+        self.url = self.call(self.server.create_database("model"))
+        self.conn = self.call(asyncpg.connect(self.url))
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def make(self) -> Store:
+        return PostgresStore(self.url, pool_size=2)
+
+    def db(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.call(self.conn.fetch(query, *params))]
+
+    def deliveries(self) -> list[Row]:
+        return [
+            (r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+            for r in self.db(
+                "SELECT d.seq, d.id, d.status, d.attempt_count, d.due_at, d.webhook_id, e.id"
+                " FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq"
+            )
+        ]
+
+    def events(self) -> dict[str, int]:
+        return dict(self.db("SELECT id, delivery_count FROM events"))
+
+    def attempt(self, ref: int, number: int) -> list[tuple[int | None, float | None]]:
+        return [
+            (r[0], r[1])
+            for r in self.db(
+                "SELECT status_code, next_attempt_at FROM attempts WHERE delivery_seq = $1 AND number = $2", ref, number
+            )
+        ]
+
+    def orphan_attempts(self) -> int:
+        [(count,)] = self.db("SELECT count(*) FROM attempts WHERE delivery_seq NOT IN (SELECT seq FROM deliveries)")
+        return int(count)
+
+    def remove(self) -> None:
+        assert self.server is not None
+        try:
+            self.call(self.conn.close())
+            self.call(self.server.drop_database(database_name(self.url)))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.loop.close()
 
 
 class MemoryProbe:
@@ -535,6 +598,10 @@ class SqliteStoreMachine(StoreMachine):
     make_probe = SqliteProbe
 
 
+class PostgresStoreMachine(StoreMachine):
+    make_probe = PostgresProbe
+
+
 class MemoryStoreMachine(StoreMachine):
     make_probe = MemoryProbe
 
@@ -546,6 +613,13 @@ MODEL_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 SqliteStoreMachine.TestCase.settings = MODEL_SETTINGS
+PostgresStoreMachine.TestCase.settings = MODEL_SETTINGS
 MemoryStoreMachine.TestCase.settings = MODEL_SETTINGS
 TestSqliteStoreModel = SqliteStoreMachine.TestCase
 TestMemoryStoreModel = MemoryStoreMachine.TestCase
+
+
+class TestPostgresStoreModel(PostgresStoreMachine.TestCase):
+    @pytest.fixture(autouse=True)
+    def _server(self, postgres_server: PostgresServer) -> None:
+        PostgresProbe.server = postgres_server

@@ -274,6 +274,48 @@ def test_absolute_storage_path_is_kept(tmp_path: Path) -> None:
     assert config.storage.path == tmp_path / "x" / "relay.db"
 
 
+POSTGRES_URL = "postgresql://relay:pa%3Ass@db.example.com:5432/relay"
+
+
+def test_storage_url_picks_postgresql_with_a_pool_of_ten(tmp_path: Path) -> None:
+    config = load(
+        tmp_path, MINIMAL + '[storage]\nurl = "env:RELAY_DATABASE_URL"\n', {"RELAY_DATABASE_URL": POSTGRES_URL}
+    )
+    assert config.storage.url == Secret(POSTGRES_URL) and config.storage.pool_size == 10
+    assert config.storage.describe() == "postgresql://relay:***@db.example.com:5432/relay"
+    assert "pa%3Ass" not in summarize(config) and "relay (10 connections, retention 7d)" in summarize(config)
+    (tmp_path / "db-url").write_text("postgres://u:secret@127.0.0.1/d?password=other&sslmode=disable\n")
+    config = load(tmp_path, MINIMAL + f'[storage]\nurl = "file:{tmp_path}/db-url"\npool_size = 100\n')
+    assert config.storage.url == Secret("postgres://u:secret@127.0.0.1/d?password=other&sslmode=disable")
+    assert config.storage.pool_size == 100
+    assert config.storage.describe() == "postgres://u:***@127.0.0.1/d?password=***&sslmode=disable"
+    assert load(tmp_path, MINIMAL).storage.url is None  # neither: the SQLite file at the default path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            f'[storage]\npath = "x.db"\nurl = "{POSTGRES_URL}"\n',
+            "storage: set either storage.path or storage.url, not both",
+        ),
+        ('[storage]\nurl = "mysql://u:hunter2@h/d"\n', "storage.url: must start with postgresql:// or postgres://"),
+        ('[storage]\nurl = "env:NO_SUCH_URL"\n', "storage.url: environment variable NO_SUCH_URL is not set"),
+        ('[storage]\nurl = ""\n', "storage.url: must not be empty"),
+        (f'[storage]\nurl = "{POSTGRES_URL}"\npool_size = 0\n', "storage.pool_size: must be at least 1"),
+        (f'[storage]\nurl = "{POSTGRES_URL}"\npool_size = 101\n', "storage.pool_size: must be at most 100"),
+        (f'[storage]\nurl = "{POSTGRES_URL}"\npool_size = "10"\n', "storage.pool_size: must be an integer"),
+        (
+            f'[storage]\nurl = "{POSTGRES_URL}"\ndurability = "normal"\n',
+            "storage.durability: applies to SQLite (storage.path) only: PostgreSQL commits as the server does",
+        ),
+        ("[storage]\npool_size = 5\n", "storage.pool_size: applies to PostgreSQL (storage.url) only"),
+    ],
+)
+def test_storage_url_problems(tmp_path: Path, text: str, expected: str) -> None:
+    assert problems(tmp_path, MINIMAL + text) == [expected]
+
+
 def test_oauth2_defaults(tmp_path: Path) -> None:
     text = MINIMAL + textwrap.dedent(
         """

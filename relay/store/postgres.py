@@ -1,0 +1,315 @@
+"""The PostgreSQL backend: one outbox that several relays share (CONTRACT §8, ``[storage] url``).
+
+Each relay keeps a pool of ``pool_size`` connections. Ingests go through one writer task and its group commit
+(``postgres_writer``); every other write takes a pooled connection and a transaction of its own; the statements are
+in ``postgres_outbox``, the reads in ``postgres_reads``, the schema and the error translation in
+``postgres_schema``. Commits are as durable as the server's ``synchronous_commit`` (on by default, and relay never
+turns it off): a 202 means the event is on the database's disk.
+
+Relays know each other through the ``relays`` table: a relay registers its owner id when it opens, refreshes its
+``seen_at`` (the database's clock) every ``HEARTBEAT`` seconds and at every ``check_writable``, and removes it when
+it closes. A lease belongs to a live relay while its owner is registered and was seen within ``ALIVE_WITHIN``
+seconds; ``reclaim_abandoned`` gives back every other lease (a relay that closed, or died). Lease ends themselves
+are the callers' clock (``now``, ``lease_until``), as on SQLite: relays on several machines must keep their
+clocks in sync.
+
+When the database cannot be reached, every operation raises ``StoreUnavailable`` (the API answers 503, never a
+false 202); the pool opens new connections when next asked, so the store comes back by itself with the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
+import structlog
+
+from relay.errors import StoreError
+from relay.models import Claim, Delivery, Secret
+from relay.store import postgres_outbox as outbox
+from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
+from relay.store.postgres_reads import PostgresReads
+from relay.store.postgres_schema import DRIVER_ERRORS, migrate, translate
+from relay.store.postgres_writer import GroupWriter, Job
+
+log = structlog.get_logger()
+
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection: an unreachable database fails fast, as unavailable
+CLOSE_TIMEOUT = 5.0  # seconds close waits for connections in use before it cuts them
+HEARTBEAT = 10.0  # seconds between two refreshes of this relay's row in ``relays``
+ALIVE_WITHIN = 60.0  # a relay not seen for this long (the database's clock) holds no lease any more
+GROUP_TRIES = 3  # an ingest group that deadlocks with another relay's (the same ids) is tried again
+PRUNE_BATCH = 1000
+
+_REGISTER = (
+    "INSERT INTO relays (owner, started_at, seen_at)"
+    " VALUES ($1, extract(epoch FROM clock_timestamp()), extract(epoch FROM clock_timestamp()))"
+    " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at"
+)
+
+
+class PostgresStore(PostgresReads):
+    """The outbox in a PostgreSQL database. ``open()`` connects and migrates it; ``close()`` drains the writer."""
+
+    def __init__(self, url: Secret | str, pool_size: int = 10) -> None:
+        self._url = url if isinstance(url, Secret) else Secret(url)
+        self.pool_size = pool_size
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # whose leases these are
+        self.commits = 0  # write transactions committed
+        self._pool: Any = None
+        self._writer = GroupWriter(self._commit_ingest)
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await self._create_pool()
+            async with self._connection() as conn:
+                await migrate(conn)
+                if await conn.fetchval("SELECT current_setting('synchronous_commit')") == "off":
+                    log.warning("store_commits_not_durable", setting="synchronous_commit = off")
+            async with self._transaction() as conn:
+                await conn.execute(_REGISTER, self.owner)
+        except BaseException:
+            await self.close()
+            raise
+        self._writer.open()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
+
+    async def _create_pool(self) -> Any:
+        """The pool, once a first connection has proved the URL and the database. Connections open when asked
+        (and close after 5 minutes idle): with a floor of its own, asyncpg would retry the floor in the background
+        through an outage, logging a traceback each time."""
+        pool = asyncpg.create_pool(
+            self._url.reveal(),
+            min_size=0,
+            max_size=self.pool_size,
+            timeout=CONNECT_TIMEOUT,
+            server_settings={"application_name": "relay"},
+        )
+        try:
+            await pool
+            async with pool.acquire():  # the URL is read here
+                pass
+        except ValueError:  # the URL does not parse (asyncpg's ClientConfigurationError): its text is not shown
+            pool.terminate()
+            raise StoreError("storage.url is not a PostgreSQL URL asyncpg can use") from None
+        except DRIVER_ERRORS as exc:
+            pool.terminate()
+            raise translate(exc) from exc
+        return pool
+
+    async def close(self) -> None:
+        await self._writer.close()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:  # this relay's leases are abandoned from now on (``reclaim_abandoned``); best effort
+            async with asyncio.timeout(CLOSE_TIMEOUT), pool.acquire() as conn:
+                await conn.execute("DELETE FROM relays WHERE owner = $1", self.owner)
+        except DRIVER_ERRORS as exc:
+            log.warning("store_unregister_failed", error=str(exc))
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
+
+    async def stopped(self) -> None:
+        await self._writer.stopped()
+
+    async def check_writable(self) -> None:
+        """Raise ``StoreUnavailable`` with the reason unless a write commits now: this relay's heartbeat, in a
+        read-write transaction (a read-only or shutting-down database, or none, fails it)."""
+        async with self._transaction() as conn:
+            await conn.execute(_REGISTER, self.owner)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                await self.check_writable()
+            except StoreError as exc:
+                log.warning("store_heartbeat_failed", error=str(exc))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        """A pooled connection inside a transaction, counted in ``commits`` once it committed."""
+        async with self._connection() as conn:
+            async with conn.transaction():
+                yield conn
+            self.commits += 1
+
+    # -- the outbox --------------------------------------------------------------------------------------
+
+    async def ingest(
+        self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room] | None = None
+    ) -> list[IngestResult]:
+        return await self.submit_ingest(events, now, rooms)
+
+    def submit_ingest(
+        self,
+        events: Sequence[NewEvent],
+        now: float,
+        rooms: Mapping[str, Room] | None = None,
+        on_commit: Callable[[list[IngestResult] | None], None] | None = None,
+    ) -> asyncio.Future[list[IngestResult]]:
+        rows = len(events) + sum([len(e.webhook_ids) for e in events])
+        return self._writer.submit(Job(list(events), now, rooms, rows, on_commit))
+
+    async def _commit_ingest(self, jobs: list[Job]) -> list[list[IngestResult]]:
+        """The writer's group: one transaction on one connection. A deadlock with another relay's group (both
+        inserting the same ids, in another order) rolls this one back; it is tried again, from the start."""
+        async with self._connection() as conn:
+            tries = 1
+            while True:
+                try:
+                    async with conn.transaction():
+                        outcomes = await outbox.apply_ingest(conn, jobs, self.owner)
+                except asyncpg.TransactionRollbackError:
+                    if tries >= GROUP_TRIES:
+                        raise
+                    tries += 1
+                    continue
+                self.commits += 1
+                return outcomes
+
+    async def claim(
+        self, webhook_id: str, limit: int, now: float, lease_until: float
+    ) -> tuple[list[Claim], float | None]:
+        async with self._connection() as conn:  # one statement: a transaction of its own
+            found = await outbox.claim(conn, self.owner, webhook_id, limit, now, lease_until)
+        self.commits += 1
+        return found
+
+    async def record(self, results: Sequence[AttemptResult]) -> None:
+        if results:
+            async with self._transaction() as conn:
+                await outbox.record(conn, results)
+
+    async def release(self, claims: Sequence[Claim], now: float) -> None:
+        if claims:
+            async with self._transaction() as conn:
+                await outbox.release(conn, claims, now)
+
+    async def reclaim_abandoned(self, now: float) -> int:
+        """Leases of relays that closed or died (not seen for ``ALIVE_WITHIN`` seconds), and leases that ran out;
+        never one a live relay holds."""
+        async with self._transaction() as conn:
+            return await outbox.reclaim_abandoned(conn, now, ALIVE_WITHIN)
+
+    async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
+        async with self._transaction() as conn:
+            seqs = await outbox.replay(conn, event_id, webhook_ids, now)
+        return None if seqs is None else await self._deliveries_by_seq(seqs)
+
+    async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
+        statuses = ("failed", "dead") if include_dead else ("failed",)
+        async with self._transaction() as conn:
+            return await outbox.redrive(conn, now, webhook_ids, statuses)
+
+    async def prune(self, cutoff: float, batch: int = PRUNE_BATCH) -> int:
+        total = 0
+        while True:
+            async with self._transaction() as conn:
+                pruned = await outbox.prune(conn, cutoff, batch)
+            total += pruned
+            if pruned < batch:
+                return total
+
+    # -- webhooks ----------------------------------------------------------------------------------------
+    # An API webhook's whole definition lives in ``spec`` (secrets included, so the relay can sign after a
+    # restart). Every API statement is guarded by ``source = 'api'``: a config-declared webhook is never changed
+    # through them.
+
+    async def sync_config_webhooks(self, specs: Mapping[str, bytes], now: float) -> list[str]:
+        async with self._transaction() as conn:
+            rows = await conn.fetch(
+                "DELETE FROM webhooks WHERE source = 'config' AND NOT (id = ANY($1::text[])) RETURNING id",
+                list(specs),
+            )
+            removed = sorted(r[0] for r in rows)
+            for webhook_id in removed:
+                await outbox.cancel_queued(conn, webhook_id, now)
+            await conn.execute(
+                "INSERT INTO webhooks (id, source, spec, created_at, updated_at)"
+                " SELECT v.id, 'config', v.spec, $3::float8, $3::float8"
+                " FROM unnest($1::text[], $2::bytea[]) AS v(id, spec)"
+                " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
+                " WHERE webhooks.source = 'config'",
+                list(specs),
+                list(specs.values()),
+                now,
+            )
+            return removed
+
+    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
+        async with self._transaction() as conn:
+            status = await conn.execute(
+                "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES ($1, 'api', $2, $3, $3)"
+                " ON CONFLICT (id) DO NOTHING",
+                webhook_id,
+                spec,
+                now,
+            )
+        return bool(status == "INSERT 0 1")
+
+    async def update_api_webhook(
+        self, webhook_id: str, spec: bytes, now: float, *, rotation: tuple[str | None, float | None] | None = None
+    ) -> bool:
+        sql, args = "UPDATE webhooks SET spec = $2, updated_at = $3", list[Any]([webhook_id, spec, now])
+        if rotation is not None:
+            sql, args = f"{sql}, previous_secret = $4, previous_secret_until = $5", [*args, *rotation]
+        async with self._transaction() as conn:
+            status = await conn.execute(f"{sql} WHERE id = $1 AND source = 'api'", *args)
+        return bool(status == "UPDATE 1")
+
+    async def delete_api_webhook(self, webhook_id: str, now: float) -> int | None:
+        async with self._transaction() as conn:
+            status = await conn.execute("DELETE FROM webhooks WHERE id = $1 AND source = 'api'", webhook_id)
+            if status != "DELETE 1":
+                return None
+            await conn.execute("DELETE FROM oauth_tokens WHERE webhook_id = $1", webhook_id)
+            return await outbox.cancel_queued(conn, webhook_id, now)
+
+    async def save_refresh_token(self, webhook_id: str, token: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO oauth_tokens (webhook_id, refresh_token, updated_at)"
+                " VALUES ($1, $2, extract(epoch FROM clock_timestamp()))"
+                " ON CONFLICT (webhook_id) DO UPDATE SET refresh_token = excluded.refresh_token,"
+                " updated_at = excluded.updated_at",
+                webhook_id,
+                token,
+            )
+
+
+async def migrate_only(url: Secret | str) -> tuple[int, int]:
+    """``relay migrate``: connect, run the migrations due (under the lock), disconnect; the versions before and
+    after. No pool, no writer, no registration as a relay."""
+    text = url.reveal() if isinstance(url, Secret) else url
+    try:
+        conn = await asyncpg.connect(text, timeout=CONNECT_TIMEOUT, server_settings={"application_name": "relay"})
+    except ValueError:
+        raise StoreError("storage.url is not a PostgreSQL URL asyncpg can use") from None
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+    try:
+        return await migrate(conn)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+    finally:
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await conn.close()

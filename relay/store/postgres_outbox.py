@@ -1,0 +1,399 @@
+"""The PostgreSQL backend's write statements: ingest (a group of jobs at a time, see ``postgres_writer``), claim,
+attempt results, release, reclaim, replay, re-drive, prune. Set-based: rows travel as arrays (``unnest``), so a
+statement costs one round trip whatever the number of rows.
+
+Several relays write here at once; the database decides what one relay alone could decide in memory:
+- **Duplicates.** The unique index on ``events.id`` does: events go in with ``ON CONFLICT (id) DO NOTHING
+  RETURNING``, and the ids that did not come back are looked up and answered as the first time (another relay may
+  have stored one a moment ago). A generated id that is taken gets another, and goes in again.
+- **Claims** lock the due rows they take with ``FOR UPDATE SKIP LOCKED`` inside the statement that leases them: two
+  relays never take one delivery, and never wait on each other.
+- **Leases and fencing** as in ``sqlite_outbox``: a lease's ``ref`` is the delivery's seq, its ``until`` the
+  delivery's ``due_at`` while it is ``delivering``, and ``lease_owner`` names the relay that holds it. A result or a
+  release counts only while the delivery still holds that lease (seq, id, status, ``due_at`` and owner unchanged).
+- **Prune against replay and results.** Prune locks the events it removes (``FOR UPDATE``) and checks again, in a
+  later statement, that none got a new delivery; a replay holds its event (``FOR KEY SHARE``) and a result its
+  delivery, so each waits for the other instead of leaving a delivery without its event or an attempt without its
+  delivery.
+
+Times are the ``now`` and ``lease_until`` the caller passes (epoch seconds of the relay's clock): relays that share
+one outbox must keep their clocks in sync (NTP), as a lease one relay sets is read against another's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.errors import StoreUnavailable
+from relay.models import Claim, Event, Lease, new_event_id, new_id
+from relay.store.base import AttemptResult, IngestResult, NewEvent
+from relay.store.postgres_schema import QUEUED
+from relay.store.postgres_writer import Job
+
+Conn = Any  # an asyncpg connection (asyncpg has no types)
+ID_ROUNDS = 5  # rounds of inserts whose ids keep colliding with other relays' before a group gives up
+
+_INSERT_EVENTS = """
+INSERT INTO events (id, type, created_at, created_us, data, ingested_at, delivery_count)
+SELECT v.id, v.type, v.created_at, (extract(epoch FROM v.created_at::timestamptz) * 1000000)::bigint,
+       v.data, v.ingested_at, v.delivery_count
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[], $6::int4[])
+     WITH ORDINALITY AS v(id, type, created_at, data, ingested_at, delivery_count, n)
+ORDER BY v.n
+ON CONFLICT (id) DO NOTHING
+RETURNING id, seq
+"""
+
+# Only the leased ones come back: their seq is their lease's ref.
+_INSERT_DELIVERIES = """
+WITH made AS (
+    INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, lease_owner, created_at, updated_at)
+    SELECT v.id, v.event_seq, v.webhook_id, v.status, v.due_at, v.lease_owner, v.at, v.at
+    FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::float8[])
+         WITH ORDINALITY AS v(id, event_seq, webhook_id, status, due_at, lease_owner, at, n)
+    ORDER BY v.n
+    RETURNING id, seq, status
+)
+SELECT id, seq FROM made WHERE status = 'delivering'
+"""
+
+
+@dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
+class _Entry:
+    """One event of a group, as the group decides it: under which id, and whether this group stored it."""
+
+    event: NewEvent
+    id: str
+    now: float
+    first: bool  # the first of its id in the group: the one that goes in (a later one answers as it)
+    seq: int | None = None  # set once this group stored it
+    leased: list[Claim] = field(default_factory=list)
+
+
+async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[IngestResult]]:
+    """Insert the group's new events and deliveries, inside the caller's transaction; one list of answers per job,
+    in job order. An id already stored, or stored by an earlier job of this group, answers as that first time did,
+    with ``created=False``; with ``rooms``, a job's first new deliveries of a webhook are committed leased."""
+    taken: set[str] = set()  # the group's ids
+    per_job: list[list[_Entry]] = []
+    for job in jobs:
+        entries = []
+        for e in job.events:
+            event_id = _unused_event_id(taken, job.now) if e.generated and e.id in taken else e.id
+            entries.append(_Entry(e, event_id, job.now, first=event_id not in taken))
+            taken.add(event_id)
+        per_job.append(entries)
+    stored = await _insert_events(conn, [x for entries in per_job for x in entries if x.first], taken)
+    await _insert_deliveries(conn, jobs, per_job, owner)
+    return [
+        [
+            IngestResult(x.id, len(x.event.webhook_ids), True, tuple(x.leased))
+            if x.seq is not None
+            else IngestResult(x.id, stored[x.id], False)
+            for x in entries
+        ]
+        for entries in per_job
+    ]
+
+
+async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str]) -> dict[str, int]:
+    """Store the events ``entries`` hold (setting each one's seq); a producer's id found stored (before, or by
+    another relay meanwhile) is not stored again, and a generated one gets another id. Returns the delivery count
+    of every id found stored, and of every id of the group another of its events stored, for the answers."""
+    stored: dict[str, int] = {}
+    pending = entries
+    for _ in range(ID_ROUNDS):
+        rows = await conn.fetch(
+            _INSERT_EVENTS,
+            [x.id for x in pending],
+            [x.event.type for x in pending],
+            [x.event.created_at for x in pending],
+            [x.event.data for x in pending],
+            [x.now for x in pending],
+            [len(x.event.webhook_ids) for x in pending],
+        )
+        seqs: dict[str, int] = {r[0]: r[1] for r in rows}
+        missed = []
+        for x in pending:
+            x.seq = seqs.get(x.id)
+            if x.seq is None:
+                missed.append(x)
+            else:
+                stored[x.id] = len(x.event.webhook_ids)  # what a later event of the group with this id answers
+        if not missed:
+            return stored
+        found = await conn.fetch(
+            "SELECT id, delivery_count FROM events WHERE id = ANY($1::text[])", [x.id for x in missed]
+        )
+        counts: dict[str, int] = {r[0]: r[1] for r in found}
+        pending = []
+        for x in missed:
+            if x.id not in counts:  # pruned since it collided: it goes in after all
+                pending.append(x)
+                continue
+            stored[x.id] = counts[x.id]
+            if x.event.generated:  # a producer posted this id before relay made it up: relay's event gets another
+                x.id = _unused_event_id(taken, x.now)
+                taken.add(x.id)
+                pending.append(x)
+        if not pending:
+            return stored
+    raise StoreUnavailable("event ids kept colliding with other relays' ingests; try again")
+
+
+async def _insert_deliveries(conn: Conn, jobs: list[Job], per_job: list[list[_Entry]], owner: str) -> None:
+    """One delivery per webhook of each event this group stored; within each job's rooms, committed leased to
+    ``owner`` (the claims go into their entries' ``leased``)."""
+    rows: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    leases: dict[str, tuple[_Entry, str, float]] = {}  # delivery id -> (entry, webhook id, lease end)
+    for job, entries in zip(jobs, per_job, strict=True):
+        rooms = job.rooms or {}
+        budget = {webhook_id: room.count for webhook_id, room in rooms.items()}
+        for x in entries:
+            if x.seq is None:
+                continue
+            for webhook_id in x.event.webhook_ids:
+                delivery_id = new_id("dlv", x.now)
+                if budget.get(webhook_id, 0) > 0:
+                    budget[webhook_id] -= 1
+                    until = rooms[webhook_id].until
+                    leases[delivery_id] = (x, webhook_id, until)
+                    row: tuple[Any, ...] = (delivery_id, x.seq, webhook_id, "delivering", until, owner, x.now)
+                else:
+                    row = (delivery_id, x.seq, webhook_id, "pending", x.now, None, x.now)
+                for column, value in zip(rows, row, strict=True):
+                    column.append(value)
+    if not rows[0]:
+        return
+    events: dict[str, Event] = {}
+    for r in await conn.fetch(_INSERT_DELIVERIES, *rows):
+        x, webhook_id, until = leases[r[0]]
+        e = x.event
+        event = events.setdefault(x.id, Event(x.id, e.type, e.created_at, e.data, x.now))
+        x.leased.append(Claim(r[0], webhook_id, 1, x.now, event, Lease(owner, until, r[1])))
+    for x, _, _ in leases.values():
+        x.leased.sort(key=lambda claim: claim.lease.ref)  # in the order they were stored (RETURNING has none)
+
+
+def _unused_event_id(taken: set[str], now: float) -> str:
+    """A generated event id that no event of this group has (one stored already is found when it goes in)."""
+    while (candidate := new_event_id(now)) in taken:
+        pass
+    return candidate
+
+
+# Leases the due rows (pending, failed, or a lease that ran out) oldest due first, skipping rows another claim
+# has locked; ``rest`` is the earliest due time of what stays queued (read before the update: the rows leased
+# here count with their new lease end, added by the caller). One row even when nothing was due.
+_CLAIM = f"""
+WITH due AS (
+    SELECT seq FROM deliveries
+    WHERE webhook_id = $1 AND status IN {QUEUED} AND due_at <= $2
+    ORDER BY due_at, seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE deliveries d SET status = 'delivering', due_at = $4, lease_owner = $5, updated_at = $2
+    FROM due WHERE d.seq = due.seq
+    RETURNING d.seq, d.id, d.attempt_count, d.created_at, d.event_seq
+), rest AS (
+    SELECT min(due_at) AS next_due FROM deliveries
+    WHERE webhook_id = $1 AND status IN {QUEUED} AND seq NOT IN (SELECT seq FROM due)
+)
+SELECT rest.next_due, c.seq, c.id, c.attempt_count, c.created_at,
+       c.event_id, c.type, c.event_created_at, c.data, c.ingested_at
+FROM rest LEFT JOIN (
+    SELECT l.seq, l.id, l.attempt_count, l.created_at,
+           e.id AS event_id, e.type, e.created_at AS event_created_at, e.data, e.ingested_at
+    FROM leased l JOIN events e ON e.seq = l.event_seq
+) c ON true
+ORDER BY c.seq
+"""
+
+
+async def claim(
+    conn: Conn, owner: str, webhook_id: str, limit: int, now: float, lease_until: float
+) -> tuple[list[Claim], float | None]:
+    """Lease up to ``limit`` due deliveries of one webhook to ``owner``, oldest due first, with their events (in the
+    order they were created); and the earliest due time of the webhook's deliveries still queued after the claim."""
+    rows = await conn.fetch(_CLAIM, webhook_id, now, limit, lease_until, owner)
+    claims = [
+        Claim(r[2], webhook_id, r[3] + 1, r[4], Event(r[5], r[6], r[7], r[8], r[9]), Lease(owner, lease_until, r[1]))
+        for r in rows
+        if r[1] is not None
+    ]
+    rest: float | None = rows[0][0]
+    if claims and (rest is None or lease_until < rest):
+        return claims, lease_until
+    return claims, rest
+
+
+# The attempt is kept whenever its delivery still exists (the same seq and id), whichever lease it came under;
+# ``live`` holds those deliveries against a prune until the transaction ends.
+_RECORD_ATTEMPTS = """
+WITH live AS (SELECT seq, id FROM deliveries WHERE seq = ANY($1::int8[]) FOR KEY SHARE)
+INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, error_detail,
+                      response_body, next_attempt_at)
+SELECT v.seq, v.number, v.started_at, v.duration_ms, v.status_code, v.error, v.error_detail, v.response_body,
+       v.next_attempt_at
+FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float8[], $5::int4[], $6::text[], $7::text[], $8::text[],
+            $9::float8[], $10::text[])
+     AS v(seq, number, started_at, duration_ms, status_code, error, error_detail, response_body, next_attempt_at,
+          delivery_id)
+JOIN live ON live.seq = v.seq AND live.id = v.delivery_id
+ON CONFLICT (delivery_seq, number) DO UPDATE SET
+    started_at = excluded.started_at, duration_ms = excluded.duration_ms, status_code = excluded.status_code,
+    error = excluded.error, error_detail = excluded.error_detail, response_body = excluded.response_body,
+    next_attempt_at = excluded.next_attempt_at
+"""
+
+# Only a delivery still under the result's lease moves on.
+_RECORD_DECISIONS = """
+UPDATE deliveries d SET status = v.status, attempt_count = v.attempt_count, due_at = v.due_at,
+    updated_at = v.updated_at, lease_owner = NULL
+FROM unnest($1::text[], $2::int4[], $3::float8[], $4::float8[], $5::int8[], $6::text[], $7::float8[], $8::text[])
+     AS v(status, attempt_count, due_at, updated_at, seq, id, lease_until, owner)
+WHERE d.seq = v.seq AND d.id = v.id AND d.status = 'delivering' AND d.due_at = v.lease_until
+    AND d.lease_owner = v.owner
+"""
+
+
+async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
+    """Record finished attempts and the decisions taken after them, inside the caller's transaction. Of two results
+    for one attempt the last is kept, as SQLite's ``INSERT OR REPLACE`` does; of two for one delivery the first
+    decides, as it would one by one."""
+    attempts = {(r.lease.ref, r.attempt.number): r for r in results}
+    decisions: dict[int, AttemptResult] = {}
+    for r in results:
+        decisions.setdefault(r.lease.ref, r)
+    kept = list(attempts.values())
+    await conn.execute(
+        _RECORD_ATTEMPTS,
+        [r.lease.ref for r in kept],
+        [r.attempt.number for r in kept],
+        [r.attempt.started_at for r in kept],
+        [r.attempt.duration_ms for r in kept],
+        [r.attempt.status_code for r in kept],
+        [None if r.attempt.error is None else str(r.attempt.error) for r in kept],
+        [r.attempt.error_detail for r in kept],
+        [r.attempt.response_body for r in kept],
+        [r.attempt.next_attempt_at for r in kept],
+        [r.delivery_id for r in kept],
+    )
+    moved = list(decisions.values())
+    await conn.execute(
+        _RECORD_DECISIONS,
+        [str(r.status) for r in moved],
+        [r.attempt.number for r in moved],
+        [r.due_at for r in moved],
+        [r.attempt.started_at + r.attempt.duration_ms / 1000 for r in moved],
+        [r.lease.ref for r in moved],
+        [r.delivery_id for r in moved],
+        [r.lease.until for r in moved],
+        [r.lease.owner for r in moved],
+    )
+
+
+async def release(conn: Conn, claims: Sequence[Claim], now: float) -> None:
+    """Claimed deliveries still under their claim's lease are due again at once."""
+    await conn.execute(
+        "UPDATE deliveries d SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
+        " FROM unnest($2::int8[], $3::text[], $4::float8[], $5::text[]) AS v(seq, id, lease_until, owner)"
+        " WHERE d.seq = v.seq AND d.id = v.id AND d.status = 'delivering' AND d.due_at = v.lease_until"
+        " AND d.lease_owner = v.owner",
+        now,
+        [c.lease.ref for c in claims],
+        [c.delivery_id for c in claims],
+        [c.lease.until for c in claims],
+        [c.lease.owner for c in claims],
+    )
+
+
+async def reclaim_abandoned(conn: Conn, now: float, alive_within: float) -> int:
+    """Deliveries leased by no live relay (one not in ``relays``, or not seen for ``alive_within`` seconds of the
+    database's clock), or whose lease ran out, are due again at once; how many. The relays found dead leave
+    ``relays`` (one that was only cut off registers again with its next heartbeat, its leases gone)."""
+    alive = "seen_at >= extract(epoch FROM clock_timestamp()) - {}"
+    status = await conn.execute(
+        "UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
+        " WHERE status = 'delivering' AND (due_at <= $1 OR lease_owner IS NULL"
+        f" OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive.format('$2')}))",
+        now,
+        alive_within,
+    )
+    await conn.execute(f"DELETE FROM relays WHERE NOT ({alive.format('$1')})", alive_within)
+    return _count(status)
+
+
+async def replay(conn: Conn, event_id: str, webhook_ids: Sequence[str], now: float) -> list[int] | None:
+    """New deliveries of a stored event, due now: their seqs; None when there is no such event. The event is held
+    (``FOR KEY SHARE``) until the transaction ends, so a prune cannot take it away from under them."""
+    event_seq = await conn.fetchval("SELECT seq FROM events WHERE id = $1 FOR KEY SHARE", event_id)
+    if event_seq is None:
+        return None
+    rows = await conn.fetch(
+        "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
+        " SELECT v.id, $1::int8, v.webhook_id, 'pending', $2::float8, $2::float8, $2::float8"
+        " FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS v(id, webhook_id, n) ORDER BY v.n RETURNING seq",
+        event_seq,
+        now,
+        [new_id("dlv", now) for _ in webhook_ids],
+        list(webhook_ids),
+    )
+    return [int(r[0]) for r in rows]
+
+
+async def redrive(conn: Conn, now: float, webhook_ids: Sequence[str], statuses: Sequence[str]) -> dict[str, int]:
+    """Deliveries of these webhooks in ``statuses`` are due again now; how many per webhook."""
+    rows = await conn.fetch(
+        "WITH moved AS (UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1"
+        " WHERE status = ANY($2::text[]) AND webhook_id = ANY($3::text[]) RETURNING webhook_id)"
+        " SELECT webhook_id, count(*) FROM moved GROUP BY webhook_id",
+        now,
+        list(statuses),
+        list(webhook_ids),
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+_UNDONE = "SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status NOT IN ('succeeded', 'cancelled')"
+
+
+async def prune(conn: Conn, cutoff: float, batch: int) -> int:
+    """Delete up to ``batch`` events ingested before ``cutoff`` whose deliveries all ended delivered or cancelled,
+    with their deliveries and attempts, inside the caller's transaction; how many events."""
+    locked = await conn.fetch(
+        f"SELECT seq FROM events e WHERE ingested_at < $1 AND NOT EXISTS ({_UNDONE}) LIMIT $2 FOR UPDATE SKIP LOCKED",
+        cutoff,
+        batch,
+    )
+    if not locked:
+        return 0
+    # A later statement sees a replay that committed before the lock was taken: its event stays.
+    row = await conn.fetchrow(
+        f"WITH gone AS (DELETE FROM events e WHERE seq = ANY($1::int8[]) AND NOT EXISTS ({_UNDONE}) RETURNING seq),"
+        " dropped AS (DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone) RETURNING seq)"
+        " SELECT (SELECT count(*) FROM gone), (SELECT array_agg(seq) FROM dropped)",
+        [r[0] for r in locked],
+    )
+    if row[1]:  # a statement of its own: it sees attempts recorded by a result its delete waited for
+        await conn.execute("DELETE FROM attempts WHERE delivery_seq = ANY($1::int8[])", row[1])
+    return int(row[0])
+
+
+async def cancel_queued(conn: Conn, webhook_id: str, now: float) -> int:
+    """Cancel a webhook's deliveries that have not ended (kept, as ``cancelled``); returns how many."""
+    status = await conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', due_at = NULL, lease_owner = NULL, updated_at = $1"
+        f" WHERE webhook_id = $2 AND status IN {QUEUED}",
+        now,
+        webhook_id,
+    )
+    return _count(status)
+
+
+def _count(status: str) -> int:
+    """The rows a statement touched, from its command tag (``UPDATE 3``)."""
+    return int(status.rsplit(" ", 1)[-1])
