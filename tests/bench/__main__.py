@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from tests import bench
-from tests.bench import loadgen, scenarios
+from tests.bench import loadgen, postgres, scenarios
 from tests.bench.scenarios import BENCH_DIR, Figure, Settings
 
 Scenario = Callable[[Settings], Awaitable[Figure | list[Figure]]]
@@ -48,6 +48,10 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
     "memory": (
         scenarios.memory,
         Figure("memory_1m_pending", "memory with 1,000,000 pending deliveries", "MB", "≤ 150 MB"),
+    ),
+    "postgres": (
+        postgres.postgres,
+        Figure("pg_e2e_one_webhook", "PostgreSQL: batch ingest and end to end", "events/s", "see the figures"),
     ),
 }
 SCENARIO_TIMEOUT = 150.0  # no scenario may hang the run

@@ -191,7 +191,9 @@ async def running(*servers: Server) -> AsyncIterator[None]:
             await server.kill()
 
 
-def relay_config(workdir: Path, webhook_urls: list[str], rate_limit: str | None = None) -> Path:
+def relay_config(
+    workdir: Path, webhook_urls: list[str], rate_limit: str | None = None, storage_url: str | None = None
+) -> Path:
     lines = [
         "[server]",
         'listen = "127.0.0.1:0"',
@@ -199,8 +201,7 @@ def relay_config(workdir: Path, webhook_urls: list[str], rate_limit: str | None 
         f'event_loop = "{bench.event_loop()}"',
         "",
         "[storage]",
-        f'path = "{workdir / "relay.db"}"',
-        'durability = "full"',
+        *([f'url = "{storage_url}"'] if storage_url else [f'path = "{workdir / "relay.db"}"', 'durability = "full"']),
         "",
         "[delivery]",
         "allow_http = true",
@@ -226,9 +227,10 @@ def relay_config(workdir: Path, webhook_urls: list[str], rate_limit: str | None 
 
 @contextlib.asynccontextmanager
 async def relay_running(
-    workdir: Path, webhook_urls: list[str], rate_limit: str | None = None
+    workdir: Path, webhook_urls: list[str], rate_limit: str | None = None, storage_url: str | None = None
 ) -> AsyncIterator[RelayProcess]:
-    relay = RelayProcess(relay_config(workdir, webhook_urls, rate_limit), log_path=workdir / "relay.log")
+    config = relay_config(workdir, webhook_urls, rate_limit, storage_url)
+    relay = RelayProcess(config, log_path=workdir / "relay.log")
     try:
         try:
             await relay.start(timeout=30)
@@ -241,6 +243,17 @@ async def relay_running(
         await relay.kill()
 
 
+async def postgres_delivery_counts(url: str) -> dict[str, int]:
+    import asyncpg  # type: ignore[import-untyped]  # only the PostgreSQL figures need it
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        return {row[0]: int(row[1]) for row in rows}
+    finally:
+        await conn.close()
+
+
 def delivery_counts(db: Path) -> dict[str, int]:
     """``status -> count`` of the deliveries table, read-only."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
@@ -250,11 +263,12 @@ def delivery_counts(db: Path) -> dict[str, int]:
         conn.close()
 
 
-async def _wait_recorded(db: Path, expected: int, timeout: float) -> tuple[dict[str, int], float | None]:
-    """Poll the deliveries table until ``expected`` rows are succeeded; the counts and when (or None)."""
+async def _wait_recorded(db: Path | str, expected: int, timeout: float) -> tuple[dict[str, int], float | None]:
+    """Poll the deliveries table (a SQLite file, or a PostgreSQL URL) until ``expected`` rows are succeeded; the
+    counts and when (or None)."""
     deadline = time.monotonic() + timeout
     while True:
-        counts = delivery_counts(db)
+        counts = delivery_counts(db) if isinstance(db, Path) else await postgres_delivery_counts(db)
         if counts.get("succeeded", 0) >= expected:
             return counts, time.time()
         if time.monotonic() >= deadline:
@@ -414,14 +428,15 @@ async def _relay_e2e(
     events: int,
     timeout: float,
     profile_to: Path | None = None,
+    storage_url: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest ``events`` (batches of 1000, 4 at a time) into a relay with ``webhooks`` webhooks; wait for the
-    receiver to see every delivery."""
+    """Ingest ``events`` (batches of 1000, 4 at a time) into a relay with ``webhooks`` webhooks (its store SQLite in
+    ``workdir``, or the PostgreSQL database at ``storage_url``); wait for the receiver to see every delivery."""
     expected = events * webhooks
     urls = [receiver.url(f"/hook/{i}") for i in range(webhooks)]
     await receiver.reset(session)
     profiler: asyncio.Task[None] | None = None
-    async with relay_running(workdir, urls) as relay:
+    async with relay_running(workdir, urls, storage_url=storage_url) as relay:
         try:
             meter = CpuMeter(relay=_pid(relay), receiver=receiver.pid).start()
             began = time.time()
@@ -439,7 +454,7 @@ async def _relay_e2e(
             )
             cpu = meter.stop()
             # The receiver has seen them all; how long until relay has recorded them all as succeeded?
-            counts, recorded_at = await _wait_recorded(workdir / "relay.db", expected, timeout=15)
+            counts, recorded_at = await _wait_recorded(storage_url or workdir / "relay.db", expected, timeout=15)
         finally:
             if profiler is not None:
                 await profiler
