@@ -167,7 +167,7 @@ class Daemon:
             await self._serve(build_health_app(self.services), server.health_listen)
         self._spawn(self.scheduler.run(), "scheduler")
         self._spawn(self._prune_loop(), "pruner")
-        self._spawn(self.store.stopped(), "store-writer")
+        self._spawn(self.store.stopped(), "store")  # its writer, and on PostgreSQL its listener
         if self.store.rescan_interval is not None:
             self._spawn(self._follow_group(self.store.rescan_interval), "group-follower")
         if self.notifier.watchdog_interval:
