@@ -38,6 +38,7 @@ from relay.systemd import Notifier
 log = structlog.get_logger()
 
 PRUNE_INTERVAL = 3600.0
+GROUP_RETRY = 1.0  # seconds before following the group again after the store refused
 
 
 # The collector's first threshold: allocations (less deallocations) between two young collections. Python's 700
@@ -75,6 +76,8 @@ class Daemon:
         self.registry = Registry()
         self.metrics = Metrics(self.store)
         self._stop = asyncio.Event()
+        self._resync = asyncio.Event()  # another relay changed webhooks, or signals were lost: follow the group
+        self._rescan_all = False  # signals were lost: due times too
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
         self._listeners: list[asyncio.Server] = []
@@ -155,6 +158,7 @@ class Daemon:
         )
         await self.services.webhooks.load(config.webhooks)
         self.services.on_ingest.append(self.metrics.ingested)
+        self.store.on_signals(self._on_due_elsewhere, self._resync.set, self._on_signals_lost)
         server = config.server
         if server.health_listen is None:
             await self._serve(build_app(self.services, with_health=True), server.listen)
@@ -163,7 +167,9 @@ class Daemon:
             await self._serve(build_health_app(self.services), server.health_listen)
         self._spawn(self.scheduler.run(), "scheduler")
         self._spawn(self._prune_loop(), "pruner")
-        self._spawn(self.store.stopped(), "store-writer")
+        self._spawn(self.store.stopped(), "store")  # its writer, and on PostgreSQL its listener
+        if self.store.rescan_interval is not None:
+            self._spawn(self._follow_group(self.store.rescan_interval), "group-follower")
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval), "watchdog")
         log.info(
@@ -219,16 +225,56 @@ class Daemon:
             await asyncio.sleep(interval)
 
     async def _prune_loop(self) -> None:
+        """Every interval, prune, on one relay of the group (``claim_job``: a store one relay owns always says
+        yes)."""
         interval = min(PRUNE_INTERVAL, max(1.0, self.config.storage.retention / 4))
         while True:
             await self.clock.sleep(interval)
             try:
+                if not await self.store.claim_job("prune", self.clock.now(), interval):
+                    continue
+                log.info("job_started", job="prune")
                 pruned = await self.store.prune(self.clock.now() - self.config.storage.retention)
             except StoreError as exc:
                 log.warning("prune_failed", error=str(exc))
                 continue
             if pruned:
                 log.info("events_pruned", count=pruned)
+
+    # -- the other relays of a shared store ------------------------------------------------------------------
+
+    def _on_due_elsewhere(self, webhook_ids: list[str]) -> None:
+        """Another relay queued deliveries of these webhooks, due now: whichever relay claims first takes them."""
+        if self.scheduler is not None:
+            self.scheduler.notify(webhook_ids, self.clock.now())
+
+    def _on_signals_lost(self) -> None:
+        self._rescan_all = True
+        self._resync.set()
+
+    async def _follow_group(self, interval: float) -> None:
+        """A shared store: take the other relays' webhook changes into the Registry when signalled; and scan for
+        due work no signal announced, once signals may have been lost and every ``interval`` as a safety net
+        (the signals are the main path)."""
+        assert self.services is not None and self.scheduler is not None
+        next_scan = self.clock.now() + interval
+        while True:
+            await self.clock.wait(self._resync, next_scan)
+            self._resync.clear()
+            scan = self._rescan_all or self.clock.now() >= next_scan
+            self._rescan_all = False
+            try:
+                changed = await self.services.webhooks.reload_api_webhooks()
+                if scan:
+                    await self.scheduler.refresh()
+                elif changed:
+                    await self.scheduler.refresh(changed)
+            except StoreError as exc:
+                log.warning("group_sync_failed", error=str(exc))
+                next_scan = self.clock.now() + GROUP_RETRY
+                continue
+            if scan:
+                next_scan = self.clock.now() + interval
 
     # -- webhooks ----------------------------------------------------------------------------------------
 

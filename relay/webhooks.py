@@ -64,6 +64,20 @@ class WebhookService:
         self.registry.replace(api_webhooks)
         await self.apply_config(tuple(declared))
 
+    async def reload_api_webhooks(self) -> list[str]:
+        """Another relay changed webhooks through its API: take the API webhooks as the store now has them into the
+        Registry (the config-declared ones stay); the ids of those added, changed or removed."""
+        async with self._lock:
+            stored = {w.id: w for w in await load_api_webhooks(self.store)}
+            # No await between reading the Registry and the swap, as in ``apply_config``.
+            held = {w.id: w for w in self.registry.all() if w.source == "api"}
+            declared = [w for w in self.registry.all() if w.source != "api" and w.id not in stored]
+            self.registry.replace([*declared, *stored.values()])
+        changed = sorted(i for i in stored.keys() | held.keys() if stored.get(i) != held.get(i))
+        for webhook_id in changed:
+            log.info("webhook_reloaded", webhook_id=webhook_id, removed=webhook_id not in stored)
+        return changed
+
     async def apply_config(self, declared: tuple[Webhook, ...]) -> None:
         """Make the config-declared webhooks ``declared``; those created through the API stay as they are."""
         now = self.clock.now()

@@ -261,5 +261,43 @@ class Lifecycle(Protocol):
         ...
 
 
-class Store(Outbox, Webhooks, History, RefreshTokens, Lifecycle, Protocol):
+class Signals(Protocol):
+    """What a store shared by several relays tells each of them about the others' writes (CONTRACT §8).
+
+    A backend one relay owns (SQLite) has nothing to tell: it takes the callbacks and never calls them, and its
+    ``rescan_interval`` is None. A shared one (PostgreSQL) calls them on the loop:
+
+    - ``due(webhook_ids)``: another relay committed deliveries of these webhooks, due now, that nobody holds;
+    - ``webhooks_changed()``: another relay created, changed or deleted a webhook through its API;
+    - ``rescan()``: signals may have been lost (the store's channel to the others was down and is back): the
+      relay re-reads due times and webhooks as if it had missed every signal.
+    """
+
+    @property
+    def rescan_interval(self) -> float | None:
+        """Seconds between two safety scans of the store for work that no signal announced (None: no other relay
+        writes it). A net under the signals, never the main path."""
+        ...
+
+    def on_signals(
+        self,
+        due: Callable[[list[str]], None],
+        webhooks_changed: Callable[[], None],
+        rescan: Callable[[], None],
+    ) -> None:
+        """Register the callbacks (again: they replace the earlier ones)."""
+        ...
+
+
+class Jobs(Protocol):
+    """Periodic jobs that the group of relays sharing a store runs once per interval, not once per relay."""
+
+    async def claim_job(self, name: str, now: float, interval: float) -> bool:
+        """True when this relay is to run job ``name`` now: it was due (never run, or its last run was at least
+        ``interval`` seconds before ``now``), and no other relay took this run. The next run is due at
+        ``now + interval``. A store one relay owns always answers True."""
+        ...
+
+
+class Store(Outbox, Webhooks, History, RefreshTokens, Signals, Jobs, Lifecycle, Protocol):
     """Everything a backend provides."""

@@ -13,6 +13,11 @@ seconds; ``reclaim_abandoned`` gives back every other lease (a relay that closed
 are the callers' clock (``now``, ``lease_until``), as on SQLite: relays on several machines must keep their
 clocks in sync.
 
+Relays wake each other (``postgres_signals``): a commit that queues deliveries due now, or changes an API webhook,
+notifies the others, which ``LISTEN`` on a connection of their own and pass it on to the daemon's callbacks
+(``on_signals``). Jobs the group runs once per interval (pruning) are claimed in the ``jobs`` table
+(``claim_job``): a row whose ``next_run_at`` has come, taken with ``FOR UPDATE SKIP LOCKED``.
+
 When the database cannot be reached, every operation raises ``StoreUnavailable`` (the API answers 503, never a
 false 202); the pool opens new connections when next asked, so the store comes back by itself with the database.
 """
@@ -36,6 +41,7 @@ from relay.store import postgres_outbox as outbox
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
 from relay.store.postgres_reads import PostgresReads
 from relay.store.postgres_schema import DRIVER_ERRORS, migrate, translate
+from relay.store.postgres_signals import Listener, notify_due, notify_webhooks_changed, queued_webhooks
 from relay.store.postgres_writer import GroupWriter, Job
 
 log = structlog.get_logger()
@@ -46,6 +52,14 @@ HEARTBEAT = 10.0  # seconds between two refreshes of this relay's row in ``relay
 ALIVE_WITHIN = 60.0  # a relay not seen for this long (the database's clock) holds no lease any more
 GROUP_TRIES = 3  # an ingest group that deadlocks with another relay's (the same ids) is tried again
 PRUNE_BATCH = 1000
+RESCAN_INTERVAL = 30.0  # seconds between two safety scans for work no notification announced (the daemon's)
+
+# Takes job $1's run at $2 when it is due and no other relay holds its row; the next run is due at $2 + $3.
+_CLAIM_JOB = (
+    "WITH due AS (SELECT name FROM jobs WHERE name = $1 AND next_run_at <= $2 FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobs j SET next_run_at = $2 + $3, last_run_at = $2, last_owner = $4 FROM due WHERE j.name = due.name"
+    " RETURNING true"
+)
 
 _REGISTER = (
     "INSERT INTO relays (owner, started_at, seen_at)"
@@ -65,6 +79,7 @@ class PostgresStore(PostgresReads):
         self._pool: Any = None
         self._writer = GroupWriter(self._commit_ingest)
         self._heartbeat: asyncio.Task[None] | None = None
+        self.listener = Listener(self._url, self.owner)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -81,6 +96,7 @@ class PostgresStore(PostgresReads):
             await self.close()
             raise
         self._writer.open()
+        self.listener.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
 
     async def _create_pool(self) -> Any:
@@ -107,6 +123,7 @@ class PostgresStore(PostgresReads):
         return pool
 
     async def close(self) -> None:
+        await self.listener.close()
         await self._writer.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -128,7 +145,12 @@ class PostgresStore(PostgresReads):
             pool.terminate()
 
     async def stopped(self) -> None:
-        await self._writer.stopped()
+        tasks = [asyncio.ensure_future(self._writer.stopped()), asyncio.ensure_future(self.listener.stopped())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def check_writable(self) -> None:
         """Raise ``StoreUnavailable`` with the reason unless a write commits now: this relay's heartbeat, in a
@@ -178,6 +200,7 @@ class PostgresStore(PostgresReads):
                 try:
                     async with conn.transaction():
                         outcomes = await outbox.apply_ingest(conn, jobs, self.owner)
+                        await notify_due(conn, self.owner, queued_webhooks(jobs, outcomes))
                 except asyncpg.TransactionRollbackError:
                     if tries >= GROUP_TRIES:
                         raise
@@ -203,6 +226,7 @@ class PostgresStore(PostgresReads):
         if claims:
             async with self._transaction() as conn:
                 await outbox.release(conn, claims, now)
+                await notify_due(conn, self.owner, [claim.webhook_id for claim in claims])
 
     async def reclaim_abandoned(self, now: float) -> int:
         """Leases of relays that closed or died (not seen for ``ALIVE_WITHIN`` seconds), and leases that ran out;
@@ -213,12 +237,16 @@ class PostgresStore(PostgresReads):
     async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
         async with self._transaction() as conn:
             seqs = await outbox.replay(conn, event_id, webhook_ids, now)
+            if seqs:
+                await notify_due(conn, self.owner, webhook_ids)
         return None if seqs is None else await self._deliveries_by_seq(seqs)
 
     async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
         statuses = ("failed", "dead") if include_dead else ("failed",)
         async with self._transaction() as conn:
-            return await outbox.redrive(conn, now, webhook_ids, statuses)
+            counts = await outbox.redrive(conn, now, webhook_ids, statuses)
+            await notify_due(conn, self.owner, [webhook_id for webhook_id, n in counts.items() if n])
+            return counts
 
     async def prune(self, cutoff: float, batch: int = PRUNE_BATCH) -> int:
         total = 0
@@ -228,6 +256,29 @@ class PostgresStore(PostgresReads):
             total += pruned
             if pruned < batch:
                 return total
+
+    # -- the group -------------------------------------------------------------------------------------------
+
+    @property
+    def rescan_interval(self) -> float | None:
+        return RESCAN_INTERVAL
+
+    def on_signals(
+        self,
+        due: Callable[[list[str]], None],
+        webhooks_changed: Callable[[], None],
+        rescan: Callable[[], None],
+    ) -> None:
+        self.listener.due, self.listener.webhooks_changed, self.listener.rescan = due, webhooks_changed, rescan
+
+    async def claim_job(self, name: str, now: float, interval: float) -> bool:
+        """Take this run of job ``name`` when it is due and no other relay is taking it (``SKIP LOCKED``); the row
+        keeps when it last ran, and where, for whoever looks."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO jobs (name, next_run_at) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING", name
+            )
+            return bool(await conn.fetchval(_CLAIM_JOB, name, now, interval, self.owner))
 
     # -- webhooks ----------------------------------------------------------------------------------------
     # An API webhook's whole definition lives in ``spec`` (secrets included, so the relay can sign after a
@@ -264,6 +315,8 @@ class PostgresStore(PostgresReads):
                 spec,
                 now,
             )
+            if status == "INSERT 0 1":
+                await notify_webhooks_changed(conn, self.owner)
         return bool(status == "INSERT 0 1")
 
     async def update_api_webhook(
@@ -274,6 +327,8 @@ class PostgresStore(PostgresReads):
             sql, args = f"{sql}, previous_secret = $4, previous_secret_until = $5", [*args, *rotation]
         async with self._transaction() as conn:
             status = await conn.execute(f"{sql} WHERE id = $1 AND source = 'api'", *args)
+            if status == "UPDATE 1":
+                await notify_webhooks_changed(conn, self.owner)
         return bool(status == "UPDATE 1")
 
     async def delete_api_webhook(self, webhook_id: str, now: float) -> int | None:
@@ -282,6 +337,7 @@ class PostgresStore(PostgresReads):
             if status != "DELETE 1":
                 return None
             await conn.execute("DELETE FROM oauth_tokens WHERE webhook_id = $1", webhook_id)
+            await notify_webhooks_changed(conn, self.owner)
             return await outbox.cancel_queued(conn, webhook_id, now)
 
     async def save_refresh_token(self, webhook_id: str, token: str) -> None:

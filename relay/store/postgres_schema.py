@@ -4,8 +4,9 @@ relay's own at the backend's boundary.
 
 The tables and columns are SQLite's (``sqlite_schema``), in PostgreSQL's types: ``seq`` columns are identities
 (the order rows were stored in, what lists page by), times are epoch seconds in ``double precision`` as SQLite keeps
-them, payloads and specs ``bytea``. Two additions: ``deliveries.lease_owner`` (which relay holds a ``delivering``
-row; SQLite's one relay needs no name) and ``relays`` (the relays alive on this outbox, see ``PostgresStore``).
+them, payloads and specs ``bytea``. Three additions: ``deliveries.lease_owner`` (which relay holds a ``delivering``
+row; SQLite's one relay needs no name), ``relays`` (the relays alive on this outbox, see ``PostgresStore``) and
+``jobs`` (the group's periodic jobs, ``PostgresStore.claim_job``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,16 @@ MIGRATIONS: tuple[str, ...] = (
         owner text PRIMARY KEY,
         started_at double precision NOT NULL,
         seen_at double precision NOT NULL
+    );
+    """,
+    """
+    -- Jobs the group runs once per interval, not once per relay (PostgresStore.claim_job): when each is next due,
+    -- and when and where it last ran.
+    CREATE TABLE jobs (
+        name text PRIMARY KEY,
+        next_run_at double precision NOT NULL,
+        last_run_at double precision,
+        last_owner text
     );
     """,
 )

@@ -67,6 +67,23 @@ class SqliteStore(SqliteReads):
             await self.close()
             raise
 
+    # -- the group: one relay owns the file, so there is no other relay to hear from or share jobs with ------
+
+    @property
+    def rescan_interval(self) -> float | None:
+        return None
+
+    def on_signals(
+        self,
+        due: Callable[[list[str]], None],
+        webhooks_changed: Callable[[], None],
+        rescan: Callable[[], None],
+    ) -> None:
+        pass
+
+    async def claim_job(self, name: str, now: float, interval: float) -> bool:
+        return True
+
     def _make_file(self) -> None:
         """Create the file (0600) and its folder (0700) if they are missing, and take the file's lock."""
         if not self.path.parent.exists():

@@ -702,6 +702,18 @@ class StoreContract:
         await store.release([stale], T0 + 3)  # shutdown gives back the stale one
         assert await status_of(store, "new") == {"a": S.DELIVERING}
 
+    # -- the group ---------------------------------------------------------------------------------------
+
+    async def test_a_job_is_due_first_and_again_after_its_interval(self, store: Store) -> None:
+        assert await store.claim_job("prune", T0, 60.0)
+        assert await store.claim_job("prune", T0 + 60, 60.0)
+        assert await store.claim_job("other", T0 + 60, 60.0)
+
+    async def test_signals_can_be_registered_and_a_rescan_interval_is_none_or_positive(self, store: Store) -> None:
+        store.on_signals(lambda ids: None, lambda: None, lambda: None)
+        interval = store.rescan_interval
+        assert interval is None or interval > 0
+
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def test_writes_count_commits_and_a_writable_store_says_so(self, store: Store) -> None:

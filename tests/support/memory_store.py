@@ -125,6 +125,21 @@ class MemoryStore:
         if self._open:
             await self._closed.wait()
 
+    @property
+    def rescan_interval(self) -> float | None:
+        return None
+
+    def on_signals(
+        self,
+        due: Callable[[list[str]], None],
+        webhooks_changed: Callable[[], None],
+        rescan: Callable[[], None],
+    ) -> None:
+        pass
+
+    async def claim_job(self, name: str, now: float, interval: float) -> bool:
+        return True
+
     async def check_writable(self) -> None:
         self._write()
 
