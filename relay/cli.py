@@ -107,6 +107,8 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
         return fail(EXIT_USAGE, _without_password(str(exc), target.reveal()))
     except StoreError as exc:
         return fail(EXIT_FAILURE, f"{where}: {_without_password(str(exc), target.reveal())}")
+    except KeyboardInterrupt:
+        return fail(EXIT_FAILURE, "interrupted: nothing was copied (the target is as it was)")
     migrated = f" (its schema first brought from version {done.schema[0]} to {done.schema[1]})"
     print(f"copied {source}{migrated if done.schema[0] != done.schema[1] else ''} into {where} in {done.seconds:.2f} s")
     requeued = f"  ({done.requeued} being attempted: pending, due now)" if done.requeued else ""
@@ -130,7 +132,8 @@ def _without_password(text: str, url: str) -> str:
     except ValueError:
         return text
     for form in {password, unquote(password)} if password else ():
-        text = text.replace(form, "***")
+        if len(form) >= 4:  # a shorter one would hide letters of the message, and no driver quotes it anyway
+            text = text.replace(form, "***")
     return text
 
 
