@@ -11,7 +11,7 @@ import pytest
 
 from relay.errors import StoreError
 from relay.models import Secret
-from relay.store.copy import CopyRefused, copy_store
+from relay.store.copy import _ATTEMPTS, _DELIVERIES, _EVENTS, _REFRESH_TOKENS, _WEBHOOKS, CopyRefused, copy_store
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
 from tests.integration.store_contract import T0
@@ -101,3 +101,24 @@ async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_
         )
     done = await copy_store(db, Secret(postgres_url), T0)
     assert done.schema == (2, 3) and done.events == 7
+
+
+async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> None:
+    """A migration that adds a column to a copied table must teach ``relay.store.copy`` about it: this lists what
+    the copy reads (``created_us`` is computed from ``created_at``; ``webhooks.source`` is 'api' for every row)."""
+    db = tmp_path / "relay.db"
+    store = SqliteStore(db)
+    await store.open()
+    await store.close()
+    tables = {
+        "events": (_EVENTS, {"created_us"}),
+        "deliveries": (_DELIVERIES, set()),
+        "attempts": (_ATTEMPTS, set()),
+        "webhooks": (_WEBHOOKS, {"source"}),
+        "oauth_tokens": (_REFRESH_TOKENS, set()),
+    }
+    with sqlite3.connect(db) as conn:
+        for name, (table, derived) in tables.items():
+            columns = {r[1] for r in conn.execute(f"SELECT * FROM pragma_table_xinfo('{name}')")}
+            read = set(table.select.partition(" FROM ")[0].removeprefix("SELECT ").split(", "))
+            assert columns - derived == read, name
