@@ -3,6 +3,7 @@ that several relays share (CONTRACT §8); and how a database URL is shown withou
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,13 @@ def parse_storage(raw: Mapping[str, object], problems: list[Problem], secrets: S
         url=url,
         pool_size=default.pool_size if pool_size is None else pool_size,
     )
+
+
+def resolve_storage_url(value: str, *, environ: Mapping[str, str] | None = None) -> Secret:
+    """A PostgreSQL URL given outside the file (``relay store copy --to``), read as ``storage.url`` is: literally or
+    in a secret form (``env:NAME``, ``file:/path``, ``cred:NAME``, from ``environ``, default ``os.environ``). Raises
+    ``ValueError`` saying what is wrong, never showing the value."""
+    return _as_postgres_url(SecretResolver(os.environ if environ is None else environ)(value))
 
 
 def _as_postgres_url(url: Secret) -> Secret:

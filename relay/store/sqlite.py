@@ -109,19 +109,7 @@ class SqliteStore(SqliteReads):
             await self.close()
 
     def _take_lock(self) -> None:
-        lock_path = Path(f"{self.path}.lock")
-        handle = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise StoreError(f"the store {self.path} is in use by another relay (pid {holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock = handle
+        self._lock = take_lock(self.path)
 
     def _pragmas(self) -> list[str]:
         synchronous = "FULL" if self.durability is Durability.FULL else "NORMAL"
@@ -359,3 +347,21 @@ class SqliteStore(SqliteReads):
             )
 
         await self._writer.run(run)
+
+
+def take_lock(path: Path) -> IO[str]:
+    """Take the exclusive ``flock`` on ``<path>.lock`` that a relay holds while it owns the store at ``path``, and
+    write this process's pid into it; the open lock file (closing it lets go). Raises ``StoreError`` naming the
+    holder's pid when another process holds it: ``SqliteStore.open`` and ``relay store copy`` both take it."""
+    handle = os.fdopen(os.open(Path(f"{path}.lock"), os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreError(f"the store {path} is in use by another relay (pid {holder})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
