@@ -37,6 +37,7 @@ import structlog
 
 from relay.errors import StoreError
 from relay.models import Claim, Delivery, Secret
+from relay.store import postgres_config
 from relay.store import postgres_outbox as outbox
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
 from relay.store.postgres_reads import PostgresReads
@@ -286,25 +287,10 @@ class PostgresStore(PostgresReads):
     # through them.
 
     async def sync_config_webhooks(self, specs: Mapping[str, bytes], now: float) -> list[str]:
+        """This relay's declarations (see ``postgres_config``): a config webhook another live relay still declares
+        stays, and relays that declare one differently log ``config_conflict``."""
         async with self._transaction() as conn:
-            rows = await conn.fetch(
-                "DELETE FROM webhooks WHERE source = 'config' AND NOT (id = ANY($1::text[])) RETURNING id",
-                list(specs),
-            )
-            removed = sorted(r[0] for r in rows)
-            for webhook_id in removed:
-                await outbox.cancel_queued(conn, webhook_id, now)
-            await conn.execute(
-                "INSERT INTO webhooks (id, source, spec, created_at, updated_at)"
-                " SELECT v.id, 'config', v.spec, $3::float8, $3::float8"
-                " FROM unnest($1::text[], $2::bytea[]) AS v(id, spec)"
-                " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
-                " WHERE webhooks.source = 'config'",
-                list(specs),
-                list(specs.values()),
-                now,
-            )
-            return removed
+            return await postgres_config.sync_config_webhooks(conn, self.owner, specs, now, ALIVE_WITHIN)
 
     async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
         async with self._transaction() as conn:

@@ -107,6 +107,18 @@ MIGRATIONS: tuple[str, ...] = (
         last_owner text
     );
     """,
+    """
+    -- Which relay declares which config webhook, and as what (PostgresStore.sync_config_webhooks): a config webhook
+    -- leaves the store only when no live relay declares it any more.
+    CREATE TABLE webhook_declarations (
+        webhook_id text NOT NULL,
+        owner text NOT NULL,
+        spec bytea NOT NULL,
+        declared_at double precision NOT NULL,
+        PRIMARY KEY (webhook_id, owner)
+    );
+    CREATE INDEX webhook_declarations_owner ON webhook_declarations (owner);
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.
