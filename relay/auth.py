@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote_plus
@@ -29,6 +30,7 @@ from relay.clock import Clock
 from relay.errors import RelayError
 from relay.models import Auth, BasicAuth, BearerAuth, HeaderAuth, OAuth2Auth
 from relay.outbound import describe_client_error, read_capped
+from relay.store.base import RefreshTokenSession
 from relay.token_answer import UnusableAnswer, check_answer
 
 log = structlog.get_logger()
@@ -81,6 +83,10 @@ class RefreshTokenStore(Protocol):
 
     async def save_refresh_token(self, webhook_id: str, token: str) -> None:
         """Durable when it returns."""
+        ...
+
+    def refresh_token_session(self, webhook_id: str) -> AbstractAsyncContextManager[RefreshTokenSession]:
+        """See ``relay.store.base.RefreshTokens``."""
         ...
 
 
@@ -194,6 +200,8 @@ class OAuth2Authenticator:
         self._round = 0  # fetch rounds completed (or abandoned)
         self._round_error: OAuthError | None = None
         self._rotated: str | None = None  # the newest refresh token this process was given
+        self._unsaved: str | None = None  # one it was given and could not store: the only live one
+        self._held: RefreshTokenSession | None = None  # the store's session while a refresh is under way
 
     def __repr__(self) -> str:
         return (
@@ -237,7 +245,24 @@ class OAuth2Authenticator:
         auth = self._auth
         if auth.grant != "refresh_token":
             return await self._request_token({"grant_type": "client_credentials"}, refresh_token=None)
-        current = await self._refresh_token()
+        # Held from before the token endpoint is called until a rotated token is stored: relays that share a
+        # store refresh one at a time, each with the token the last one stored (never one token twice).
+        try:
+            async with self._tokens.refresh_token_session(self.webhook_id) as held:
+                self._held = held
+                token = await self._refresh(held.current)
+        except RelayError as exc:
+            if isinstance(exc, OAuthError):
+                raise
+            raise OAuthError(None, f"could not keep the refresh token: {type(exc).__name__}") from exc
+        finally:
+            self._held = None
+        self._unsaved = None  # the session ended without an error: what it saved is durable
+        return token
+
+    async def _refresh(self, stored: str | None) -> _Token:
+        auth = self._auth
+        current = self._refresh_token(stored)
         try:
             return await self._request_token({"grant_type": "refresh_token"}, refresh_token=current)
         except OAuthError as exc:
@@ -254,13 +279,9 @@ class OAuth2Authenticator:
                 await self._persist(configured)
             return token
 
-    async def _refresh_token(self) -> str:
-        if self._rotated is not None:
-            return self._rotated
-        try:
-            stored = await self._tokens.load_refresh_token(self.webhook_id)
-        except RelayError as exc:
-            raise OAuthError(None, f"could not load the refresh token: {type(exc).__name__}") from exc
+    def _refresh_token(self, stored: str | None) -> str:
+        if self._unsaved is not None:
+            return self._unsaved
         if stored:
             return stored
         if self._auth.refresh_token is None:
@@ -377,10 +398,14 @@ class OAuth2Authenticator:
         return _Token(answer.access_token, self._clock.now() + max(expires_in - early, 0.0))
 
     async def _persist(self, refresh_token: str) -> None:
-        # Kept in memory even when the store fails, for this process's next fetch.
-        self._rotated = refresh_token
+        # Kept in memory until it is stored, for this process's next fetch if the store fails.
+        self._rotated = self._unsaved = refresh_token
         try:
-            await self._tokens.save_refresh_token(self.webhook_id, refresh_token)
+            if self._held is not None:
+                await self._held.save(refresh_token)  # durable when the session ends (``_fetch``)
+            else:
+                await self._tokens.save_refresh_token(self.webhook_id, refresh_token)
+                self._unsaved = None
         except RelayError as exc:
             raise OAuthError(None, f"could not save the refresh token: {type(exc).__name__}") from exc
 

@@ -15,7 +15,10 @@ newer state (fencing).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -234,12 +237,47 @@ class History(Protocol):
         ...
 
 
+class RefreshTokenSession(Protocol):
+    """One refresh of a webhook's OAuth2 token, between reading the stored refresh token and saving a rotated one."""
+
+    current: str | None  # the refresh token stored when the session began; None when none is
+
+    async def save(self, token: str) -> None:
+        """Store a rotated refresh token (durable once the session ends without an error)."""
+        ...
+
+
 class RefreshTokens(Protocol):
     """Rotated OAuth2 refresh tokens, kept so a restart never falls back to a dead one."""
 
     async def load_refresh_token(self, webhook_id: str) -> str | None: ...
 
     async def save_refresh_token(self, webhook_id: str, token: str) -> None: ...
+
+    def refresh_token_session(self, webhook_id: str) -> AbstractAsyncContextManager[RefreshTokenSession]:
+        """Hold the webhook's refresh token for one refresh: from before the token endpoint is called until a
+        rotated token is saved. Where relays share the store (PostgreSQL) the others wait for it and then read the
+        token now stored, so a token server never sees one refresh token used twice; a store one relay owns needs
+        no lock beyond the authenticator's own (``local_refresh_session``)."""
+        ...
+
+
+@dataclass(slots=True)
+class _LocalSession:
+    current: str | None
+    _save: Callable[[str], Awaitable[None]]
+
+    async def save(self, token: str) -> None:
+        await self._save(token)
+
+
+@contextlib.asynccontextmanager
+async def local_refresh_session(store: RefreshTokens, webhook_id: str) -> AsyncIterator[RefreshTokenSession]:
+    """``refresh_token_session`` for a store one relay owns: the stored token, saved as ``save_refresh_token``
+    does."""
+    yield _LocalSession(
+        await store.load_refresh_token(webhook_id), functools.partial(store.save_refresh_token, webhook_id)
+    )
 
 
 class Lifecycle(Protocol):

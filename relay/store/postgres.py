@@ -39,7 +39,7 @@ from relay.errors import StoreError
 from relay.models import Claim, Delivery, Secret
 from relay.store import postgres_config
 from relay.store import postgres_outbox as outbox
-from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
+from relay.store.base import AttemptResult, IngestResult, NewEvent, RefreshTokenSession, Room
 from relay.store.postgres_reads import PostgresReads
 from relay.store.postgres_schema import DRIVER_ERRORS, migrate, translate
 from relay.store.postgres_signals import Listener, notify_due, notify_webhooks_changed, queued_webhooks
@@ -326,6 +326,15 @@ class PostgresStore(PostgresReads):
             await notify_webhooks_changed(conn, self.owner)
             return await outbox.cancel_queued(conn, webhook_id, now)
 
+    @contextlib.asynccontextmanager
+    async def refresh_token_session(self, webhook_id: str) -> AsyncIterator[RefreshTokenSession]:
+        """The webhook's token held under a transaction-scoped advisory lock until the session commits: relays of
+        the group refresh one webhook's token one at a time, each reading what the last one saved."""
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"relay:refresh:{webhook_id}")
+            current = await conn.fetchval("SELECT refresh_token FROM oauth_tokens WHERE webhook_id = $1", webhook_id)
+            yield _HeldToken(current, conn, webhook_id)
+
     async def save_refresh_token(self, webhook_id: str, token: str) -> None:
         async with self._transaction() as conn:
             await conn.execute(
@@ -336,6 +345,26 @@ class PostgresStore(PostgresReads):
                 webhook_id,
                 token,
             )
+
+
+class _HeldToken:
+    """A refresh-token session's connection: a rotated token is saved in the session's own transaction."""
+
+    def __init__(self, current: str | None, conn: Any, webhook_id: str) -> None:
+        self.current = current
+        self._conn = conn
+        self._webhook_id = webhook_id
+
+    async def save(self, token: str) -> None:
+        await self._conn.execute(_SAVE_TOKEN, self._webhook_id, token)
+
+
+_SAVE_TOKEN = (
+    "INSERT INTO oauth_tokens (webhook_id, refresh_token, updated_at)"
+    " VALUES ($1, $2, extract(epoch FROM clock_timestamp()))"
+    " ON CONFLICT (webhook_id) DO UPDATE SET refresh_token = excluded.refresh_token,"
+    " updated_at = excluded.updated_at"
+)
 
 
 async def migrate_only(url: Secret | str) -> tuple[int, int]:

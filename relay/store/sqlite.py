@@ -19,6 +19,7 @@ import secrets
 import socket
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,7 +29,14 @@ import structlog
 from relay.errors import StoreError, StoreUnavailable
 from relay.models import Claim, Delivery, Durability, new_id
 from relay.store import sqlite_outbox as outbox
-from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
+from relay.store.base import (
+    AttemptResult,
+    IngestResult,
+    NewEvent,
+    RefreshTokenSession,
+    Room,
+    local_refresh_session,
+)
 from relay.store.sqlite_reads import SqliteReads, chunks
 from relay.store.sqlite_schema import migrate, translate
 from relay.store.sqlite_writer import GROUP_ROWS, GroupWriter, Job
@@ -336,6 +344,9 @@ class SqliteStore(SqliteReads):
             return outbox.cancel_queued(conn, webhook_id, now)
 
         return await self._writer.run(run)
+
+    def refresh_token_session(self, webhook_id: str) -> AbstractAsyncContextManager[RefreshTokenSession]:
+        return local_refresh_session(self, webhook_id)  # one relay owns the file
 
     async def save_refresh_token(self, webhook_id: str, token: str) -> None:
         def run(conn: sqlite3.Connection) -> None:

@@ -7,6 +7,7 @@ import base64
 import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from urllib.parse import quote_plus
 
@@ -18,6 +19,7 @@ from relay.auth import Authenticator, OAuthError, build_authenticator
 from relay.clock import Clock, FakeClock
 from relay.errors import StoreUnavailable
 from relay.models import OAuth2Auth, Secret
+from relay.store.base import RefreshTokenSession, local_refresh_session
 from tests.support.oauth_server import (
     BASIC_CLIENT_ID,
     BASIC_CLIENT_SECRET,
@@ -55,6 +57,9 @@ class MemoryStore:
             raise StoreUnavailable("disk full")
         self.tokens[webhook_id] = token
         self.events.append("saved")
+
+    def refresh_token_session(self, webhook_id: str) -> AbstractAsyncContextManager[RefreshTokenSession]:
+        return local_refresh_session(self, webhook_id)
 
 
 @dataclass

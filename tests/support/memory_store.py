@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -34,7 +35,17 @@ from relay.models import (
     new_id,
     parse_datetime,
 )
-from relay.store.base import AttemptResult, EventPage, IngestResult, NewEvent, Page, Room, StoredWebhook
+from relay.store.base import (
+    AttemptResult,
+    EventPage,
+    IngestResult,
+    NewEvent,
+    Page,
+    RefreshTokenSession,
+    Room,
+    StoredWebhook,
+    local_refresh_session,
+)
 
 S = DeliveryStatus
 QUEUED = (S.PENDING, S.FAILED, S.DELIVERING)  # still owed an attempt (a delivering one, when its lease runs out)
@@ -367,6 +378,9 @@ class MemoryStore:
 
     async def save_refresh_token(self, webhook_id: str, token: str) -> None:
         self._write().refresh_tokens[webhook_id] = token
+
+    def refresh_token_session(self, webhook_id: str) -> AbstractAsyncContextManager[RefreshTokenSession]:
+        return local_refresh_session(self, webhook_id)
 
     # -- reads -------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from relay.auth import (
 )
 from relay.clock import FakeClock
 from relay.models import Auth, BasicAuth, BearerAuth, HeaderAuth, OAuth2Auth, Secret
+from relay.store.base import RefreshTokenSession
 
 
 class NoStore:
@@ -26,6 +28,9 @@ class NoStore:
 
     async def save_refresh_token(self, webhook_id: str, token: str) -> None:
         raise AssertionError("static authenticators never save a refresh token")
+
+    def refresh_token_session(self, webhook_id: str) -> AbstractAsyncContextManager[RefreshTokenSession]:
+        raise AssertionError("static authenticators never refresh a token")
 
 
 @pytest.fixture
