@@ -1,7 +1,8 @@
 """The PostgreSQL backend: one outbox that several relays share (CONTRACT §8, ``[storage] url``).
 
 Each relay keeps a pool of ``pool_size`` connections. Ingests go through one writer task and its group commit
-(``postgres_writer``); every other write takes a pooled connection and a transaction of its own; the statements are
+(``postgres_writer``), attempt results through another; every other write takes a pooled connection and a
+transaction of its own; the statements are
 in ``postgres_outbox``, the reads in ``postgres_reads``, the schema and the error translation in
 ``postgres_schema``. Commits are as durable as the server's ``synchronous_commit`` (on by default, and relay never
 turns it off): a 202 means the event is on the database's disk.
@@ -43,7 +44,7 @@ from relay.store.base import AttemptResult, IngestResult, NewEvent, RefreshToken
 from relay.store.postgres_reads import PostgresReads
 from relay.store.postgres_schema import DRIVER_ERRORS, migrate, translate
 from relay.store.postgres_signals import Listener, notify_due, notify_webhooks_changed, queued_webhooks
-from relay.store.postgres_writer import GroupWriter, Job
+from relay.store.postgres_writer import GroupWriter, Job, ResultJob
 
 log = structlog.get_logger()
 
@@ -51,7 +52,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a connection: an unreachable database f
 CLOSE_TIMEOUT = 5.0  # seconds close waits for connections in use before it cuts them
 HEARTBEAT = 10.0  # seconds between two refreshes of this relay's row in ``relays``
 ALIVE_WITHIN = 60.0  # a relay not seen for this long (the database's clock) holds no lease any more
-GROUP_TRIES = 3  # an ingest group that deadlocks with another relay's (the same ids) is tried again
+GROUP_TRIES = 3  # a group that deadlocks with another relay's (the same ids, the same rows) is tried again
 PRUNE_BATCH = 1000
 RESCAN_INTERVAL = 30.0  # seconds between two safety scans for work no notification announced (the daemon's)
 
@@ -78,7 +79,8 @@ class PostgresStore(PostgresReads):
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # whose leases these are
         self.commits = 0  # write transactions committed
         self._pool: Any = None
-        self._writer = GroupWriter(self._commit_ingest)
+        self._writer = GroupWriter[Job](self._commit_ingest)
+        self._results = GroupWriter[ResultJob](self._commit_results, name="store-results")
         self._heartbeat: asyncio.Task[None] | None = None
         self.listener = Listener(self._url, self.owner)
 
@@ -97,6 +99,7 @@ class PostgresStore(PostgresReads):
             await self.close()
             raise
         self._writer.open()
+        self._results.open()
         self.listener.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="store-heartbeat")
 
@@ -126,6 +129,7 @@ class PostgresStore(PostgresReads):
     async def close(self) -> None:
         await self.listener.close()
         await self._writer.close()
+        await self._results.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,7 +150,11 @@ class PostgresStore(PostgresReads):
             pool.terminate()
 
     async def stopped(self) -> None:
-        tasks = [asyncio.ensure_future(self._writer.stopped()), asyncio.ensure_future(self.listener.stopped())]
+        tasks = [
+            asyncio.ensure_future(self._writer.stopped()),
+            asyncio.ensure_future(self._results.stopped()),
+            asyncio.ensure_future(self.listener.stopped()),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -190,7 +198,9 @@ class PostgresStore(PostgresReads):
         on_commit: Callable[[list[IngestResult] | None], None] | None = None,
     ) -> asyncio.Future[list[IngestResult]]:
         rows = len(events) + sum([len(e.webhook_ids) for e in events])
-        return self._writer.submit(Job(list(events), now, rooms, rows, on_commit))
+        job = Job(list(events), now, rooms, rows, on_commit)
+        self._writer.submit(job)
+        return job.future
 
     async def _commit_ingest(self, jobs: list[Job]) -> list[list[IngestResult]]:
         """The writer's group: one transaction on one connection. A deadlock with another relay's group (both
@@ -219,9 +229,29 @@ class PostgresStore(PostgresReads):
         return found
 
     async def record(self, results: Sequence[AttemptResult]) -> None:
+        """Queue the results for the results writer's next group; return once it committed."""
         if results:
-            async with self._transaction() as conn:
-                await outbox.record(conn, results)
+            job = ResultJob(list(results), len(results))
+            self._results.submit(job)
+            await job.future
+
+    async def _commit_results(self, jobs: list[ResultJob]) -> list[None]:
+        """The results writer's group: every job's results in one transaction, as one ``record`` of them all
+        would (in the order the calls came). A deadlock with another relay's transaction is tried again."""
+        results = [r for job in jobs for r in job.results]
+        async with self._connection() as conn:
+            tries = 1
+            while True:
+                try:
+                    async with conn.transaction():
+                        await outbox.record(conn, results)
+                except asyncpg.TransactionRollbackError:
+                    if tries >= GROUP_TRIES:
+                        raise
+                    tries += 1
+                    continue
+                self.commits += 1
+                return [None] * len(jobs)
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:
         if claims:

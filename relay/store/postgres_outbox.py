@@ -268,7 +268,7 @@ async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
     decisions: dict[int, AttemptResult] = {}
     for r in results:
         decisions.setdefault(r.lease.ref, r)
-    kept = list(attempts.values())
+    kept = sorted(attempts.values(), key=lambda r: r.lease.ref)  # rows locked in seq order: fewer deadlocks
     await conn.execute(
         _RECORD_ATTEMPTS,
         [r.lease.ref for r in kept],
@@ -282,7 +282,7 @@ async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
         [r.attempt.next_attempt_at for r in kept],
         [r.delivery_id for r in kept],
     )
-    moved = list(decisions.values())
+    moved = sorted(decisions.values(), key=lambda r: r.lease.ref)
     await conn.execute(
         _RECORD_DECISIONS,
         [str(r.status) for r in moved],

@@ -1,27 +1,30 @@
-"""The PostgreSQL backend's group commit for ingest: concurrent ``submit_ingest`` calls queue jobs, and one writer
-task drains whatever is queued at that moment into one group, committed as one transaction on one connection (one
-WAL flush for all of them). The group's statements are set-based (``postgres_outbox.apply_ingest``): a handful per
-group whatever its size. Groups stop growing at ``GROUP_ROWS``; one job is never split.
+"""The PostgreSQL backend's group commit: concurrent calls queue jobs, and one writer task drains whatever is queued
+at that moment into one group, committed as one transaction on one connection (one WAL flush for all of them). The
+store runs one writer for ingests (``submit_ingest``, jobs of ``Job``) and one for attempt results (``record``,
+jobs of ``ResultJob``), so a result never waits behind a large ingest batch. The group's statements are set-based
+(``postgres_outbox.apply_ingest``, ``postgres_outbox.record``): a handful per group whatever its size. Groups stop
+growing at ``GROUP_ROWS``; one job is never split.
 
 A job is answered only once its group committed: its ``on_commit`` runs on the loop first (with the answers, or
 None when the group failed), then its future resolves. A caller that stops waiting (its request went away) cancels
 only its future: the group commits, and ``on_commit`` runs, all the same.
 
 Every other write of the backend takes a pooled connection and a transaction of its own: they are bounded and rare
-next to ingests, and claims must not queue behind a large batch.
+next to ingests and results, and claims must not queue behind a large batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
 from relay.errors import StoreError, StoreUnavailable
-from relay.store.base import IngestResult, NewEvent, Room
+from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
 
 log = structlog.get_logger()
 
@@ -44,18 +47,42 @@ class Job:
     )
 
 
-# Commits one group in one transaction: one list of answers per job, in order; raises when nothing was committed.
-CommitGroup = Callable[[list[Job]], Awaitable[list[list[IngestResult]]]]
+@dataclass(slots=True)
+class ResultJob:
+    """One ``record`` call: its results are recorded with the group's, in the order the calls came."""
+
+    results: list[AttemptResult]
+    rows: int
+    on_commit: Callable[[None], None] | None = None
+    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class GroupWriter:
-    def __init__(self, commit: CommitGroup) -> None:
+Out = TypeVar("Out")
+
+
+class Queued(Protocol[Out]):
+    """What the writer needs of a job: its size, its answer, and what runs once its group committed."""
+
+    rows: int
+    on_commit: Callable[[Out | None], None] | None
+    future: asyncio.Future[Out]
+
+
+J = TypeVar("J", bound=Queued[Any])
+
+# Commits one group in one transaction: one answer per job, in order; raises when nothing was committed.
+CommitGroup = Callable[[list[J]], Awaitable[Sequence[Any]]]
+
+
+class GroupWriter(Generic[J]):
+    def __init__(self, commit: CommitGroup[J], name: str = "store-writer") -> None:
         self._commit = commit
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._name = name
+        self._queue: asyncio.Queue[J] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def open(self) -> None:
-        self._task = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._task = asyncio.create_task(self._write_loop(), name=self._name)
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -74,11 +101,10 @@ class GroupWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._task)
 
-    def submit(self, job: Job) -> asyncio.Future[list[IngestResult]]:
+    def submit(self, job: J) -> None:
         if self._task is None or self._task.done():
             raise StoreUnavailable("the store is closed")
         self._queue.put_nowait(job)
-        return job.future
 
     async def _write_loop(self) -> None:
         while True:
@@ -94,18 +120,18 @@ class GroupWriter:
                 for _ in jobs:
                     self._queue.task_done()
 
-    async def _commit_group(self, jobs: list[Job]) -> None:
+    async def _commit_group(self, jobs: list[J]) -> None:
         try:
             outcomes = await self._commit(jobs)
         except StoreError as exc:
-            log.error("store_write_failed", error=str(exc), jobs=len(jobs))
+            log.error("store_write_failed", error=str(exc), jobs=len(jobs), writer=self._name)
             _fail(jobs, exc)
             return
         except asyncio.CancelledError:
             _fail(jobs, StoreUnavailable("the store is closing"))
             raise
         except Exception as exc:  # a fault of relay's own: the group is rolled back, the writer goes on
-            log.exception("store_job_failed", jobs=len(jobs))
+            log.exception("store_job_failed", jobs=len(jobs), writer=self._name)
             _fail(jobs, exc)
             return
         for job, outcome in zip(jobs, outcomes, strict=True):
@@ -114,7 +140,7 @@ class GroupWriter:
                 job.future.set_result(outcome)
 
 
-def _committed(job: Job, outcome: list[IngestResult] | None) -> None:
+def _committed(job: Queued[Any], outcome: Any) -> None:
     """Run the job's ``on_commit``; its fault is logged, never the writer's or the other jobs'."""
     if job.on_commit is not None:
         try:
@@ -123,7 +149,7 @@ def _committed(job: Job, outcome: list[IngestResult] | None) -> None:
             log.exception("store_commit_hook_failed")
 
 
-def _fail(jobs: list[Job], error: BaseException) -> None:
+def _fail(jobs: Sequence[Queued[Any]], error: BaseException) -> None:
     for job in jobs:
         _committed(job, None)
         if not job.future.done():
