@@ -228,6 +228,14 @@ class PostgresStore(PostgresReads):
                 await outbox.release(conn, claims, now)
                 await notify_due(conn, self.owner, [claim.webhook_id for claim in claims])
 
+    async def renew(self, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+        if not claims:
+            return []
+        async with self._connection() as conn:  # one statement: a transaction of its own
+            renewed = await outbox.renew(conn, claims, now, until)
+        self.commits += 1
+        return renewed
+
     async def reclaim_abandoned(self, now: float) -> int:
         """Leases of relays that closed or died (not seen for ``ALIVE_WITHIN`` seconds), and leases that ran out;
         never one a live relay holds."""

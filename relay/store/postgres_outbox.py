@@ -311,6 +311,24 @@ async def release(conn: Conn, claims: Sequence[Claim], now: float) -> None:
     )
 
 
+async def renew(conn: Conn, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+    """Extend to ``until`` the leases these claims still hold (fenced like ``release``); the claims renewed."""
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET due_at = $1, updated_at = $2"
+        " FROM unnest($3::int8[], $4::text[], $5::float8[], $6::text[]) AS v(seq, id, lease_until, owner)"
+        " WHERE d.seq = v.seq AND d.id = v.id AND d.status = 'delivering' AND d.due_at = v.lease_until"
+        " AND d.lease_owner = v.owner RETURNING d.seq",
+        until,
+        now,
+        [c.lease.ref for c in claims],
+        [c.delivery_id for c in claims],
+        [c.lease.until for c in claims],
+        [c.lease.owner for c in claims],
+    )
+    renewed = {r[0] for r in rows}
+    return [c for c in claims if c.lease.ref in renewed]
+
+
 async def reclaim_abandoned(conn: Conn, now: float, alive_within: float) -> int:
     """Deliveries leased by no live relay (one not in ``relays``, or not seen for ``alive_within`` seconds of the
     database's clock), or whose lease ran out, are due again at once; how many. The relays found dead leave

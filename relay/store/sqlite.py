@@ -205,6 +205,13 @@ class SqliteStore(SqliteReads):
     async def release(self, claims: Sequence[Claim], now: float) -> None:
         await self._writer.run(lambda conn: outbox.release(conn, claims, now), bounded=len(claims) <= GROUP_ROWS)
 
+    async def renew(self, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+        if not claims:
+            return []
+        return await self._writer.run(
+            lambda conn: outbox.renew(conn, claims, now, until), bounded=len(claims) <= GROUP_ROWS
+        )
+
     async def reclaim_abandoned(self, now: float) -> int:
         """Every lease in the file is abandoned at startup: this relay holds the file's lock, so no other relay
         is alive to hold one, and this one has claimed nothing yet."""

@@ -252,6 +252,15 @@ class MemoryStore:
             if (d := self._holds(claim.lease)) is not None and d.id == claim.delivery_id:
                 d.status, d.due_at, d.updated_at = S.PENDING, now, now
 
+    async def renew(self, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+        self._write()
+        renewed = []
+        for claim in claims:
+            if (d := self._holds(claim.lease)) is not None and d.id == claim.delivery_id:
+                d.due_at, d.updated_at = until, now
+                renewed.append(claim)
+        return renewed
+
     async def reclaim_abandoned(self, now: float) -> int:
         data = self._write()
         delivering = [d for d in data.deliveries.values() if d.status is S.DELIVERING]
