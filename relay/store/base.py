@@ -143,6 +143,13 @@ class Outbox(Protocol):
         again at once; how many."""
         ...
 
+    async def take_over(self, now: float) -> list[str]:
+        """While running, on a store several relays share: deliveries whose lease ran out (its relay died, or
+        stalled) or whose relay is gone are due again at once, and the other relays are told; the webhooks they
+        belong to (each once). A store one relay owns has no one to take over from (its ``reclaim_abandoned``
+        at startup covers a crash): nothing."""
+        ...
+
     async def due_by_webhook(self) -> dict[str, float]:
         """The earliest due time of each webhook that has queued deliveries."""
         ...

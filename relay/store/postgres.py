@@ -242,6 +242,14 @@ class PostgresStore(PostgresReads):
         async with self._transaction() as conn:
             return await outbox.reclaim_abandoned(conn, now, ALIVE_WITHIN)
 
+    async def take_over(self, now: float) -> list[str]:
+        """What ``reclaim_abandoned`` takes, while relays run (the daemon's take-over job, once per group); the
+        other relays hear of it (``relay_due``)."""
+        async with self._transaction() as conn:
+            webhook_ids = await outbox.take_over(conn, now, ALIVE_WITHIN)
+            await notify_due(conn, self.owner, webhook_ids)
+        return webhook_ids
+
     async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
         async with self._transaction() as conn:
             seqs = await outbox.replay(conn, event_id, webhook_ids, now)

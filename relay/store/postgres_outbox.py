@@ -345,6 +345,22 @@ async def reclaim_abandoned(conn: Conn, now: float, alive_within: float) -> int:
     return _count(status)
 
 
+async def take_over(conn: Conn, now: float, alive_within: float) -> list[str]:
+    """``reclaim_abandoned`` while relays run: the same deliveries are due again at once; the webhooks they
+    belong to, each once."""
+    alive = "seen_at >= extract(epoch FROM clock_timestamp()) - $2"
+    rows = await conn.fetch(
+        "UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
+        " WHERE status = 'delivering' AND (due_at <= $1 OR lease_owner IS NULL"
+        f" OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive}))"
+        " RETURNING webhook_id",
+        now,
+        alive_within,
+    )
+    await conn.execute(f"DELETE FROM relays WHERE NOT ({alive.replace('$2', '$1')})", alive_within)
+    return sorted({r[0] for r in rows})
+
+
 async def replay(conn: Conn, event_id: str, webhook_ids: Sequence[str], now: float) -> list[int] | None:
     """New deliveries of a stored event, due now: their seqs; None when there is no such event. The event is held
     (``FOR KEY SHARE``) until the transaction ends, so a prune cannot take it away from under them."""

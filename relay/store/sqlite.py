@@ -225,6 +225,9 @@ class SqliteStore(SqliteReads):
 
         return await self._writer.run(run)
 
+    async def take_over(self, now: float) -> list[str]:
+        return []  # one relay owns the file: its leases are its own, and reclaimed at its startup
+
     async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
         def run(conn: sqlite3.Connection) -> list[int] | None:
             rows = conn.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchall()

@@ -268,6 +268,9 @@ class MemoryStore:
             d.status, d.due_at, d.updated_at = S.PENDING, now, now
         return len(delivering)
 
+    async def take_over(self, now: float) -> list[str]:
+        return []  # one relay's store, as SQLite
+
     async def due_by_webhook(self) -> dict[str, float]:
         due: dict[str, float] = {}
         for d in self._read().deliveries.values():
