@@ -9,7 +9,9 @@ turns it off): a 202 means the event is on the database's disk.
 Relays know each other through the ``relays`` table: a relay registers its owner id when it opens, refreshes its
 ``seen_at`` (the database's clock) every ``HEARTBEAT`` seconds and at every ``check_writable``, and removes it when
 it closes. A lease belongs to a live relay while its owner is registered and was seen within ``ALIVE_WITHIN``
-seconds; ``reclaim_abandoned`` gives back every other lease (a relay that closed, or died). Lease ends themselves
+seconds; ``reclaim_abandoned`` (at startup) and ``take_over`` (the daemon's job, once per group every few seconds)
+give back every other lease (a relay that closed, or died), and every lease that ran out: the scheduler keeps the
+leases of its running attempts short and renews them (``renew``), so a dead relay's run out soon. Lease ends themselves
 are the callers' clock (``now``, ``lease_until``), as on SQLite: relays on several machines must keep their
 clocks in sync.
 
