@@ -249,6 +249,24 @@ async def test_the_leases_of_attempts_still_running_are_renewed_before_they_run_
     assert await r.statuses("e2") == {"a": S.SUCCEEDED}
 
 
+async def test_a_lease_another_relay_took_over_is_not_renewed_and_its_result_is_ignored(rigs: list[Rig]) -> None:
+    r = await rig(rigs, Webhook("a", "http://a", timeout=10.0), hold=True)
+    await r.ingest(("e1", ("a",)))
+    await r.start()
+    [entry] = r.scheduler._in_flight.values()
+    [stored] = r.store.data.deliveries.values()
+    stored.due_at = T0 + 500.0  # another relay's lease now (it took the delivery over while this one stalled)
+    with capture_logs() as logs:
+        await r.advance(5.0)
+    assert [line["delivery_id"] for line in logs if line["event"] == "lease_lost"] == [entry.claim.delivery_id]
+    assert entry.lost and stored.due_at == T0 + 500.0
+    await r.advance(5.0)  # not tried again
+    assert stored.due_at == T0 + 500.0
+    r.deliverer.let_go()
+    await settle()
+    assert await r.statuses("e1") == {"a": S.DELIVERING}  # the result under the lost lease changed nothing
+
+
 async def test_drain_gives_back_the_leases_of_unfinished_attempts(rigs: list[Rig]) -> None:
     r = await rig(rigs, Webhook("a", "http://a"), hold=True)
     await r.ingest(("done", ("a",)), ("cut", ("a",)))
