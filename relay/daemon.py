@@ -38,6 +38,11 @@ from relay.systemd import Notifier
 log = structlog.get_logger()
 
 PRUNE_INTERVAL = 3600.0
+# On a shared store, every this many seconds one relay of the group makes the deliveries of dead relays (their
+# leases ran out: the scheduler's LEASE_MARGIN) due again. Each relay checks twice per interval, so runs are at
+# most 1.5 intervals apart: a delivery held by a relay killed with kill -9 is attempted elsewhere within
+# timeout + LEASE_MARGIN (15 s) + 7.5 s of the kill, inside the timeout + 30 s of CONTRACT §8.
+TAKE_OVER_INTERVAL = 5.0
 GROUP_RETRY = 1.0  # seconds before following the group again after the store refused
 
 
@@ -170,6 +175,7 @@ class Daemon:
         self._spawn(self.store.stopped(), "store")  # its writer, and on PostgreSQL its listener
         if self.store.rescan_interval is not None:
             self._spawn(self._follow_group(self.store.rescan_interval), "group-follower")
+            self._spawn(self._take_over_loop(), "take-over")
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval), "watchdog")
         log.info(
@@ -247,6 +253,23 @@ class Daemon:
         """Another relay queued deliveries of these webhooks, due now: whichever relay claims first takes them."""
         if self.scheduler is not None:
             self.scheduler.notify(webhook_ids, self.clock.now())
+
+    async def _take_over_loop(self) -> None:
+        """A shared store: once per ``TAKE_OVER_INTERVAL`` across the group (``claim_job``), deliveries that dead
+        relays held are due again; the others hear of it from the store, this relay's scheduler from here."""
+        while True:
+            await self.clock.sleep(TAKE_OVER_INTERVAL / 2)
+            now = self.clock.now()
+            try:
+                if not await self.store.claim_job("take_over", now, TAKE_OVER_INTERVAL):
+                    continue
+                webhook_ids = await self.store.take_over(now)
+            except StoreError as exc:
+                log.warning("take_over_failed", error=str(exc))
+                continue
+            if webhook_ids and self.scheduler is not None:
+                log.info("deliveries_taken_over", webhook_ids=webhook_ids)
+                self.scheduler.notify(webhook_ids, now)
 
     def _on_signals_lost(self) -> None:
         self._rescan_all = True

@@ -4,6 +4,12 @@ Each webhook has a lane that knows the earliest time one of its deliveries falls
 once per tick, claims for every lane that is due and has room (global ``concurrency``, ``per_webhook_concurrency``,
 ``rate_limit``), starts the attempts, and sleeps until the next due time or until something wakes it: an ingest
 commit, a finished attempt, a change of webhooks. There is no polling on the happy path.
+
+Leases are short (one attempt timeout and ``LEASE_MARGIN``) and renewed while their attempts run: every
+``RENEW_EVERY`` seconds the loop extends the leases of the attempts still under way, in one store call per
+timeout in use. A relay that dies stops renewing, so another takes its deliveries over soon after
+(CONTRACT §8: within the timeout and 30 s), however long an attempt may take (a token fetch, a post, a refetch
+after a 401 and a second post: up to six timeouts).
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ from relay.store import AttemptResult, Outbox, Room
 log = structlog.get_logger()
 
 STORE_BACKOFF = 1.0  # seconds to wait after the store refused a claim
+# A lease runs one attempt timeout past its claim or its last renewal, and this margin more: room for a late
+# renewal (a slow store, a busy loop) before another relay may take the delivery over. Kept well above
+# RENEW_EVERY, and small enough that timeout + LEASE_MARGIN + the group's reclaim interval stays within
+# timeout + 30 s (CONTRACT §8).
+LEASE_MARGIN = 15.0
+RENEW_EVERY = 5.0  # seconds between two renewals of the leases of attempts still running
 ABANDONED_NAMED = 50  # at most this many delivery (and webhook) ids in one attempts_abandoned line; count has all
 AttemptHook = Callable[[Webhook, Claim, AttemptReport, Decision], None]
 
@@ -58,6 +70,8 @@ class _Lane:
 @dataclass(slots=True)
 class _InFlight:
     claim: Claim
+    recording: bool = False  # the attempt ended: its result is being recorded under the lease it holds now
+    lost: bool = False  # a renewal found the lease taken over: its result will be ignored
     task: asyncio.Task[None] | None = None
 
 
@@ -85,7 +99,8 @@ class Scheduler:
         self._attempting = 0  # HTTP attempts under way: what the concurrency limits count
         self._wake = asyncio.Event()
         self._stopping = False
-        self._lease_margin = 60.0
+        self._renew_at = math.inf  # when the leases of the attempts in flight are next renewed
+        self._renewing = asyncio.Lock()  # a result is recorded under a lease no renewal is changing
 
     # -- signals from the rest of the daemon ------------------------------------------------------------
 
@@ -172,6 +187,10 @@ class Scheduler:
             wake_at = await self._tick(now)
             if self._stopping:
                 break
+            if self._in_flight:
+                if now >= self._renew_at:
+                    await self._renew(now)
+                wake_at = min(wake_at, self._renew_at)
             await self.clock.wait(self._wake, None if wake_at == math.inf else wake_at)
 
     async def _tick(self, now: float) -> float:
@@ -217,10 +236,40 @@ class Scheduler:
                 wake_at = min(wake_at, lane.next_due)
         return wake_at
 
-    def _lease_until(self, webhook: Webhook, now: float) -> float:
-        timeout = webhook.timeout or self.config.timeout
-        # An attempt may fetch a token (two tries), post, refetch and post again after a 401: six timeouts at most.
-        return now + 6 * timeout + self._lease_margin
+    def _lease_until(self, webhook: Webhook | None, now: float) -> float:
+        """A claim's (or a renewal's) lease end: one timeout and the margin; ``_renew`` extends it while the
+        attempt runs (an attempt may take up to six timeouts)."""
+        timeout = (webhook.timeout if webhook is not None else None) or self.config.timeout
+        return now + timeout + LEASE_MARGIN
+
+    async def _renew(self, now: float) -> None:
+        """Extend the leases of the attempts still running (one store call per lease span in use); a lease
+        another relay took over meanwhile is left to it."""
+        self._renew_at = now + RENEW_EVERY
+        async with self._renewing:
+            spans: dict[float, list[_InFlight]] = {}
+            for entry in self._in_flight.values():
+                if entry.recording or entry.lost:
+                    continue
+                until = self._lease_until(self.registry.get(entry.claim.webhook_id), now)
+                if entry.claim.lease.until < until:
+                    spans.setdefault(until, []).append(entry)
+            for until, entries in spans.items():
+                claims = [entry.claim for entry in entries]
+                try:
+                    renewed = await self.store.renew(claims, now, until)
+                except StoreError as exc:
+                    log.warning("leases_not_renewed", count=len(claims), error=str(exc))
+                    continue
+                kept = {claim.delivery_id for claim in renewed}
+                for entry in entries:
+                    if entry.claim.delivery_id in kept:
+                        entry.claim.lease.until = until
+                    else:
+                        entry.lost = True
+                        log.warning(
+                            "lease_lost", webhook_id=entry.claim.webhook_id, delivery_id=entry.claim.delivery_id
+                        )
 
     async def _claim(self, lane: _Lane, want: int, now: float) -> int:
         """Claim up to ``want`` of the lane's due deliveries and start their attempts; how many started."""
@@ -240,6 +289,7 @@ class Scheduler:
             if (live := self._in_flight.get(claim.delivery_id)) is not None:
                 # A lease that ran out under a live attempt: that attempt records the result, under the new lease.
                 live.claim.lease = claim.lease
+                live.lost = False
                 continue
             lane.inflight += 1
             self._attempting += 1
@@ -252,6 +302,8 @@ class Scheduler:
     def _launch(self, lane: _Lane, webhook: Webhook, claim: Claim) -> None:
         """Start the attempt of a leased delivery (its slot is already counted in the lane)."""
         entry = _InFlight(claim)
+        if not self._in_flight:
+            self._renew_at = self.clock.now() + RENEW_EVERY
         self._in_flight[claim.delivery_id] = entry
         entry.task = asyncio.create_task(self._attempt(lane, webhook, entry), name=f"attempt-{claim.delivery_id}")
 
@@ -281,6 +333,8 @@ class Scheduler:
                 rand=self.rng(),
             )
             attempt = report.to_attempt(claim.attempt_number, decision.next_attempt_at)
+            async with self._renewing:  # a renewal under way ends first: the result goes under the lease it set
+                entry.recording = True
             try:
                 await self.store.record(
                     [AttemptResult(claim.lease, claim.delivery_id, attempt, decision.status, decision.next_attempt_at)]
@@ -349,9 +403,12 @@ class Scheduler:
 
     async def drain(self, timeout: float) -> None:
         """Let attempts in flight finish within ``timeout``; give back the leases of those that did not."""
-        tasks = [entry.task for entry in self._in_flight.values() if entry.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        tasks = {entry.task for entry in self._in_flight.values() if entry.task is not None}
+        deadline = asyncio.get_running_loop().time() + timeout
+        while tasks and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            _, tasks = await asyncio.wait(tasks, timeout=min(left, RENEW_EVERY))
+            if tasks:  # the loop has stopped: the leases of attempts still running are renewed here
+                await self._renew(self.clock.now())
         unfinished = list(self._in_flight.values())
         for entry in unfinished:
             if entry.task is not None:

@@ -135,9 +135,22 @@ class Outbox(Protocol):
         lease it no longer holds is left as it is."""
         ...
 
+    async def renew(self, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+        """Extend the leases of claims whose attempts still run to ``until``, in one statement; the claims renewed
+        (the caller sets their ``lease.until``). A claim whose lease the delivery no longer holds (it ran out and
+        another relay took it over, or it was cancelled) is not renewed, and its later result is ignored."""
+        ...
+
     async def reclaim_abandoned(self, now: float) -> int:
         """At startup: deliveries whose lease no live relay holds (this relay's earlier life, or expired) are due
         again at once; how many."""
+        ...
+
+    async def take_over(self, now: float) -> list[str]:
+        """While running, on a store several relays share: deliveries whose lease ran out (its relay died, or
+        stalled) or whose relay is gone are due again at once, and the other relays are told; the webhooks they
+        belong to (each once). A store one relay owns has no one to take over from (its ``reclaim_abandoned``
+        at startup covers a crash): nothing."""
         ...
 
     async def due_by_webhook(self) -> dict[str, float]:

@@ -10,7 +10,9 @@ turns it off): a 202 means the event is on the database's disk.
 Relays know each other through the ``relays`` table: a relay registers its owner id when it opens, refreshes its
 ``seen_at`` (the database's clock) every ``HEARTBEAT`` seconds and at every ``check_writable``, and removes it when
 it closes. A lease belongs to a live relay while its owner is registered and was seen within ``ALIVE_WITHIN``
-seconds; ``reclaim_abandoned`` gives back every other lease (a relay that closed, or died). Lease ends themselves
+seconds; ``reclaim_abandoned`` (at startup) and ``take_over`` (the daemon's job, once per group every few seconds)
+give back every other lease (a relay that closed, or died), and every lease that ran out: the scheduler keeps the
+leases of its running attempts short and renews them (``renew``), so a dead relay's run out soon. Lease ends themselves
 are the callers' clock (``now``, ``lease_until``), as on SQLite: relays on several machines must keep their
 clocks in sync.
 
@@ -259,11 +261,27 @@ class PostgresStore(PostgresReads):
                 await outbox.release(conn, claims, now)
                 await notify_due(conn, self.owner, [claim.webhook_id for claim in claims])
 
+    async def renew(self, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+        if not claims:
+            return []
+        async with self._connection() as conn:  # one statement: a transaction of its own
+            renewed = await outbox.renew(conn, claims, now, until)
+        self.commits += 1
+        return renewed
+
     async def reclaim_abandoned(self, now: float) -> int:
         """Leases of relays that closed or died (not seen for ``ALIVE_WITHIN`` seconds), and leases that ran out;
         never one a live relay holds."""
         async with self._transaction() as conn:
             return await outbox.reclaim_abandoned(conn, now, ALIVE_WITHIN)
+
+    async def take_over(self, now: float) -> list[str]:
+        """What ``reclaim_abandoned`` takes, while relays run (the daemon's take-over job, once per group); the
+        other relays hear of it (``relay_due``)."""
+        async with self._transaction() as conn:
+            webhook_ids = await outbox.take_over(conn, now, ALIVE_WITHIN)
+            await notify_due(conn, self.owner, webhook_ids)
+        return webhook_ids
 
     async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
         async with self._transaction() as conn:

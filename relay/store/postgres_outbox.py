@@ -311,6 +311,24 @@ async def release(conn: Conn, claims: Sequence[Claim], now: float) -> None:
     )
 
 
+async def renew(conn: Conn, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+    """Extend to ``until`` the leases these claims still hold (fenced like ``release``); the claims renewed."""
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET due_at = $1, updated_at = $2"
+        " FROM unnest($3::int8[], $4::text[], $5::float8[], $6::text[]) AS v(seq, id, lease_until, owner)"
+        " WHERE d.seq = v.seq AND d.id = v.id AND d.status = 'delivering' AND d.due_at = v.lease_until"
+        " AND d.lease_owner = v.owner RETURNING d.seq",
+        until,
+        now,
+        [c.lease.ref for c in claims],
+        [c.delivery_id for c in claims],
+        [c.lease.until for c in claims],
+        [c.lease.owner for c in claims],
+    )
+    renewed = {r[0] for r in rows}
+    return [c for c in claims if c.lease.ref in renewed]
+
+
 async def reclaim_abandoned(conn: Conn, now: float, alive_within: float) -> int:
     """Deliveries leased by no live relay (one not in ``relays``, or not seen for ``alive_within`` seconds of the
     database's clock), or whose lease ran out, are due again at once; how many. The relays found dead leave
@@ -325,6 +343,22 @@ async def reclaim_abandoned(conn: Conn, now: float, alive_within: float) -> int:
     )
     await conn.execute(f"DELETE FROM relays WHERE NOT ({alive.format('$1')})", alive_within)
     return _count(status)
+
+
+async def take_over(conn: Conn, now: float, alive_within: float) -> list[str]:
+    """``reclaim_abandoned`` while relays run: the same deliveries are due again at once; the webhooks they
+    belong to, each once."""
+    alive = "seen_at >= extract(epoch FROM clock_timestamp()) - $2"
+    rows = await conn.fetch(
+        "UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
+        " WHERE status = 'delivering' AND (due_at <= $1 OR lease_owner IS NULL"
+        f" OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive}))"
+        " RETURNING webhook_id",
+        now,
+        alive_within,
+    )
+    await conn.execute(f"DELETE FROM relays WHERE NOT ({alive.replace('$2', '$1')})", alive_within)
+    return sorted({r[0] for r in rows})
 
 
 async def replay(conn: Conn, event_id: str, webhook_ids: Sequence[str], now: float) -> list[int] | None:

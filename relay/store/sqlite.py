@@ -213,6 +213,13 @@ class SqliteStore(SqliteReads):
     async def release(self, claims: Sequence[Claim], now: float) -> None:
         await self._writer.run(lambda conn: outbox.release(conn, claims, now), bounded=len(claims) <= GROUP_ROWS)
 
+    async def renew(self, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+        if not claims:
+            return []
+        return await self._writer.run(
+            lambda conn: outbox.renew(conn, claims, now, until), bounded=len(claims) <= GROUP_ROWS
+        )
+
     async def reclaim_abandoned(self, now: float) -> int:
         """Every lease in the file is abandoned at startup: this relay holds the file's lock, so no other relay
         is alive to hold one, and this one has claimed nothing yet."""
@@ -225,6 +232,9 @@ class SqliteStore(SqliteReads):
             return cursor.rowcount
 
         return await self._writer.run(run)
+
+    async def take_over(self, now: float) -> list[str]:
+        return []  # one relay owns the file: its leases are its own, and reclaimed at its startup
 
     async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
         def run(conn: sqlite3.Connection) -> list[int] | None:

@@ -202,6 +202,20 @@ def release(conn: sqlite3.Connection, claims: Sequence[Claim], now: float) -> No
     )
 
 
+def renew(conn: sqlite3.Connection, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+    """Extend to ``until`` the leases these claims still hold (fenced like ``release``); the claims renewed."""
+    renewed = []
+    for claim in claims:
+        cursor = conn.execute(
+            "UPDATE deliveries SET due_at = ?, updated_at = ?"
+            " WHERE seq = ? AND id = ? AND status = 'delivering' AND due_at = ?",
+            (until, now, claim.lease.ref, claim.delivery_id, claim.lease.until),
+        )
+        if cursor.rowcount:
+            renewed.append(claim)
+    return renewed
+
+
 def cancel_queued(conn: sqlite3.Connection, webhook_id: str, now: float) -> int:
     """Cancel a webhook's deliveries that have not ended (kept, as ``cancelled``); returns how many."""
     cursor = conn.execute(

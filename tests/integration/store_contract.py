@@ -277,6 +277,29 @@ class StoreContract:
         assert (delivery.status, delivery.attempt_count, delivery.next_attempt_at) == (S.PENDING, 1, T0 + 500)
         assert [(a.number, a.status_code) for a in delivery.attempts] == [(1, 500)]  # the fresh attempt's
 
+    async def test_renew_extends_the_leases_still_held(self, store: Store) -> None:
+        await store.ingest([event("e1", "a"), event("e2", "a")], T0)
+        claims, _ = await store.claim("a", 2, T0, T0 + 20)
+        renewed = await store.renew(claims, T0 + 10, T0 + 40)
+        assert [c.delivery_id for c in renewed] == [c.delivery_id for c in claims]
+        for claim in renewed:
+            claim.lease.until = T0 + 40
+        assert await store.claim("a", 5, T0 + 30, T0 + 60) == ([], T0 + 40)  # not claimable: the lease goes on
+        await store.record([result(claims[0], attempt(1, T0 + 31, ok=True), S.SUCCEEDED)])  # under the renewed lease
+        assert await status_of(store, "e1") == {"a": S.SUCCEEDED}
+        [again], _ = await store.claim("a", 5, T0 + 40, T0 + 60)  # e2 ran out once the renewed lease did
+        assert again.delivery_id == claims[1].delivery_id
+
+    async def test_a_lease_taken_over_is_not_renewed_and_its_result_is_ignored(self, store: Store) -> None:
+        await store.ingest([event("e1", "a")], T0)
+        [stale], _ = await store.claim("a", 1, T0, T0 + 20)
+        [fresh], _ = await store.claim("a", 1, T0 + 21, T0 + 50)  # it ran out: another claim took it over
+        assert await store.renew([stale], T0 + 22, T0 + 60) == []
+        assert await store.claim("a", 1, T0 + 49, T0 + 80) == ([], T0 + 50)  # the fresh lease's end held
+        await store.record([result(stale, attempt(1, T0 + 23, ok=True), S.SUCCEEDED)])
+        assert await status_of(store, "e1") == {"a": S.DELIVERING}
+        assert fresh.delivery_id == stale.delivery_id
+
     async def test_a_result_recorded_twice_counts_once(self, store: Store) -> None:
         await store.ingest([event("e1", "a")], T0)
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)

@@ -251,6 +251,27 @@ async def test_reclaim_takes_the_leases_of_a_relay_that_died(relays: list[Postgr
     assert await b.reclaim_abandoned(T0 + 2) == 0
 
 
+async def test_take_over_makes_ran_out_leases_due_again_and_tells_the_other_relays(
+    relays: list[PostgresStore],
+) -> None:
+    """While relays run: a lease that ran out (its relay stopped renewing it) is due again, announced."""
+    a, b = relays
+    heard: list[list[str]] = []
+    a.on_signals(heard.append, lambda: None, lambda: None)
+    await a.ingest([event("e1", "hook"), event("e2", "other")], T0)
+    [held], _ = await b.claim("hook", 1, T0, T0 + 20)
+    await a.claim("other", 1, T0, T0 + 600)
+    assert await b.take_over(T0 + 19) == [], "both leases live"
+    assert await b.take_over(T0 + 20) == ["hook"], "b's lease ran out, unrenewed"
+    assert await status_of(a, "e1") == {"hook": S.PENDING} and await status_of(a, "e2") == {"other": S.DELIVERING}
+    assert await b.renew([held], T0 + 21, T0 + 41) == [], "given up: not renewed any more"
+    for _ in range(200):
+        if heard:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == [["hook"]]
+
+
 async def test_the_heartbeat_keeps_a_relay_seen(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postgres, "HEARTBEAT", 0.01)
     store = PostgresStore(postgres_url)

@@ -263,12 +263,24 @@ class MemoryStore:
             if (d := self._holds(claim.lease)) is not None and d.id == claim.delivery_id:
                 d.status, d.due_at, d.updated_at = S.PENDING, now, now
 
+    async def renew(self, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
+        self._write()
+        renewed = []
+        for claim in claims:
+            if (d := self._holds(claim.lease)) is not None and d.id == claim.delivery_id:
+                d.due_at, d.updated_at = until, now
+                renewed.append(claim)
+        return renewed
+
     async def reclaim_abandoned(self, now: float) -> int:
         data = self._write()
         delivering = [d for d in data.deliveries.values() if d.status is S.DELIVERING]
         for d in delivering:
             d.status, d.due_at, d.updated_at = S.PENDING, now, now
         return len(delivering)
+
+    async def take_over(self, now: float) -> list[str]:
+        return []  # one relay's store, as SQLite
 
     async def due_by_webhook(self) -> dict[str, float]:
         due: dict[str, float] = {}

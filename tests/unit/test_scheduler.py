@@ -17,7 +17,7 @@ from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
 from relay.models import Attempt, Claim, DeliveryStatus, ErrorKind, Webhook, format_time
 from relay.registry import Registry
-from relay.scheduler import Scheduler
+from relay.scheduler import LEASE_MARGIN, Scheduler
 from relay.store import AttemptResult, NewEvent
 from tests.support.memory_store import MemoryStore
 
@@ -222,15 +222,49 @@ async def test_a_lease_that_ran_out_under_a_live_attempt_is_adopted(rigs: list[R
     await r.start()
     assert len(r.deliverer.started) == 1
     first_lease = r.scheduler._in_flight[next(iter(r.scheduler._in_flight))].claim.lease
-    assert first_lease.until == T0 + 6 * 10.0 + 60.0
-    await r.advance(121.0)  # the lease ran out under the attempt: the lane wakes and claims the delivery again
+    assert first_lease.until == T0 + 10.0 + LEASE_MARGIN
+    await r.advance(121.0)  # a stalled loop: the lease ran out unrenewed; the lane wakes and claims the delivery again
     [live] = r.scheduler._in_flight.values()
-    assert live.claim.lease.until == T0 + 121.0 + 120.0  # the new lease, adopted by the live attempt
+    assert live.claim.lease.until == T0 + 121.0 + 10.0 + LEASE_MARGIN  # the new lease, adopted by the live attempt
     assert len(r.deliverer.started) == 1 and r.scheduler.in_flight == 1  # not attempted twice
     r.deliverer.let_go()
     await settle()
     assert await r.statuses("e1") == {"a": S.SUCCEEDED}  # recorded under the new lease, so it counts
     assert r.scheduler.in_flight == 0 and r.scheduler._in_flight == {}
+
+
+async def test_the_leases_of_attempts_still_running_are_renewed_before_they_run_out(rigs: list[Rig]) -> None:
+    r = await rig(rigs, Webhook("a", "http://a", timeout=10.0), hold=True)
+    await r.ingest(("e1", ("a",)), ("e2", ("a",)))
+    await r.start()
+    assert len(r.deliverer.started) == 2
+    for _ in range(60):  # a minute: six timeouts, far past the first lease
+        await r.advance(1.0)
+        for entry in r.scheduler._in_flight.values():
+            assert entry.claim.lease.until > r.clock.now() + 10.0  # renewed every RENEW_EVERY s, never near its end
+    assert len(r.deliverer.started) == 2  # never claimed again meanwhile
+    r.deliverer.let_go(2)
+    await settle()
+    assert await r.statuses("e1") == {"a": S.SUCCEEDED}  # recorded under the renewed lease
+    assert await r.statuses("e2") == {"a": S.SUCCEEDED}
+
+
+async def test_a_lease_another_relay_took_over_is_not_renewed_and_its_result_is_ignored(rigs: list[Rig]) -> None:
+    r = await rig(rigs, Webhook("a", "http://a", timeout=10.0), hold=True)
+    await r.ingest(("e1", ("a",)))
+    await r.start()
+    [entry] = r.scheduler._in_flight.values()
+    [stored] = r.store.data.deliveries.values()
+    stored.due_at = T0 + 500.0  # another relay's lease now (it took the delivery over while this one stalled)
+    with capture_logs() as logs:
+        await r.advance(5.0)
+    assert [line["delivery_id"] for line in logs if line["event"] == "lease_lost"] == [entry.claim.delivery_id]
+    assert entry.lost and stored.due_at == T0 + 500.0
+    await r.advance(5.0)  # not tried again
+    assert stored.due_at == T0 + 500.0
+    r.deliverer.let_go()
+    await settle()
+    assert await r.statuses("e1") == {"a": S.DELIVERING}  # the result under the lost lease changed nothing
 
 
 async def test_drain_gives_back_the_leases_of_unfinished_attempts(rigs: list[Rig]) -> None:

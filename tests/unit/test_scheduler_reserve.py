@@ -10,7 +10,7 @@ from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
 from relay.models import Claim, Event, Lease, Webhook
 from relay.registry import Registry
-from relay.scheduler import Scheduler
+from relay.scheduler import LEASE_MARGIN, Scheduler
 from relay.store import AttemptResult, Outbox
 
 T0 = 1_700_000_000.0
@@ -56,7 +56,7 @@ async def test_room_is_bounded_by_both_concurrency_limits_and_comes_back_unused(
     s = scheduler(stubs, Webhook("a", "http://a"), Webhook("b", "http://b"), concurrency=5, per_webhook_concurrency=3)
     rooms = s.reserve({"a": 10, "b": 10}, T0)
     assert {k: v.count for k, v in rooms.items()} == {"a": 3, "b": 2}
-    assert rooms["a"].until == T0 + 6 * 10.0 + 60.0  # six attempt timeouts and a margin, as a claim's lease
+    assert rooms["a"].until == T0 + 10.0 + LEASE_MARGIN  # one attempt timeout and the margin, as a claim's lease
     assert s.in_flight == 5 and s.reserve({"a": 1, "b": 1}, T0) == {}
     s.start(rooms, claims("a", 1) + claims("b", 2, first_seq=10))  # a used 1 of its 3
     await asyncio.sleep(0)
