@@ -19,9 +19,10 @@ import aiosqlite
 import orjson
 
 from relay.errors import StoreUnavailable
-from relay.models import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, EventSummary
+from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary
 from relay.store.base import EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
+from relay.store.rows import attempt_of, delivery_of
 from relay.store.sqlite_schema import QUEUED, translate
 
 # Rows a list bounded in time walks newest first before it turns to the time index (see ``_page``).
@@ -186,34 +187,8 @@ class SqliteReads:
                 " ORDER BY delivery_seq, number",
                 chunk,
             ):
-                attempts[int(a[0])].append(
-                    Attempt(
-                        number=int(a[1]),
-                        started_at=float(a[2]),
-                        duration_ms=float(a[3]),
-                        status_code=a[4],
-                        error=ErrorKind(a[5]) if a[5] else None,
-                        error_detail=a[6],
-                        response_body=a[7],
-                        next_attempt_at=a[8],
-                    )
-                )
-        deliveries = []
-        for r in rows:
-            status = DeliveryStatus(r[4])
-            shown_due = r[6] if status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED) else None
-            delivery = Delivery(
-                id=r[1],
-                event_id=r[2],
-                webhook_id=r[3],
-                status=status,
-                attempt_count=int(r[5]),
-                next_attempt_at=shown_due,
-                created_at=float(r[7]),
-                updated_at=float(r[8]),
-                attempts=tuple(attempts[int(r[0])]),
-            )
-            deliveries.append((int(r[0]), delivery))
+                attempts[int(a[0])].append(attempt_of(a))
+        deliveries = [(int(r[0]), delivery_of(r, attempts[int(r[0])])) for r in rows]
         return deliveries
 
     async def status_counts(self) -> dict[str, dict[str, int]]:
