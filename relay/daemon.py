@@ -156,7 +156,13 @@ class Daemon:
             authenticator_for=self._authenticator_for,
         )
         self.scheduler = Scheduler(
-            self.store, self.registry, deliverer, self.clock, delivery, on_attempt=self.metrics.attempted
+            self.store,
+            self.registry,
+            deliverer,
+            self.clock,
+            delivery,
+            on_attempt=self.metrics.attempted,
+            group_rates=self.store if self.store.rescan_interval is not None else None,  # shared by relays
         )
         self.services = Services(
             config, self.store, self.registry, self.scheduler, self.clock, ready=self._ready, metrics=self.metrics

@@ -32,6 +32,7 @@ from relay.ratelimit import RateWindow
 from relay.registry import Registry
 from relay.retry import Decision, Outcome, RetryPolicy, decide
 from relay.store import AttemptResult, Outbox, Room
+from relay.store.base import RateWindows
 
 log = structlog.get_logger()
 
@@ -86,8 +87,12 @@ class Scheduler:
         *,
         rng: Callable[[], float] = random.random,
         on_attempt: AttemptHook | None = None,
+        group_rates: RateWindows | None = None,
     ) -> None:
         self.store = store
+        # A store shared by several relays keeps each webhook's rate window for all of them; None: this relay's own
+        # window is the webhook's (one relay owns the store).
+        self._group_rates = group_rates
         self.registry = registry
         self.deliverer = deliverer
         self.clock = clock
@@ -143,6 +148,8 @@ class Scheduler:
                 self.config.per_webhook_concurrency - lane.inflight,
                 self.config.concurrency - self._attempting,
             )
+            if webhook.rate_limit is not None and self._group_rates is not None:
+                continue  # its starts come from the group's window, which a claim takes from
             if (limiter := lane.limiter(webhook.rate_limit)) is not None:
                 room = min(room, limiter.available(now))
             if room <= 0:
@@ -209,7 +216,7 @@ class Scheduler:
                 wake_at = min(wake_at, lane.next_due)
                 continue
             want = min(self.config.per_webhook_concurrency - lane.inflight, free)
-            if (limiter := lane.limiter(webhook.rate_limit)) is not None:
+            if self._group_rates is None and (limiter := lane.limiter(webhook.rate_limit)) is not None:
                 if (allowed := limiter.available(now)) <= 0:
                     wake_at = min(wake_at, limiter.next_free_at(now))
                     continue
@@ -278,11 +285,21 @@ class Scheduler:
         lease_until = self._lease_until(webhook, now)
         lane.notified = math.inf
         lane.claiming = True
+        group = self._group_rates if webhook.rate_limit is not None else None
         try:
+            if group is not None:
+                window = lane.limiter(webhook.rate_limit)
+                assert window is not None
+                want, free_at = await group.take_starts(lane.webhook_id, want, now, window.limit, window.window)
+                if not want:
+                    lane.next_due = free_at  # nothing may start before then, however much is due
+                    return 0
             claimed, remaining = await self.store.claim(lane.webhook_id, want, now, lease_until)
+            if group is not None and len(claimed) < want:
+                await group.give_back_starts(lane.webhook_id, want - len(claimed), now)
         finally:
             lane.claiming = False
-        if (limiter := lane.limiter(webhook.rate_limit)) is not None:
+        if group is None and (limiter := lane.limiter(webhook.rate_limit)) is not None:
             limiter.take(len(claimed), now)
         started = 0
         for claim in claimed:

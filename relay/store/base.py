@@ -350,5 +350,21 @@ class Jobs(Protocol):
         ...
 
 
-class Store(Outbox, Webhooks, History, RefreshTokens, Signals, Jobs, Lifecycle, Protocol):
+class RateWindows(Protocol):
+    """A webhook's ``rate_limit`` kept for the group of relays sharing a store, not for each relay (CONTRACT §8).
+
+    A store one relay owns is never asked: that relay's own window (``relay.ratelimit.RateWindow``) is the group's.
+    """
+
+    async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
+        """Take up to ``want`` attempt starts at ``now`` from the webhook's window shared by the group, which holds at
+        most ``limit`` starts in any ``window`` seconds; how many were taken, and when the next one is free."""
+        ...
+
+    async def give_back_starts(self, webhook_id: str, count: int, now: float) -> None:
+        """Give back ``count`` starts taken at ``now`` that no attempt used."""
+        ...
+
+
+class Store(Outbox, Webhooks, History, RefreshTokens, Signals, Jobs, RateWindows, Lifecycle, Protocol):
     """Everything a backend provides."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import socket
@@ -320,6 +321,25 @@ class PostgresStore(PostgresReads):
     ) -> None:
         self.listener.due, self.listener.webhooks_changed, self.listener.rescan = due, webhooks_changed, rescan
 
+    async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
+        """The webhook's row is locked while its window is read and written, so relays claiming at once share it."""
+        async with self._transaction() as conn:
+            starts = await _held_window(conn, webhook_id, now, window)
+            taken = max(0, min(want, limit - len(starts)))
+            if taken:
+                starts += [now] * taken
+                await conn.execute("UPDATE rate_windows SET starts = $2 WHERE webhook_id = $1", webhook_id, starts)
+            free_at = now if len(starts) < limit else starts[len(starts) - limit] + window
+            return taken, free_at
+
+    async def give_back_starts(self, webhook_id: str, count: int, now: float) -> None:
+        async with self._transaction() as conn:
+            starts = await _held_window(conn, webhook_id, now, math.inf)
+            for _ in range(count):
+                if now in starts:
+                    starts.remove(now)
+            await conn.execute("UPDATE rate_windows SET starts = $2 WHERE webhook_id = $1", webhook_id, starts)
+
     async def claim_job(self, name: str, now: float, interval: float) -> bool:
         """Take this run of job ``name`` when it is due and no other relay is taking it (``SKIP LOCKED``); the row
         keeps when it last ran, and where, for whoever looks."""
@@ -393,6 +413,13 @@ class PostgresStore(PostgresReads):
                 webhook_id,
                 token,
             )
+
+
+async def _held_window(conn: Any, webhook_id: str, now: float, window: float) -> list[float]:
+    """The webhook's rate window, its row locked until the transaction ends; starts older than ``window`` dropped."""
+    await conn.execute("INSERT INTO rate_windows (webhook_id) VALUES ($1) ON CONFLICT DO NOTHING", webhook_id)
+    starts = await conn.fetchval("SELECT starts FROM rate_windows WHERE webhook_id = $1 FOR UPDATE", webhook_id)
+    return sorted(at for at in starts if at > now - window)
 
 
 class _HeldToken:

@@ -119,6 +119,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhook_declarations_owner ON webhook_declarations (owner);
     """,
+    """
+    -- Each rate-limited webhook's attempt starts in its current window, for the whole group
+    -- (PostgresStore.take_starts): no window of the rate's length holds more starts than it allows.
+    CREATE TABLE rate_windows (
+        webhook_id text PRIMARY KEY,
+        starts double precision[] NOT NULL DEFAULT '{}'
+    );
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

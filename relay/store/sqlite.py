@@ -92,6 +92,12 @@ class SqliteStore(SqliteReads):
     async def claim_job(self, name: str, now: float, interval: float) -> bool:
         return True
 
+    async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
+        return want, now  # never asked: one relay, and its own window is the group's
+
+    async def give_back_starts(self, webhook_id: str, count: int, now: float) -> None:
+        pass
+
     def _make_file(self) -> None:
         """Create the file (0600) and its folder (0700) if they are missing, and take the file's lock."""
         if not self.path.parent.exists():

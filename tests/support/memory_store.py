@@ -151,6 +151,12 @@ class MemoryStore:
     async def claim_job(self, name: str, now: float, interval: float) -> bool:
         return True
 
+    async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
+        return want, now  # never asked: one relay, and its own window is the group's
+
+    async def give_back_starts(self, webhook_id: str, count: int, now: float) -> None:
+        pass
+
     async def check_writable(self) -> None:
         self._write()
 
