@@ -53,6 +53,10 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
         postgres.postgres,
         Figure("pg_e2e_one_webhook", "PostgreSQL: batch ingest and end to end", "events/s", "see the figures"),
     ),
+    "postgres-claims": (
+        postgres.postgres_claims,
+        Figure("pg_claim_cost_flat", "PostgreSQL: claim cost at 1,000,000 pending", "deliveries/s", "flat"),
+    ),
 }
 SCENARIO_TIMEOUT = 150.0  # no scenario may hang the run
 

@@ -1,6 +1,6 @@
 """The PostgreSQL figures (CONTRACT §8): batch ingest and end to end with one webhook on a private PostgreSQL server
 started for the run (``tests.support.postgres``), the end-to-end figure against SQLite's measured in the same
-scenario. Claim cost at 1 M pending is measured on SQLite only for now."""
+scenario, and the claim cost flat from 10,000 to 1,000,000 pending deliveries."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from tests.bench.scenarios import (
     Settings,
     _pid,
     _relay_e2e,
+    claim_cost,
+    flat_figure,
     relay_running,
     running,
     workspace,
@@ -82,3 +84,11 @@ async def postgres(settings: Settings) -> list[Figure]:
     )
     e2e_figure.details = {"sqlite": sqlite, "postgres": ours}
     return [batch_figure, e2e_figure]
+
+
+async def postgres_claims(settings: Settings) -> list[Figure]:
+    """Claim cost on PostgreSQL: deliveries/s with 1,000,000 pending against 10,000, one relay process."""
+    async with postgres_server() as server, workspace("postgres-claims") as workdir:
+        measured = await claim_cost(workdir, await server.create_database("bench"))
+    label = "PostgreSQL: deliveries/s with 1,000,000 pending (baseline: 10,000)"
+    return [flat_figure("pg_claim_cost_flat", label, measured)]
