@@ -23,14 +23,20 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """This machine's clock, moved by ``offset`` seconds: relays sharing a store set it to the store's clock minus
+    their own, so leases, due times and rate windows written by any relay of a group are on one clock."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
     def now(self) -> float:
-        return time.time()
+        return time.time() + self.offset
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
     async def wait(self, event: asyncio.Event, deadline: float | None) -> None:
-        timeout = None if deadline is None else max(0.0, deadline - time.time())
+        timeout = None if deadline is None else max(0.0, deadline - self.now())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await event.wait()

@@ -144,6 +144,7 @@ class Daemon:
     async def start(self) -> None:
         config = self.config
         await self.store.open()
+        self._follow_store_clock()
         now = self.clock.now()
         reclaimed = await self.store.reclaim_abandoned(now)
         delivery = config.delivery
@@ -281,6 +282,17 @@ class Daemon:
         self._rescan_all = True
         self._resync.set()
 
+    def _follow_store_clock(self) -> None:
+        """On a store shared by several relays, read the store's clock (CLUSTERING point 3): leases, due times and
+        rate windows are compared across relays. A clock a test injected stays as it is."""
+        offset = self.store.clock_offset()
+        if offset is not None and isinstance(self.clock, SystemClock):
+            if abs(offset - self.clock.offset) > 1.0:
+                log.warning(
+                    "clock_offset", seconds=round(offset, 3), reason="this machine's clock differs from the store's"
+                )
+            self.clock.offset = offset
+
     async def _follow_group(self, interval: float) -> None:
         """A shared store: take the other relays' webhook changes into the Registry when signalled; and scan for
         due work no signal announced, once signals may have been lost and every ``interval`` as a safety net
@@ -292,6 +304,7 @@ class Daemon:
             self._resync.clear()
             scan = self._rescan_all or self.clock.now() >= next_scan
             self._rescan_all = False
+            self._follow_store_clock()  # as the store's heartbeat last measured it
             try:
                 changed = await self.services.webhooks.reload_api_webhooks()
                 if scan:

@@ -339,6 +339,11 @@ class Signals(Protocol):
         """Register the callbacks (again: they replace the earlier ones)."""
         ...
 
+    def clock_offset(self) -> float | None:
+        """The store's clock minus this machine's, in seconds, as last measured (None: the store has no clock of
+        its own to agree on: one relay owns it). Relays of a group move their clocks by it (CLUSTERING point 3)."""
+        ...
+
 
 class Jobs(Protocol):
     """Periodic jobs that the group of relays sharing a store runs once per interval, not once per relay."""

@@ -13,8 +13,8 @@ it closes. A lease belongs to a live relay while its owner is registered and was
 seconds; ``reclaim_abandoned`` (at startup) and ``take_over`` (the daemon's job, once per group every few seconds)
 give back every other lease (a relay that closed, or died), and every lease that ran out: the scheduler keeps the
 leases of its running attempts short and renews them (``renew``), so a dead relay's run out soon. Lease ends themselves
-are the callers' clock (``now``, ``lease_until``), as on SQLite: relays on several machines must keep their
-clocks in sync.
+are the callers' clock (``now``, ``lease_until``), as on SQLite; the daemon moves its clock onto the database's
+(``clock_offset``, measured at open and by the heartbeat), so the relays of a group share one clock.
 
 Relays wake each other (``postgres_signals``): a commit that queues deliveries due now, or changes an API webhook,
 notifies the others, which ``LISTEN`` on a connection of their own and pass it on to the daemon's callbacks
@@ -33,6 +33,7 @@ import math
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -85,6 +86,7 @@ class PostgresStore(PostgresReads):
         self._writer = GroupWriter[Job](self._commit_ingest)
         self._results = GroupWriter[ResultJob](self._commit_results, name="store-results")
         self._heartbeat: asyncio.Task[None] | None = None
+        self._clock_offset = 0.0  # the database's clock minus this machine's (``clock_offset``)
         self.listener = Listener(self._url, self.owner)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -98,6 +100,7 @@ class PostgresStore(PostgresReads):
                     log.warning("store_commits_not_durable", setting="synchronous_commit = off")
             async with self._transaction() as conn:
                 await conn.execute(_REGISTER, self.owner)
+            await self._measure_clock()
         except BaseException:
             await self.close()
             raise
@@ -175,8 +178,20 @@ class PostgresStore(PostgresReads):
             await asyncio.sleep(HEARTBEAT)
             try:
                 await self.check_writable()
+                await self._measure_clock()
             except StoreError as exc:
                 log.warning("store_heartbeat_failed", error=str(exc))
+
+    def clock_offset(self) -> float | None:
+        return self._clock_offset
+
+    async def _measure_clock(self) -> None:
+        """The database's clock minus this machine's, read halfway through one round trip."""
+        async with self._connection() as conn:
+            sent = time.time()
+            database = float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+            received = time.time()
+        self._clock_offset = database - (sent + received) / 2
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:

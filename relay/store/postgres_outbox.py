@@ -16,8 +16,8 @@ Several relays write here at once; the database decides what one relay alone cou
   delivery, so each waits for the other instead of leaving a delivery without its event or an attempt without its
   delivery.
 
-Times are the ``now`` and ``lease_until`` the caller passes (epoch seconds of the relay's clock): relays that share
-one outbox must keep their clocks in sync (NTP), as a lease one relay sets is read against another's clock.
+Times are the ``now`` and ``lease_until`` the caller passes (epoch seconds of the relay's clock, which the daemon
+keeps on the database's: ``PostgresStore.clock_offset``), as a lease one relay sets is read against another's clock.
 """
 
 from __future__ import annotations

@@ -151,6 +151,9 @@ class MemoryStore:
     async def claim_job(self, name: str, now: float, interval: float) -> bool:
         return True
 
+    def clock_offset(self) -> float | None:
+        return None
+
     async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
         return want, now  # never asked: one relay, and its own window is the group's
 
