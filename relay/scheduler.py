@@ -288,9 +288,8 @@ class Scheduler:
         group = self._group_rates if webhook.rate_limit is not None else None
         try:
             if group is not None:
-                window = lane.limiter(webhook.rate_limit)
-                assert window is not None
-                want, free_at = await group.take_starts(lane.webhook_id, want, now, window.limit, window.window)
+                assert webhook.rate_limit is not None
+                want, free_at = await group.take_starts(lane.webhook_id, want, now, webhook.rate_limit)
                 if not want:
                     lane.next_due = free_at  # nothing may start before then, however much is due
                     return 0

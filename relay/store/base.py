@@ -361,9 +361,10 @@ class RateWindows(Protocol):
     A store one relay owns is never asked: that relay's own window (``relay.ratelimit.RateWindow``) is the group's.
     """
 
-    async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
-        """Take up to ``want`` attempt starts at ``now`` from the webhook's window shared by the group, which holds at
-        most ``limit`` starts in any ``window`` seconds; how many were taken, and when the next one is free."""
+    async def take_starts(self, webhook_id: str, want: int, now: float, rate: float) -> tuple[int, float]:
+        """Take up to ``want`` attempt starts at ``now`` from the webhook's window shared by the group, the window
+        ``relay.ratelimit.RateWindow`` keeps for ``rate`` attempts a second; how many were taken, and when the next
+        one is free."""
         ...
 
     async def give_back_starts(self, webhook_id: str, count: int, now: float) -> None:

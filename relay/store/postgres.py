@@ -29,19 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 import structlog
 
 from relay.errors import StoreError
 from relay.models import Claim, Delivery, Secret
+from relay.ratelimit import RateWindow
 from relay.store import postgres_config
 from relay.store import postgres_outbox as outbox
 from relay.store.base import AttemptResult, IngestResult, NewEvent, RefreshTokenSession, Room
@@ -51,6 +51,8 @@ from relay.store.postgres_signals import Listener, notify_due, notify_webhooks_c
 from relay.store.postgres_writer import GroupWriter, Job, ResultJob
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection: an unreachable database fails fast, as unavailable
 CLOSE_TIMEOUT = 5.0  # seconds close waits for connections in use before it cuts them
@@ -223,20 +225,13 @@ class PostgresStore(PostgresReads):
     async def _commit_ingest(self, jobs: list[Job]) -> list[list[IngestResult]]:
         """The writer's group: one transaction on one connection. A deadlock with another relay's group (both
         inserting the same ids, in another order) rolls this one back; it is tried again, from the start."""
-        async with self._connection() as conn:
-            tries = 1
-            while True:
-                try:
-                    async with conn.transaction():
-                        outcomes = await outbox.apply_ingest(conn, jobs, self.owner)
-                        await notify_due(conn, self.owner, queued_webhooks(jobs, outcomes))
-                except asyncpg.TransactionRollbackError:
-                    if tries >= GROUP_TRIES:
-                        raise
-                    tries += 1
-                    continue
-                self.commits += 1
-                return outcomes
+
+        async def apply(conn: Any) -> list[list[IngestResult]]:
+            outcomes = await outbox.apply_ingest(conn, jobs, self.owner)
+            await notify_due(conn, self.owner, queued_webhooks(jobs, outcomes))
+            return outcomes
+
+        return await self._group_transaction(apply)
 
     async def claim(
         self, webhook_id: str, limit: int, now: float, lease_until: float
@@ -257,19 +252,26 @@ class PostgresStore(PostgresReads):
         """The results writer's group: every job's results in one transaction, as one ``record`` of them all
         would (in the order the calls came). A deadlock with another relay's transaction is tried again."""
         results = [r for job in jobs for r in job.results]
+        await self._group_transaction(lambda conn: outbox.record(conn, results))
+        return [None] * len(jobs)
+
+    async def _group_transaction(self, apply: Callable[[Any], Awaitable[T]]) -> T:
+        """A writer's group: ``apply`` in one transaction on one connection. A deadlock with another relay's
+        transaction (the same rows, locked in another order) rolls it back; it is tried again, from the start, up
+        to ``GROUP_TRIES`` times in all."""
         async with self._connection() as conn:
             tries = 1
             while True:
                 try:
                     async with conn.transaction():
-                        await outbox.record(conn, results)
+                        outcome = await apply(conn)
                 except asyncpg.TransactionRollbackError:
                     if tries >= GROUP_TRIES:
                         raise
                     tries += 1
                     continue
                 self.commits += 1
-                return [None] * len(jobs)
+                return outcome
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:
         if claims:
@@ -336,20 +338,21 @@ class PostgresStore(PostgresReads):
     ) -> None:
         self.listener.due, self.listener.webhooks_changed, self.listener.rescan = due, webhooks_changed, rescan
 
-    async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
+    async def take_starts(self, webhook_id: str, want: int, now: float, rate: float) -> tuple[int, float]:
         """The webhook's row is locked while its window is read and written, so relays claiming at once share it."""
         async with self._transaction() as conn:
-            starts = await _held_window(conn, webhook_id, now, window)
-            taken = max(0, min(want, limit - len(starts)))
-            if taken:
-                starts += [now] * taken
-                await conn.execute("UPDATE rate_windows SET starts = $2 WHERE webhook_id = $1", webhook_id, starts)
-            free_at = now if len(starts) < limit else starts[len(starts) - limit] + window
-            return taken, free_at
+            window = RateWindow(rate)  # the scheduler's own window, on the group's starts
+            window.starts.extend(await _held_window(conn, webhook_id))
+            taken = max(0, min(want, window.available(now)))  # ``available`` drops the starts out of the window
+            window.take(taken, now)
+            await conn.execute(
+                "UPDATE rate_windows SET starts = $2 WHERE webhook_id = $1", webhook_id, list(window.starts)
+            )
+            return taken, window.next_free_at(now)
 
     async def give_back_starts(self, webhook_id: str, count: int, now: float) -> None:
         async with self._transaction() as conn:
-            starts = await _held_window(conn, webhook_id, now, math.inf)
+            starts = await _held_window(conn, webhook_id)
             for _ in range(count):
                 if now in starts:
                     starts.remove(now)
@@ -430,11 +433,10 @@ class PostgresStore(PostgresReads):
             )
 
 
-async def _held_window(conn: Any, webhook_id: str, now: float, window: float) -> list[float]:
-    """The webhook's rate window, its row locked until the transaction ends; starts older than ``window`` dropped."""
+async def _held_window(conn: Any, webhook_id: str) -> list[float]:
+    """The webhook's window of starts, oldest first, its row locked until the transaction ends."""
     await conn.execute("INSERT INTO rate_windows (webhook_id) VALUES ($1) ON CONFLICT DO NOTHING", webhook_id)
-    starts = await conn.fetchval("SELECT starts FROM rate_windows WHERE webhook_id = $1 FOR UPDATE", webhook_id)
-    return sorted(at for at in starts if at > now - window)
+    return sorted(await conn.fetchval("SELECT starts FROM rate_windows WHERE webhook_id = $1 FOR UPDATE", webhook_id))
 
 
 class _HeldToken:

@@ -330,35 +330,32 @@ async def renew(conn: Conn, claims: Sequence[Claim], now: float, until: float) -
 
 
 async def reclaim_abandoned(conn: Conn, now: float, alive_within: float) -> int:
-    """Deliveries leased by no live relay (one not in ``relays``, or not seen for ``alive_within`` seconds of the
-    database's clock), or whose lease ran out, are due again at once; how many. The relays found dead leave
-    ``relays`` (one that was only cut off registers again with its next heartbeat, its leases gone)."""
-    alive = "seen_at >= extract(epoch FROM clock_timestamp()) - {}"
-    status = await conn.execute(
-        "UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
-        " WHERE status = 'delivering' AND (due_at <= $1 OR lease_owner IS NULL"
-        f" OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive.format('$2')}))",
-        now,
-        alive_within,
-    )
-    await conn.execute(f"DELETE FROM relays WHERE NOT ({alive.format('$1')})", alive_within)
-    return _count(status)
+    """At startup: how many deliveries ``_free_abandoned`` made due again."""
+    return len(await _free_abandoned(conn, now, alive_within))
 
 
 async def take_over(conn: Conn, now: float, alive_within: float) -> list[str]:
-    """``reclaim_abandoned`` while relays run: the same deliveries are due again at once; the webhooks they
-    belong to, each once."""
-    alive = "seen_at >= extract(epoch FROM clock_timestamp()) - $2"
+    """While relays run (the daemon's job): the webhooks whose deliveries ``_free_abandoned`` made due again, each
+    once."""
+    return sorted(set(await _free_abandoned(conn, now, alive_within)))
+
+
+async def _free_abandoned(conn: Conn, now: float, alive_within: float) -> list[str]:
+    """Deliveries leased by no live relay (one not in ``relays``, or not seen for ``alive_within`` seconds of the
+    database's clock), or whose lease ran out, are due again at once; their webhooks' ids, one per delivery. The
+    relays found dead leave ``relays`` (one that was only cut off registers again with its next heartbeat, its
+    leases gone)."""
+    alive = "seen_at >= extract(epoch FROM clock_timestamp()) - {}"
     rows = await conn.fetch(
         "UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
         " WHERE status = 'delivering' AND (due_at <= $1 OR lease_owner IS NULL"
-        f" OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive}))"
+        f" OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive.format('$2')}))"
         " RETURNING webhook_id",
         now,
         alive_within,
     )
-    await conn.execute(f"DELETE FROM relays WHERE NOT ({alive.replace('$2', '$1')})", alive_within)
-    return sorted({r[0] for r in rows})
+    await conn.execute(f"DELETE FROM relays WHERE NOT ({alive.format('$1')})", alive_within)
+    return [r[0] for r in rows]
 
 
 async def replay(conn: Conn, event_id: str, webhook_ids: Sequence[str], now: float) -> list[int] | None:

@@ -95,7 +95,7 @@ class SqliteStore(SqliteReads):
     def clock_offset(self) -> float | None:
         return None
 
-    async def take_starts(self, webhook_id: str, want: int, now: float, limit: int, window: float) -> tuple[int, float]:
+    async def take_starts(self, webhook_id: str, want: int, now: float, rate: float) -> tuple[int, float]:
         return want, now  # never asked: one relay, and its own window is the group's
 
     async def give_back_starts(self, webhook_id: str, count: int, now: float) -> None:

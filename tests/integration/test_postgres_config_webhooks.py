@@ -4,9 +4,6 @@ file lacks while another live relay still declares it, and relays that declare o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import structlog
 
 from relay.store.postgres import PostgresStore
@@ -17,24 +14,12 @@ A2 = b'{"id":"a","url":"http://127.0.0.1:9/other"}'
 B = b'{"id":"b","url":"http://127.0.0.1:9/b"}'
 
 
-@pytest.fixture
-async def two(postgres_url: str) -> AsyncIterator[list[PostgresStore]]:
-    stores = [PostgresStore(postgres_url, pool_size=4) for _ in range(2)]
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
-
-
 async def _config_ids(store: PostgresStore) -> list[str]:
     return sorted(webhook_id for webhook_id in await store.webhook_created_at())
 
 
-async def test_a_webhook_stays_while_another_relay_declares_it(two: list[PostgresStore]) -> None:
-    first, second = two
+async def test_a_webhook_stays_while_another_relay_declares_it(store_pair: list[PostgresStore]) -> None:
+    first, second = store_pair
     assert await first.sync_config_webhooks({"a": A, "b": B}, T0) == []
     assert await second.sync_config_webhooks({"a": A, "b": B}, T0) == []
     # The second relay's file drops "b": the first still declares it, so it stays.
@@ -45,18 +30,20 @@ async def test_a_webhook_stays_while_another_relay_declares_it(two: list[Postgre
     assert await _config_ids(first) == ["a"]
 
 
-async def test_a_closed_relays_declarations_lapse_once_it_is_gone(two: list[PostgresStore], postgres_url: str) -> None:
-    first, second = two
+async def test_a_closed_relays_declarations_lapse_once_it_is_gone(
+    store_pair: list[PostgresStore], postgres_url: str
+) -> None:
+    first, second = store_pair
     await first.sync_config_webhooks({"a": A, "b": B}, T0)
     await second.sync_config_webhooks({"a": A}, T0)
     await first.close()  # it leaves ``relays``: its declarations no longer count
     assert await second.sync_config_webhooks({"a": A}, T0 + 1) == ["b"]
-    two[0] = PostgresStore(postgres_url, pool_size=4)  # the fixture closes what it holds
-    await two[0].open()
+    store_pair[0] = PostgresStore(postgres_url, pool_size=4)  # the fixture closes what it holds
+    await store_pair[0].open()
 
 
-async def test_relays_that_declare_one_webhook_differently_log_config_conflict(two: list[PostgresStore]) -> None:
-    first, second = two
+async def test_relays_that_declare_one_webhook_differently_log_config_conflict(store_pair: list[PostgresStore]) -> None:
+    first, second = store_pair
     await first.sync_config_webhooks({"a": A}, T0)
     with structlog.testing.capture_logs() as logs:
         await second.sync_config_webhooks({"a": A2}, T0 + 1)

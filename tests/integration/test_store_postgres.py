@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -36,18 +36,6 @@ class TestPostgresStore(StoreContract):
         assert isinstance(store, PostgresStore) and store.pool_size == 4
 
 
-@pytest.fixture
-async def relays(postgres_url: str) -> AsyncIterator[list[PostgresStore]]:
-    """Two relays on one outbox (each its own pool and owner), opened at once."""
-    opened = [PostgresStore(postgres_url, pool_size=4) for _ in range(2)]
-    await asyncio.gather(*(store.open() for store in opened))
-    try:
-        yield opened
-    finally:
-        for store in opened:
-            await store.close()
-
-
 async def wait_for_lock_waits(conn: Any, count: int) -> None:
     """Until ``count`` sessions of this database wait on a lock (what makes a race certain, not likely)."""
     for _ in range(500):
@@ -64,9 +52,9 @@ async def wait_for_lock_waits(conn: Any, count: int) -> None:
 
 
 async def test_two_relays_claiming_at_once_never_take_one_delivery_twice(
-    relays: list[PostgresStore], postgres_url: str
+    store_pair: list[PostgresStore], postgres_url: str
 ) -> None:
-    a, b = relays
+    a, b = store_pair
     await a.ingest([event(f"e{n}", "hook") for n in range(200)], T0)
 
     async def drain(store: PostgresStore) -> list[Claim]:
@@ -85,7 +73,7 @@ async def test_two_relays_claiming_at_once_never_take_one_delivery_twice(
         held = dict(await conn.fetch("SELECT lease_owner, count(*) FROM deliveries GROUP BY lease_owner"))
     finally:
         await conn.close()
-    counted = {store.owner: 0 for store in relays}
+    counted = {store.owner: 0 for store in store_pair}
     for store, claimed in zip(claimers, found, strict=True):
         assert {claim.lease.owner for claim in claimed} == {store.owner}
         counted[store.owner] += len(claimed)
@@ -93,9 +81,9 @@ async def test_two_relays_claiming_at_once_never_take_one_delivery_twice(
 
 
 async def test_a_claim_skips_rows_another_transaction_holds_without_waiting(
-    relays: list[PostgresStore], postgres_url: str
+    store_pair: list[PostgresStore], postgres_url: str
 ) -> None:
-    a, _ = relays
+    a, _ = store_pair
     await a.ingest([event(f"e{n}", "hook") for n in range(20)], T0)
     conn = await asyncpg.connect(postgres_url)
     try:
@@ -133,8 +121,8 @@ async def test_a_claim_reads_the_due_index_in_due_order(postgres_url: str) -> No
     assert not any(n["Node Type"] == "Sort" for n in inside), inside
 
 
-async def test_a_stale_lease_is_fenced_out_once_another_relay_claimed(relays: list[PostgresStore]) -> None:
-    a, b = relays
+async def test_a_stale_lease_is_fenced_out_once_another_relay_claimed(store_pair: list[PostgresStore]) -> None:
+    a, b = store_pair
     await a.ingest([event("e1", "hook")], T0)
     [stale], _ = await a.claim("hook", 1, T0, T0 + 60)
     [fresh], _ = await b.claim("hook", 1, T0 + 61, T0 + 120)  # a stalled past its lease; b took the delivery
@@ -161,9 +149,9 @@ async def test_a_stale_lease_is_fenced_out_once_another_relay_claimed(relays: li
 
 
 async def test_two_relays_ingesting_one_producer_id_at_once_store_it_once(
-    relays: list[PostgresStore], postgres_url: str
+    store_pair: list[PostgresStore], postgres_url: str
 ) -> None:
-    a, b = relays
+    a, b = store_pair
     conn = await asyncpg.connect(postgres_url)
     try:
         for round_ in range(3):
@@ -212,8 +200,8 @@ async def test_crossed_batches_of_the_same_ids_are_stored_once_even_through_a_de
         await b.close()
 
 
-async def test_a_generated_id_another_relay_stored_meanwhile_gets_another(relays: list[PostgresStore]) -> None:
-    a, b = relays
+async def test_a_generated_id_another_relay_stored_meanwhile_gets_another(store_pair: list[PostgresStore]) -> None:
+    a, b = store_pair
     await b.ingest([event("evt_foreseen", "h")], T0)  # not yet stored when a's group looked: found at insert
     made = NewEvent("evt_foreseen", "t", "2024-01-15T10:35:00Z", b"{}", ("h", "i"), generated=True)
     [answer] = await a.ingest([made], T0)
@@ -221,8 +209,8 @@ async def test_a_generated_id_another_relay_stored_meanwhile_gets_another(relays
     assert await status_of(a, "evt_foreseen") == {"h": S.PENDING}
 
 
-async def test_reclaim_leaves_the_leases_of_live_relays_alone(relays: list[PostgresStore]) -> None:
-    a, b = relays
+async def test_reclaim_leaves_the_leases_of_live_relays_alone(store_pair: list[PostgresStore]) -> None:
+    a, b = store_pair
     await a.ingest([event("e1", "hook")], T0)
     await a.claim("hook", 1, T0, T0 + 600)
     assert await b.reclaim_abandoned(T0 + 1) == 0, "a is alive: its lease is its own"
@@ -231,10 +219,12 @@ async def test_reclaim_leaves_the_leases_of_live_relays_alone(relays: list[Postg
     assert await b.due_by_webhook() == {"hook": T0 + 2}
 
 
-async def test_reclaim_takes_the_leases_of_a_relay_that_died(relays: list[PostgresStore], postgres_url: str) -> None:
+async def test_reclaim_takes_the_leases_of_a_relay_that_died(
+    store_pair: list[PostgresStore], postgres_url: str
+) -> None:
     """A relay killed without closing stays registered, but its heartbeat stops: once it has not been seen for
     ``ALIVE_WITHIN`` seconds (the database's clock), its leases are abandoned."""
-    a, b = relays
+    a, b = store_pair
     await a.ingest([event("e1", "hook"), event("e2", "hook")], T0)
     await a.claim("hook", 1, T0, T0 + 600)
     await b.claim("hook", 1, T0, T0 + 600)
@@ -252,10 +242,10 @@ async def test_reclaim_takes_the_leases_of_a_relay_that_died(relays: list[Postgr
 
 
 async def test_take_over_makes_ran_out_leases_due_again_and_tells_the_other_relays(
-    relays: list[PostgresStore],
+    store_pair: list[PostgresStore],
 ) -> None:
     """While relays run: a lease that ran out (its relay stopped renewing it) is due again, announced."""
-    a, b = relays
+    a, b = store_pair
     heard: list[list[str]] = []
     a.on_signals(heard.append, lambda: None, lambda: None)
     await a.ingest([event("e1", "hook"), event("e2", "other")], T0)

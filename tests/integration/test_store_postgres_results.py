@@ -5,7 +5,6 @@ during a database restart are unavailable, and work again after it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,18 +15,6 @@ from relay.store import postgres_outbox as outbox
 from relay.store.postgres import PostgresStore
 from tests.integration.store_contract import T0, S, attempt, event, result
 from tests.support.postgres import PostgresServer
-
-
-@pytest.fixture
-async def relays(postgres_url: str) -> AsyncIterator[list[PostgresStore]]:
-    """Two relays on one outbox (each its own pool and owner)."""
-    opened = [PostgresStore(postgres_url, pool_size=4) for _ in range(2)]
-    await asyncio.gather(*(store.open() for store in opened))
-    try:
-        yield opened
-    finally:
-        for store in opened:
-            await store.close()
 
 
 async def deliveries(store: PostgresStore, event_ids: list[str]) -> dict[str, tuple[S, int, int]]:
@@ -41,8 +28,8 @@ async def deliveries(store: PostgresStore, event_ids: list[str]) -> dict[str, tu
     return found
 
 
-async def test_concurrent_records_share_one_group_and_each_is_fenced(relays: list[PostgresStore]) -> None:
-    a, b = relays
+async def test_concurrent_records_share_one_group_and_each_is_fenced(store_pair: list[PostgresStore]) -> None:
+    a, b = store_pair
     ids = [f"e{n:02}" for n in range(40)]
     await a.ingest([event(i, "hook") for i in ids], T0)
     mine, _ = await a.claim("hook", 40, T0, T0 + 60)
@@ -75,9 +62,9 @@ async def test_concurrent_records_share_one_group_and_each_is_fenced(relays: lis
 
 
 async def test_a_failed_group_fails_every_caller_and_leaves_nothing_behind(
-    relays: list[PostgresStore], monkeypatch: pytest.MonkeyPatch
+    store_pair: list[PostgresStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, _ = relays
+    a, _ = store_pair
     ids = [f"e{n:02}" for n in range(10)]
     await a.ingest([event(i, "hook") for i in ids], T0)
     claims, _ = await a.claim("hook", 10, T0, T0 + 60)

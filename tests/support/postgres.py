@@ -56,6 +56,8 @@ import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed (asyncpg-
 import pytest
 import pytest_asyncio
 
+from relay.store.postgres import PostgresStore
+
 __all__ = [
     "PostgresError",
     "PostgresServer",
@@ -463,3 +465,15 @@ async def postgres_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
     finally:
         await postgres_server.start_async()  # this test may have stopped it
         await postgres_server.drop_database(database_name(url))
+
+
+@pytest_asyncio.fixture
+async def store_pair(postgres_url: str) -> AsyncIterator[list[PostgresStore]]:
+    """Two relays' stores on one fresh database (each its own pool and owner), opened at once; closed after."""
+    opened = [PostgresStore(postgres_url, pool_size=4) for _ in range(2)]
+    await asyncio.gather(*(store.open() for store in opened))
+    try:
+        yield opened
+    finally:
+        for store in opened:
+            await store.close()
