@@ -20,7 +20,7 @@ from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary
 from relay.store.base import EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
 from relay.store.postgres_schema import DRIVER_ERRORS, QUEUED, translate
-from relay.store.rows import attempt_of, delivery_of
+from relay.store.rows import attempt_of, delivery_of, stored_webhook
 
 
 class _Terms:
@@ -211,7 +211,7 @@ class PostgresReads:
             "SELECT id, spec, created_at, updated_at, previous_secret, previous_secret_until FROM webhooks"
             " WHERE source = 'api' ORDER BY created_at, id COLLATE \"C\""
         )
-        return [_stored_webhook(r) for r in rows]
+        return [stored_webhook(r) for r in rows]
 
     async def api_webhook(self, webhook_id: str) -> StoredWebhook | None:
         rows = await self._fetch(
@@ -219,19 +219,8 @@ class PostgresReads:
             " WHERE source = 'api' AND id = $1",
             webhook_id,
         )
-        return _stored_webhook(rows[0]) if rows else None
+        return stored_webhook(rows[0]) if rows else None
 
     async def load_refresh_token(self, webhook_id: str) -> str | None:
         rows = await self._fetch("SELECT refresh_token FROM oauth_tokens WHERE webhook_id = $1", webhook_id)
         return str(rows[0][0]) if rows else None
-
-
-def _stored_webhook(r: Any) -> StoredWebhook:
-    return StoredWebhook(
-        id=r[0],
-        spec=bytes(r[1]),
-        created_at=float(r[2]),
-        updated_at=float(r[3]),
-        previous_secret=r[4],
-        previous_secret_until=None if r[5] is None else float(r[5]),
-    )

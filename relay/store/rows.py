@@ -1,5 +1,5 @@
-"""Rows as records, for every backend's reads: both select attempts and deliveries with the same columns, in the
-same order."""
+"""Rows as records, for every backend's reads: both select attempts, deliveries and webhooks with the same columns,
+in the same order."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.models import Attempt, Delivery, DeliveryStatus, ErrorKind
+from relay.store.base import StoredWebhook
 
 
 def attempt_of(row: Sequence[Any]) -> Attempt:
@@ -37,4 +38,16 @@ def delivery_of(row: Sequence[Any], attempts: Sequence[Attempt]) -> Delivery:
         created_at=float(row[7]),
         updated_at=float(row[8]),
         attempts=tuple(attempts),
+    )
+
+
+def stored_webhook(row: Sequence[Any]) -> StoredWebhook:
+    """A row of (id, spec, created at, updated at, previous secret, previous secret until)."""
+    return StoredWebhook(
+        id=row[0],
+        spec=bytes(row[1]),
+        created_at=float(row[2]),
+        updated_at=float(row[3]),
+        previous_secret=row[4],
+        previous_secret_until=None if row[5] is None else float(row[5]),
     )

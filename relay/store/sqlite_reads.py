@@ -22,7 +22,7 @@ from relay.errors import StoreUnavailable
 from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary
 from relay.store.base import EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
-from relay.store.rows import attempt_of, delivery_of
+from relay.store.rows import attempt_of, delivery_of, stored_webhook
 from relay.store.sqlite_schema import QUEUED, translate
 
 # Rows a list bounded in time walks newest first before it turns to the time index (see ``_page``).
@@ -248,7 +248,7 @@ class SqliteReads:
             "SELECT id, spec, created_at, updated_at, previous_secret, previous_secret_until FROM webhooks"
             " WHERE source = 'api' ORDER BY created_at, id"
         )
-        return [_stored_webhook(r) for r in rows]
+        return [stored_webhook(r) for r in rows]
 
     async def api_webhook(self, webhook_id: str) -> StoredWebhook | None:
         rows = await self._read(
@@ -256,19 +256,8 @@ class SqliteReads:
             " WHERE source = 'api' AND id = ?",
             (webhook_id,),
         )
-        return _stored_webhook(rows[0]) if rows else None
+        return stored_webhook(rows[0]) if rows else None
 
     async def load_refresh_token(self, webhook_id: str) -> str | None:
         rows = await self._read("SELECT refresh_token FROM oauth_tokens WHERE webhook_id = ?", (webhook_id,))
         return str(rows[0][0]) if rows else None
-
-
-def _stored_webhook(r: sqlite3.Row) -> StoredWebhook:
-    return StoredWebhook(
-        id=r[0],
-        spec=bytes(r[1]),
-        created_at=float(r[2]),
-        updated_at=float(r[3]),
-        previous_secret=r[4],
-        previous_secret_until=None if r[5] is None else float(r[5]),
-    )
