@@ -199,16 +199,15 @@ class _JsonErrorHandler(RequestHandler):
         async def expecting(request: web.BaseRequest) -> web.StreamResponse:
             # aiohttp answers an unknown Expect outside the app's middlewares, in plain text that quotes it (and
             # fails with a 500 on bytes that are not UTF-8): refuse it here, before routing, in the envelope.
-            expect = request.headers.get("Expect")
-            continues = expect is not None and request.version >= (1, 1)
-            if continues and expect.lower() != "100-continue":  # type: ignore[union-attr]
+            expect = request.headers.get("Expect") if request.version >= (1, 1) else None
+            if expect is not None and expect.lower() != "100-continue":
                 return _error_response(417, "expectation_failed", "the only Expect this server meets is 100-continue")
             # The target as sent: "/v1/events" exactly, what every client sends, is answered here without decoding
             # the path; any other spelling of it (a query string, percent-escapes) goes through the router.
             route = direct.get((request.method, request.raw_path))
             if route is None:
                 return await handler(request)
-            if continues:  # what the router's expect handler does for a routed request
+            if expect is not None:  # 100-continue: what the router's expect handler does for a routed request
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 request.writer.output_size = 0
                 await request.writer.drain()
