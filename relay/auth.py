@@ -102,7 +102,7 @@ class Authenticator(Protocol):
         ...
 
 
-OnTokenRequest = Callable[[str, str], None]
+OnTokenRequest = Callable[[str], None]  # a token request's result ("success", "error"); the caller binds the webhook
 
 
 def build_authenticator(
@@ -411,7 +411,7 @@ class OAuth2Authenticator:
 
     def _count(self, result: str) -> None:
         if self._on_token_request is not None:
-            self._on_token_request(self.webhook_id, result)
+            self._on_token_request(result)
 
 
 def _bearer(token: _Token) -> dict[str, str]:

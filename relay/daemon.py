@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -321,8 +322,11 @@ class Daemon:
     # -- webhooks ----------------------------------------------------------------------------------------
 
     def _authenticator_for(self, webhook: Webhook) -> Authenticator:
+        # The metrics hook is bound to the webhook's source (its label): an id that moves between the config file
+        # and the API gets a new authenticator.
+        key = (webhook.auth, webhook.source)
         cached = self._authenticators.get(webhook.id)
-        if cached is not None and cached[0] == webhook.auth:
+        if cached is not None and cached[0] == key:
             return cached[1]
         assert self._session is not None
         authenticator = build_authenticator(
@@ -332,9 +336,9 @@ class Daemon:
             timeout=webhook.timeout or self.config.delivery.timeout,
             clock=self.clock,
             tokens=self.store,
-            on_token_request=self.metrics.token_requested,
+            on_token_request=functools.partial(self.metrics.token_requested, webhook),
         )
-        self._authenticators[webhook.id] = (webhook.auth, authenticator)
+        self._authenticators[webhook.id] = (key, authenticator)
         return authenticator
 
     async def reload(self) -> None:

@@ -1,6 +1,9 @@
 """Prometheus metrics (prometheus-client), on a registry of the daemon's own.
 
-Labels are bounded: webhook ids and outcome kinds, never event ids or URLs. What a scrape shows of the store
+Labels are bounded: webhook labels and outcome kinds, never event ids or URLs. A webhook label
+(:func:`webhook_label`) is the webhook's id only for a webhook declared in the config file; every webhook created
+through the API is summed under ``webhook="api"``, so a relay serving many tenants' API webhooks keeps as many
+series as its config file declares, not one per webhook created (CONTRACT §9). What a scrape shows of the store
 (deliveries by status, the oldest due delivery) is read through :class:`StoreReadings`: at most one count per
 ``server.metrics_cache_ttl``, shared by every scrape that arrives meanwhile.
 """
@@ -30,10 +33,16 @@ from relay.models import Claim, DeliveryStatus, Webhook
 from relay.retry import Decision
 from relay.store import Store
 
-__all__ = ["CONTENT_TYPE", "Metrics", "StoreReading", "StoreReadings"]
+__all__ = ["API_WEBHOOKS", "CONTENT_TYPE", "Metrics", "StoreReading", "StoreReadings", "webhook_label"]
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0)
+API_WEBHOOKS = "api"  # the one ``webhook`` label value of every webhook created through the API
+
+
+def webhook_label(webhook: Webhook) -> str:
+    """The ``webhook`` label value of a webhook's series: its id if the config file declares it, else ``"api"``."""
+    return webhook.id if webhook.source == "config" else API_WEBHOOKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +115,7 @@ class Metrics:
         )
         self.attempts = Counter(
             "relay_delivery_attempts",
-            "Delivery attempts by webhook and outcome (success or the error kind)",
+            "Delivery attempts by webhook (config-declared: its id; else api) and outcome (success or error kind)",
             ["webhook", "outcome"],
             registry=self.registry,
         )
@@ -132,7 +141,7 @@ class Metrics:
         )
         self.oauth_token_requests = Counter(
             "relay_oauth_token_requests",
-            "Requests to OAuth2 token endpoints by webhook and result",
+            "Requests to OAuth2 token endpoints by webhook (its id if config-declared, else api) and result",
             ["webhook", "result"],
             registry=self.registry,
         )
@@ -146,14 +155,14 @@ class Metrics:
 
     def attempted(self, webhook: Webhook, claim: Claim, report: AttemptReport, decision: Decision) -> None:
         outcome = "success" if report.error is None else str(report.error)
-        self.attempts.labels(webhook.id, outcome).inc()
+        self.attempts.labels(webhook_label(webhook), outcome).inc()
         self.attempt_duration.observe(report.duration_ms / 1000)
         if decision.status is DeliveryStatus.SUCCEEDED:
             finished = report.started_at + report.duration_ms / 1000
             self.event_to_delivery.observe(max(0.0, finished - claim.event.ingested_at))
 
-    def token_requested(self, webhook_id: str, result: str) -> None:
-        self.oauth_token_requests.labels(webhook_id, result).inc()
+    def token_requested(self, webhook: Webhook, result: str) -> None:
+        self.oauth_token_requests.labels(webhook_label(webhook), result).inc()
 
     async def scrape(self, now: float, *, max_age: float, in_flight: int) -> bytes:
         """The text exposition, with the store read at most ``max_age`` seconds ago."""

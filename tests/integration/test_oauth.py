@@ -90,10 +90,6 @@ class Harness:
         )
 
     def build(self, auth: OAuth2Auth, *, timeout: float = 2.0, clock: Clock | None = None) -> Authenticator:
-        def count(webhook_id: str, result: str) -> None:
-            assert webhook_id == WEBHOOK
-            self.requests.append(result)
-
         return build_authenticator(
             WEBHOOK,
             auth,
@@ -101,7 +97,7 @@ class Harness:
             timeout=timeout,
             clock=clock or self.clock,
             tokens=self.store,
-            on_token_request=count,
+            on_token_request=self.requests.append,
         )
 
     async def resource(self, headers: dict[str, str]) -> int:
