@@ -10,6 +10,7 @@ from aiohttp import web
 
 from relay.errors import NotFound
 from relay.http import (
+    CALLER,
     SERVICES,
     ApiError,
     Services,
@@ -22,6 +23,7 @@ from relay.http import (
 from relay.ingest import InvalidJson, TooLarge, commit_events, parse_body
 from relay.listeners import DIRECT_ROUTES, Handler
 from relay.metrics import CONTENT_TYPE
+from relay.store import IngestResult
 from relay.views import event_view
 
 log = structlog.get_logger()
@@ -39,21 +41,37 @@ async def ingest_events(request: web.Request, *, services: Services) -> web.Resp
     server = services.config.server
     body = await request.read()  # read, and held to max_body_size, by api_middleware
     now = services.clock.now()
+    tenant = request[CALLER].tenant
     try:
-        parsed = parse_body(body, now=now, max_batch=server.max_batch, registry=services.registry)
+        parsed = parse_body(body, now=now, max_batch=server.max_batch, registry=services.registry, tenant=tenant)
     except InvalidJson as exc:
         raise ApiError(400, "invalid_json", str(exc)) from exc
     except TooLarge as exc:
         raise ApiError(413, "payload_too_large", str(exc)) from exc
     results = await commit_events(services.store, services.scheduler, parsed.events, now, services.on_ingest)
+    if not results[0].created:  # a refused request stored nothing: its first event was not created either
+        _refuse_taken(results, parsed.batch)
     if parsed.batch:
         return ok([{"id": r.id, "deliveries": r.deliveries} for r in results], status=202)
     return ok({"id": results[0].id, "deliveries": results[0].deliveries}, status=202)
 
 
+def _refuse_taken(results: list[IngestResult], batch: bool) -> None:
+    """A request holding the id of another tenant's event stored nothing: 409, naming each such id."""
+    taken = [(index, r.id) for index, r in enumerate(results) if r.taken]
+    if not taken:
+        return
+    details = [
+        {"path": f"[{index}].id" if batch else "id", "message": "is the id of an event of another tenant, or of none"}
+        for index, _ in taken
+    ]
+    message = "an event id is taken by an event of another tenant: nothing was stored; send it under another id"
+    raise ApiError(409, "conflict", message, details)
+
+
 async def get_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    found = await services.store.get_event(request.match_info["event_id"])
+    found = await services.store.get_event(request.match_info["event_id"], scope=request[CALLER].scope)
     if found is None:
         raise NotFound(f"no event with id {request.match_info['event_id']!r}")
     event, deliveries = found
@@ -109,6 +127,12 @@ def build_app(services: Services, *, with_health: bool) -> web.Application:
     from relay.api_manage import add_manage_routes  # it builds on this module
 
     add_manage_routes(app)
+    from relay.api_tenants import add_tenant_routes
+
+    add_tenant_routes(app)
+    from relay.ui.app import add_ui_routes
+
+    add_ui_routes(app)
     if with_health:
         add_health_routes(app)
     return app

@@ -30,13 +30,14 @@ from aiohttp import web
 
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
 from relay.errors import NotFound, Problem, ValidationError
-from relay.http import SERVICES, ApiError, ok, require_json
+from relay.http import CALLER, SERVICES, ApiError, list_scope, ok, require_json
 from relay.models import (
     EVENT_TOKEN,
     Claim,
     DeliveryStatus,
     Event,
     Lease,
+    Scope,
     Webhook,
     format_time,
     new_event_id,
@@ -83,7 +84,10 @@ async def get_openapi(request: web.Request) -> web.Response:
 async def create_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await _json_body(request, optional=False)
-    webhook = await services.webhooks.create(body, services.config.delivery)
+    config = services.config
+    webhook = await services.webhooks.create(
+        body, config.delivery, tenant=request[CALLER].tenant, max_per_tenant=config.tenants.max_webhooks
+    )
     return ok(webhook_view(webhook, secret=True), status=201, meta={"message": SECRET_MESSAGE})
 
 
@@ -91,7 +95,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     limit = _limit(request)
     after = _cursor(request, "w")
-    webhooks = sorted(services.registry.all(), key=_webhook_position, reverse=True)
+    webhooks = sorted(services.registry.visible(list_scope(request)), key=_webhook_position, reverse=True)
     if after is not None:
         webhooks = [w for w in webhooks if _webhook_position(w) < _parse_webhook_position(after)]
     page = webhooks[:limit]
@@ -107,20 +111,24 @@ async def get_webhook(request: web.Request) -> web.Response:
 async def patch_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await _json_body(request, optional=False)
-    webhook = await services.webhooks.patch(request.match_info["webhook_id"], body, services.config.delivery)
+    webhook = await services.webhooks.patch(
+        request.match_info["webhook_id"], body, services.config.delivery, scope=request[CALLER].scope
+    )
     if webhook.is_active:
         await services.scheduler.refresh([webhook.id])  # a webhook switched back on resumes what it held
     return ok(webhook_view(webhook))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    await request.app[SERVICES].webhooks.delete(request.match_info["webhook_id"])
+    await request.app[SERVICES].webhooks.delete(request.match_info["webhook_id"], scope=request[CALLER].scope)
     return web.Response(status=204)
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
     body = await _json_body(request, optional=True)
-    webhook = await request.app[SERVICES].webhooks.rotate_secret(request.match_info["webhook_id"], body)
+    webhook = await request.app[SERVICES].webhooks.rotate_secret(
+        request.match_info["webhook_id"], body, scope=request[CALLER].scope
+    )
     return ok(webhook_view(webhook, secret=True), meta={"message": SECRET_MESSAGE})
 
 
@@ -155,10 +163,12 @@ async def list_deliveries(request: web.Request) -> web.Response:
     webhook_id = request.query.get("webhook_id")
     if webhook_id == "":
         problems.append(Problem("webhook_id", "must not be empty"))
-    return await _deliveries_page(request, webhook_id or None, problems)
+    return await _deliveries_page(request, webhook_id or None, problems, list_scope(request))
 
 
-async def _deliveries_page(request: web.Request, webhook_id: str | None, problems: list[Problem]) -> web.Response:
+async def _deliveries_page(
+    request: web.Request, webhook_id: str | None, problems: list[Problem], scope: Scope | None = None
+) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in {s.value for s in DeliveryStatus}:
         problems.append(Problem("status", f"must be {choices(DeliveryStatus)}"))
@@ -174,6 +184,7 @@ async def _deliveries_page(request: web.Request, webhook_id: str | None, problem
         until=None if until is None else until.timestamp(),
         cursor=after,
         limit=limit,
+        scope=request[CALLER].scope if scope is None else scope,
     )
     return ok([delivery_view(d) for d in page.deliveries], meta=_next_cursor("d", page.next_cursor))
 
@@ -189,7 +200,7 @@ async def list_events(request: web.Request) -> web.Response:
     if problems:
         raise ValidationError(problems)
     page = await request.app[SERVICES].store.list_events(
-        event_type=event_type, since=since, until=until, cursor=after, limit=limit
+        event_type=event_type, since=since, until=until, cursor=after, limit=limit, scope=list_scope(request)
     )
     return ok([event_summary_view(e) for e in page.events], meta=_next_cursor("e", page.next_cursor))
 
@@ -197,22 +208,25 @@ async def list_events(request: web.Request) -> web.Response:
 async def replay_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     problems: list[Problem] = []
-    f = Fields(await _object_body(request), "", problems, known=("webhook_id",), table_noun="an object")
+    f = Fields(await object_body(request), "", problems, known=("webhook_id",), table_noun="an object")
     webhook_id = f.get("webhook_id", as_nonempty_str)
     if problems:
         raise ValidationError(problems)
     event_id = request.match_info["event_id"]
-    found = await services.store.get_event(event_id)
+    scope = request[CALLER].scope
+    found = await services.store.get_event(event_id, scope=scope)
     if found is None:
         raise NotFound(f"no event with id {event_id!r}")
+    event = found[0]
     if webhook_id is not None:
-        if services.registry.get(webhook_id) is None:
+        if services.registry.find(webhook_id, scope) is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
         webhook_ids: tuple[str, ...] = (webhook_id,)
-    else:
-        webhook_ids = services.registry.subscribers(found[0].type)
+    else:  # inside a tenant, its own webhooks only: a tenant key never sends to the platform's
+        subscribed = services.registry.subscribers(event.type, event.tenant)
+        webhook_ids = tuple(w for w in subscribed if services.registry.find(w, scope) is not None)
     now = services.clock.now()
-    deliveries = await services.store.replay(event_id, webhook_ids, now)
+    deliveries = await services.store.replay(event_id, webhook_ids, now, scope=scope)
     if deliveries is None:
         raise NotFound(f"no event with id {event_id!r}")
     if webhook_ids:
@@ -224,18 +238,19 @@ async def replay_event(request: web.Request) -> web.Response:
 async def redrive_failures(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     problems: list[Problem] = []
-    body = await _object_body(request)
+    body = await object_body(request)
     f = Fields(body, "", problems, known=("webhook_id", "include_dead"), table_noun="an object")
     webhook_id = f.get("webhook_id", as_nonempty_str)
     include_dead = f.get("include_dead", as_bool) or False
     if problems:
         raise ValidationError(problems)
+    scope = request[CALLER].scope
     if webhook_id is not None:
-        if services.registry.get(webhook_id) is None:
+        if services.registry.find(webhook_id, scope) is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
         webhook_ids = [webhook_id]
     else:
-        webhook_ids = [w.id for w in services.registry.all()]
+        webhook_ids = [w.id for w in services.registry.visible(scope)]
     now = services.clock.now()
     counts = await services.store.redrive(now, webhook_ids, include_dead=include_dead)
     if counts:
@@ -247,10 +262,11 @@ async def redrive_failures(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    counts = await services.store.status_counts()
+    scope = list_scope(request)
+    counts = await services.store.status_counts(scope=scope)
     zeros = {status.value: 0 for status in DeliveryStatus}
     totals = dict(zeros)
-    per_webhook = {w.id: dict(zeros) for w in services.registry.all()}
+    per_webhook = {w.id: dict(zeros) for w in services.registry.visible(scope)}
     for webhook_id, by_status in counts.items():
         mine = per_webhook.setdefault(webhook_id, dict(zeros))
         for status, count in by_status.items():
@@ -274,7 +290,7 @@ async def _json_body(request: web.Request, *, optional: bool) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
 
 
-async def _object_body(request: web.Request) -> Mapping[str, Any]:
+async def object_body(request: web.Request) -> Mapping[str, Any]:
     """An optional body that must be a JSON object when given."""
     body = await _json_body(request, optional=True)
     if not isinstance(body, Mapping):
@@ -283,7 +299,7 @@ async def _object_body(request: web.Request) -> Mapping[str, Any]:
 
 
 def _webhook(request: web.Request) -> Webhook:
-    return request.app[SERVICES].webhooks.get(request.match_info["webhook_id"])
+    return request.app[SERVICES].webhooks.get(request.match_info["webhook_id"], request[CALLER].scope)
 
 
 def _limit(request: web.Request, problems: list[Problem] | None = None) -> int:

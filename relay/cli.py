@@ -118,6 +118,7 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
         ("attempts", done.attempts, ""),
         ("API webhooks", done.webhooks, ""),
         ("refresh tokens", done.refresh_tokens, ""),
+        ("tenant keys", done.tenant_keys, ""),
     ):
         print(f"  {name:<15}{count:>10}{note}")
     return EXIT_OK

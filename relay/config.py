@@ -90,18 +90,33 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantsConfig:
+    max_webhooks: int = 50  # webhooks one tenant may have (API-created and config-declared together)
+
+
+@dataclass(frozen=True, slots=True)
+class UiConfig:
+    enabled: bool = True
+    session_ttl: float = 8 * 3600.0
+    # Where portal links point: "https://relay.example.com" behind a proxy; None: the address the request came to.
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     webhooks: tuple[Webhook, ...] = ()
     source_path: Path | None = None
+    tenants: TenantsConfig = field(default_factory=TenantsConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
 
     def webhook_map(self) -> Mapping[str, Webhook]:
         return {w.id: w for w in self.webhooks}
 
 
-_TOP_KEYS = ("server", "storage", "delivery", "webhooks")
+_TOP_KEYS = ("server", "storage", "delivery", "webhooks", "tenants", "ui")
 # fmt: off
 _SERVER_KEYS = (
     "listen", "health_listen", "api_keys", "max_body_size", "max_batch", "request_timeout",
@@ -130,9 +145,11 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     storage = parse_storage(top.table("storage") or {}, problems, secrets)
     delivery = _delivery(top.table("delivery") or {}, problems)
     webhooks = _webhooks(raw.get("webhooks"), problems, delivery, environ)
+    tenants = _tenants(top.table("tenants") or {}, problems)
+    ui = _ui(top.table("ui") or {}, problems)
     if problems:
         raise ConfigError(problems)
-    return Config(server, storage, delivery, webhooks, source_path=Path(path).absolute())
+    return Config(server, storage, delivery, webhooks, source_path=Path(path).absolute(), tenants=tenants, ui=ui)
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -244,6 +261,29 @@ def _delivery(raw: Mapping[str, object], problems: list[Problem]) -> DeliveryCon
     )
 
 
+def _tenants(raw: Mapping[str, object], problems: list[Problem]) -> TenantsConfig:
+    f = Fields(raw, "tenants", problems, known=("max_webhooks",))
+    return TenantsConfig(max_webhooks=_or(f.get("max_webhooks", int_at_least(1)), TenantsConfig().max_webhooks))
+
+
+def _ui(raw: Mapping[str, object], problems: list[Problem]) -> UiConfig:
+    f = Fields(raw, "ui", problems, known=("enabled", "session_ttl", "public_url"))
+    default = UiConfig()
+    return UiConfig(
+        enabled=_or(f.get("enabled", as_bool), default.enabled),
+        session_ttl=_or(f.get("session_ttl", positive_duration), default.session_ttl),
+        public_url=f.get("public_url", _as_public_url),
+    )
+
+
+def _as_public_url(value: object) -> str:
+    url = as_nonempty_str(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError('must be an http(s) URL with no query, such as "https://relay.example.com"')
+    return url.rstrip("/")
+
+
 def _webhooks(
     raw: object, problems: list[Problem], delivery: DeliveryConfig, environ: Mapping[str, str]
 ) -> tuple[Webhook, ...]:
@@ -309,6 +349,8 @@ def summarize(config: Config) -> str:
         f"until {format_duration(delivery.redrive_max_age)} old"
         + (", http allowed" if delivery.allow_http else "")
         + (", private networks allowed" if delivery.allow_private_networks else ""),
+        f"tenants: at most {config.tenants.max_webhooks} webhooks each; dashboard "
+        + (f"on /ui/ (sessions {format_duration(config.ui.session_ttl)})" if config.ui.enabled else "off"),
         f"webhooks: {len(config.webhooks)}",
     ]
     for w in config.webhooks:
@@ -320,9 +362,10 @@ def summarize(config: Config) -> str:
         schedule = ",".join(format_duration(d) for d in w.retry_schedule or delivery.retry_schedule)
         timeout = format_duration(w.timeout if w.timeout is not None else delivery.timeout)
         rate = f" rate_limit={w.rate_limit:g}/s" if w.rate_limit is not None else ""
+        tenant = f" tenant={w.tenant}" if w.tenant is not None else ""
         lines.append(
             f"  {w.id}{inactive}: {_redact_query(w.url)} events={events} signature={w.signature} {body} "
-            f"auth={auth} retries={schedule} timeout={timeout}{rate}"
+            f"auth={auth} retries={schedule} timeout={timeout}{rate}{tenant}"
         )
     return "\n".join(lines)
 

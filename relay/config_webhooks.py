@@ -24,6 +24,8 @@ from relay.config_fields import (
 from relay.errors import Problem
 from relay.models import (
     EVENT_TOKEN,
+    TENANT_ID,
+    TENANT_ID_RULE,
     Auth,
     BasicAuth,
     BearerAuth,
@@ -59,7 +61,7 @@ HOP_BY_HOP_HEADERS = frozenset({
 })
 _WEBHOOK_KEYS = frozenset({
     "id", "url", "events", "secret", "signature", "format", "sent_at_field", "headers", "retry_schedule",
-    "timeout", "rate_limit", "auth", "description", "is_active",
+    "timeout", "rate_limit", "auth", "description", "is_active", "tenant",
 })
 _AUTH_KEYS = {
     "bearer": frozenset({"type", "token"}),
@@ -153,6 +155,7 @@ def parse_webhook(
     rate_limit = f.get("rate_limit", parse_rate)
     description = f.get("description", as_str) or None
     is_active = f.get("is_active", as_bool)
+    tenant = f.get("tenant", as_tenant_id)
 
     if len(problems) > before or url is None or signature is None:
         return None
@@ -172,7 +175,14 @@ def parse_webhook(
         description=description,
         is_active=is_active if is_active is not None else True,
         source=source,
+        tenant=tenant,
     )
+
+
+def as_tenant_id(value: object) -> str:
+    if not TENANT_ID.fullmatch(as_str(value)):
+        raise ValueError(TENANT_ID_RULE)
+    return as_str(value)
 
 
 def _as_webhook_id(value: object) -> str:

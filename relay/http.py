@@ -1,9 +1,10 @@
 """What every HTTP handler module shares: the running daemon's ``Services``, the JSON error envelope, and the
-middlewares (errors → envelope, the request deadline and body cap, the API key)."""
+middlewares (errors → envelope, the request deadline and body cap, the API key and the ``Caller`` it makes)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ from aiohttp import web
 
 from relay.clock import Clock
 from relay.config import Config
-from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
+from relay.errors import Conflict, NotFound, Problem, StoreUnavailable, ValidationError
 from relay.listeners import SUPPORTED_ENCODINGS, UNSUPPORTED_ENCODING, ConnectionGuard, Handler, guard_of
 from relay.metrics import Metrics
+from relay.models import EVERYTHING, TENANT_ID, TENANT_ID_RULE, Scope
 from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import Store
@@ -58,6 +60,49 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request comes from: an admin key (every tenant, ``tenant`` None) or a tenant key (``key_id``)."""
+
+    tenant: str | None = None
+    key_id: str | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.tenant is None
+
+    @property
+    def scope(self) -> Scope:
+        """What the caller may see and change."""
+        return EVERYTHING if self.tenant is None else Scope(self.tenant)
+
+
+ADMIN = Caller()
+CALLER = web.RequestKey("caller", Caller)
+TENANT_KEY_PREFIX = "rk_"
+TOUCH_EVERY = 60.0  # seconds between two writes of a tenant key's last_used_at (it is precise to a minute)
+
+
+def require_admin(request: web.Request) -> None:
+    """Refuse a tenant key: the route is an admin's (CONTRACT §9: ``403``, whatever it names)."""
+    if not request[CALLER].admin:
+        raise ApiError(403, "forbidden", "this route needs an admin key (server.api_keys); a tenant key cannot use it")
+
+
+def list_scope(request: web.Request) -> Scope:
+    """The scope of a list: a tenant key's tenant; an admin's ``?tenant=``, or everything. A tenant key naming
+    another tenant is a 400 (the same answer whatever it names)."""
+    caller = request[CALLER]
+    asked = request.query.get("tenant")
+    if asked is None:
+        return caller.scope
+    if not TENANT_ID.fullmatch(asked):
+        raise ValidationError([Problem("tenant", TENANT_ID_RULE)])
+    if not caller.admin and asked != caller.tenant:
+        raise ValidationError([Problem("tenant", f'a tenant key lists only its own tenant ("{caller.tenant}")')])
+    return Scope(asked)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None):
         super().__init__(message)
@@ -82,6 +127,7 @@ def error_response(status: int, code: str, message: str, details: list[dict[str,
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -113,7 +159,7 @@ async def serve_api(
             path = request.path  # decoded: "/%761/events" is "/v1/events" to the router, and needs the key too
             key_required = path.startswith("/v1/") and path not in PUBLIC_PATHS
         if key_required:
-            _check_key(request, services)
+            request[CALLER] = await _authenticate(request, services)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -195,14 +241,24 @@ def _presented_key(request: web.Request) -> bytes:
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})  # describes the API, holds no data: served without a key
 
 
-def _check_key(request: web.Request, services: Services) -> None:
+async def _authenticate(request: web.Request, services: Services) -> Caller:
+    """The caller the presented key makes: an admin key (``server.api_keys``), or a tenant key found in the store
+    by its SHA-256 (never cached: a revoked key is refused from the next request on, by every relay)."""
     presented = _presented_key(request)
-    # Compare against every key, always, so timing says nothing about which (if any) matched.
+    # Compare against every admin key, always, so timing says nothing about which (if any) matched.
     matched = False
     for key in services.api_keys:
         matched |= hmac.compare_digest(presented, key)
-    if not presented or not matched:
-        raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
+    if presented and matched:
+        return ADMIN
+    if presented.startswith(TENANT_KEY_PREFIX.encode()):
+        found = await services.store.tenant_key_by_digest(hashlib.sha256(presented).digest())
+        if found is not None:
+            now = services.clock.now()
+            if found.last_used_at is None or now - found.last_used_at >= TOUCH_EVERY:
+                await services.store.touch_tenant_key(found.id, now)
+            return Caller(found.tenant, found.id)
+    raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
 
 
 def require_json(request: web.Request) -> None:

@@ -10,12 +10,20 @@ from typing import Any
 import orjson
 
 from relay.errors import Problem, RelayError, ValidationError
-from relay.models import EVENT_TOKEN, format_datetime, format_time, new_event_id, parse_datetime
+from relay.models import (
+    EVENT_TOKEN,
+    TENANT_ID,
+    TENANT_ID_RULE,
+    format_datetime,
+    format_time,
+    new_event_id,
+    parse_datetime,
+)
 from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import IngestResult, NewEvent, Outbox
 
-_FIELDS = frozenset({"type", "data", "id", "created_at"})
+_FIELDS = frozenset({"type", "data", "id", "created_at", "tenant"})
 MAX_DEPTH = 253  # levels of arrays and objects in ``data`` (see ``_encode_data``)
 
 
@@ -33,8 +41,11 @@ class Parsed:
     batch: bool
 
 
-def parse_body(body: bytes, *, now: float, max_batch: int, registry: Registry) -> Parsed:
-    """Parse and validate an ingest body (one event object or an array of them), all or nothing."""
+def parse_body(body: bytes, *, now: float, max_batch: int, registry: Registry, tenant: str | None = None) -> Parsed:
+    """Parse and validate an ingest body (one event object or an array of them), all or nothing.
+
+    ``tenant``: the tenant of the key that posted it. Its events belong to that tenant; one naming another is a
+    problem on ``tenant``. An admin key (None) posts events of any tenant, or of none."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -55,9 +66,9 @@ def parse_body(body: bytes, *, now: float, max_batch: int, registry: Registry) -
     seen: dict[str, int] = {}  # id -> index of the item that first had it
     ingest_time = format_time(now) or ""
     for index, item in enumerate(items):
-        event = _valid_event(item, now, ingest_time, registry)
+        event = _valid_event(item, now, ingest_time, registry, tenant)
         if event is None:  # something is wrong with it: the checked path names every problem
-            event = _parse_event(item, _path(index, batch), now, ingest_time, problems, registry)
+            event = _parse_event(item, _path(index, batch), now, ingest_time, problems, registry, tenant)
             if event is None:
                 continue
         if event.id in seen:
@@ -79,7 +90,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry) -> NewEvent | None:
+def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry, tenant: str | None) -> NewEvent | None:
     """The event, when ``item`` is one with nothing wrong; None otherwise (``_parse_event`` then says what).
 
     The fast path of a large batch: the same checks as ``_parse_event``, without collecting problems.
@@ -106,7 +117,13 @@ def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry) ->
         if (parsed := _parse_time(raw_created)) is None:
             return None
         created_at = parsed
-    return NewEvent(event_id, event_type, created_at, encoded, registry.subscribers(event_type), generated)
+    if (named := item.get("tenant")) is not None:
+        if type(named) is not str or (named != tenant if tenant is not None else not TENANT_ID.fullmatch(named)):
+            return None
+        tenant = named
+    return NewEvent(
+        event_id, event_type, created_at, encoded, registry.subscribers(event_type, tenant), generated, tenant
+    )
 
 
 _known_types: set[str] = set()  # event types that passed the check: a batch holds few distinct ones
@@ -123,7 +140,13 @@ def _valid_type(event_type: str) -> bool:
 
 
 def _parse_event(
-    item: Any, path: str, now: float, ingest_time: str, problems: list[Problem], registry: Registry
+    item: Any,
+    path: str,
+    now: float,
+    ingest_time: str,
+    problems: list[Problem],
+    registry: Registry,
+    key_tenant: str | None,
 ) -> NewEvent | None:
     if not isinstance(item, dict):
         problems.append(Problem(path, "must be an object with at least 'type' and 'data'"))
@@ -131,7 +154,7 @@ def _parse_event(
     before = len(problems)
     for key in item:
         if key not in _FIELDS:
-            problems.append(Problem(_join(path, key), "unknown field (allowed: type, data, id, created_at)"))
+            problems.append(Problem(_join(path, key), "unknown field (allowed: type, data, id, created_at, tenant)"))
 
     event_type = item.get("type")
     if event_type is None:
@@ -162,6 +185,14 @@ def _parse_event(
                 Problem(_join(path, "created_at"), "must be an RFC 3339 timestamp such as 2024-01-15T10:35:00Z")
             )
 
+    tenant = item.get("tenant")
+    if tenant is None:
+        tenant = key_tenant
+    elif key_tenant is not None and tenant != key_tenant:
+        problems.append(Problem(_join(path, "tenant"), f'must be "{key_tenant}", the tenant of this key, or absent'))
+    elif not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
+        problems.append(Problem(_join(path, "tenant"), TENANT_ID_RULE))
+
     if len(problems) > before:
         return None
     assert isinstance(event_type, str) and created_at is not None and data is not None
@@ -170,8 +201,9 @@ def _parse_event(
         type=event_type,
         created_at=created_at,
         data=data,
-        webhook_ids=registry.subscribers(event_type),
+        webhook_ids=registry.subscribers(event_type, tenant),
         generated=not isinstance(event_id, str),
+        tenant=tenant,
     )
 
 

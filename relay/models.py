@@ -217,6 +217,7 @@ class Webhook:
     description: str | None = None
     is_active: bool = True
     source: str = "config"  # "config" | "api"
+    tenant: str | None = None  # the customer it belongs to (CONTRACT §9); None: platform-wide
     created_at: float | None = None
     # During a secret rotation the previous secret keeps signing until this time.
     previous_secret: Secret | None = None
@@ -234,6 +235,28 @@ class Webhook:
 
 # An event type or event id: 1–128 characters of ``[A-Za-z0-9_.:-]`` (CONTRACT §4), matched with ``fullmatch``.
 EVENT_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# A tenant id: 1-64 characters of ``[A-Za-z0-9_.:-]`` (CONTRACT §9), matched with ``fullmatch``.
+TENANT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+TENANT_ID_RULE = "must be 1-64 characters of [A-Za-z0-9_.:-]"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose objects a caller may see and change (CONTRACT §9): every tenant's and the platform's (``tenant`` None:
+    an admin key), or one tenant's alone (a tenant key, a portal link, or an admin list asked ``?tenant=``).
+
+    Every scoped read and write of the store and the Registry takes one and applies it itself, so that no handler
+    has a filter to remember. Inside one tenant, an object of another tenant or a platform-wide one is not there.
+    """
+
+    tenant: str | None = None
+
+    def sees(self, tenant: str | None) -> bool:
+        """Whether an object of ``tenant`` (None: platform-wide) is inside this scope."""
+        return self.tenant is None or tenant == self.tenant
+
+
+EVERYTHING = Scope()
 
 
 def matches_filter(patterns: tuple[str, ...], event_type: str) -> bool:
@@ -255,6 +278,7 @@ class Event:
     created_at: str  # RFC 3339, UTC, normalised
     data: bytes  # the payload as compact JSON
     ingested_at: float
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +290,7 @@ class EventSummary:
     created_at: str  # RFC 3339, UTC, normalised
     ingested_at: float
     deliveries: int
+    tenant: str | None = None
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)

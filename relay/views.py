@@ -68,6 +68,7 @@ def event_view(event: Event, deliveries: list[Delivery] | None = None) -> dict[s
         "type": event.type,
         "created_at": event.created_at,
         "ingested_at": format_time(event.ingested_at),
+        "tenant": event.tenant,
         "data": orjson.loads(event.data),
     }
     if deliveries is not None:
@@ -82,6 +83,7 @@ def event_summary_view(event: EventSummary) -> dict[str, Any]:
         "type": event.type,
         "created_at": event.created_at,
         "ingested_at": format_time(event.ingested_at),
+        "tenant": event.tenant,
         "deliveries": event.deliveries,
     }
 
@@ -107,6 +109,7 @@ def webhook_view(webhook: Webhook, *, secret: bool = False) -> dict[str, Any]:
         "auth": None if webhook.auth is None else auth_view(webhook.auth),
         "is_active": webhook.is_active,
         "source": webhook.source,
+        "tenant": webhook.tenant,
         "created_at": format_time(webhook.created_at),
         "previous_secret_until": format_time(webhook.previous_secret_until) if webhook.previous_secret else None,
     }

@@ -44,14 +44,19 @@ MIN_RATE = 1 / 3600.0
 _UNCHECKED = DeliveryConfig(allow_http=True, allow_private_networks=True)
 
 
-def create_spec(body: object, delivery: DeliveryConfig) -> tuple[Webhook, dict[str, Any]]:
+def create_spec(body: object, delivery: DeliveryConfig, *, tenant: str | None = None) -> tuple[Webhook, dict[str, Any]]:
     """A new webhook from a ``POST /v1/webhooks`` body, and the spec to store (a ``secret`` is generated when
-    the body has none). Raises ``ValidationError`` naming every wrong field."""
+    the body has none). ``tenant``: the tenant of the key creating it, whose webhook it is (a body naming another
+    is a problem); None: an admin key, and the body's ``tenant`` (if any) says whose. Raises ``ValidationError``
+    naming every wrong field."""
     raw = _object(body)
     problems: list[Problem] = []
     if "id" in raw:
         problems.append(Problem("id", "is assigned by the relay"))
     spec = {key: value for key, value in raw.items() if value is not None and key != "id"}
+    if tenant is not None and spec.setdefault("tenant", tenant) != tenant:
+        problems.append(Problem("tenant", f'must be "{tenant}", the tenant of this key, or absent'))
+        spec["tenant"] = tenant
     ed25519 = spec.get("signature") == SignatureScheme.STANDARD_ED25519
     spec.setdefault("secret", new_secret(SignatureScheme.STANDARD_ED25519 if ed25519 else SignatureScheme.STANDARD))
     return _parse(spec, delivery, problems), spec
@@ -65,7 +70,9 @@ def patch_spec(stored: Mapping[str, Any], patch: object, delivery: DeliveryConfi
         problems.append(Problem("id", "cannot be changed"))
     if "secret" in changes:
         problems.append(Problem("secret", "cannot be changed here: use POST /v1/webhooks/{id}/rotate-secret"))
-    spec = merge_patch(stored, {k: v for k, v in changes.items() if k not in ("id", "secret")})
+    if "tenant" in changes and changes["tenant"] != stored.get("tenant"):
+        problems.append(Problem("tenant", "cannot be changed: create the webhook again under the other tenant"))
+    spec = merge_patch(stored, {k: v for k, v in changes.items() if k not in ("id", "secret", "tenant")})
     # Only what changes is held to the URL policy and the secret rules now: a stored URL was checked when it was
     # set, and a secret stored before the rules keeps signing until the webhook changes scheme (or rotates).
     checked = delivery if {"url", "auth"} & changes.keys() else _UNCHECKED

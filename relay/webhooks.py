@@ -18,9 +18,9 @@ import structlog
 from relay.clock import Clock
 from relay.config import DeliveryConfig
 from relay.errors import ConfigError, Conflict, NotFound, Problem
-from relay.models import Secret, Webhook, new_id
+from relay.models import Scope, Secret, Webhook, new_id
 from relay.registry import Registry
-from relay.store import Webhooks
+from relay.store import Store, TenantRemoved
 from relay.webhook_specs import (
     create_spec,
     load_api_webhooks,
@@ -43,12 +43,13 @@ def webhook_spec(webhook: Webhook) -> bytes:
             "events": list(webhook.events),
             "signature": webhook.signature,
             "format": webhook.format,
+            "tenant": webhook.tenant,
         }
     )
 
 
 class WebhookService:
-    def __init__(self, store: Webhooks, registry: Registry, clock: Clock) -> None:
+    def __init__(self, store: Store, registry: Registry, clock: Clock) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -99,31 +100,38 @@ class WebhookService:
 
     # -- the management API ------------------------------------------------------------------------------
 
-    def get(self, webhook_id: str) -> Webhook:
-        webhook = self.registry.get(webhook_id)
+    def get(self, webhook_id: str, scope: Scope) -> Webhook:
+        """The webhook inside ``scope``: another tenant's is missing, with the same 404."""
+        webhook = self.registry.find(webhook_id, scope)
         if webhook is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
         return webhook
 
-    async def create(self, body: Any, delivery: DeliveryConfig) -> Webhook:
-        webhook, spec = create_spec(body, delivery)
+    async def create(
+        self, body: Any, delivery: DeliveryConfig, *, tenant: str | None, max_per_tenant: int | None = None
+    ) -> Webhook:
+        """A new API webhook. ``tenant``: the tenant of the key creating it (None: an admin key), whose webhook it
+        is; a body naming another is a 400. A tenant holding ``max_per_tenant`` webhooks gets none more (409)."""
+        webhook, spec = create_spec(body, delivery, tenant=tenant)
         now = self.clock.now()
         async with self._lock:
             for _ in range(3):  # a generated id is random; a clash with a config-declared one is all but impossible
                 taken = self.registry.get(webhook.id) is not None
-                if not taken and await self.store.insert_api_webhook(webhook.id, orjson.dumps(spec), now):
+                if not taken and await self.store.insert_api_webhook(
+                    webhook.id, orjson.dumps(spec), now, max_per_tenant=max_per_tenant
+                ):
                     break
                 webhook = replace(webhook, id=new_id("whk", now))
             else:
                 raise Conflict("could not allocate a webhook id; try again")
             webhook = replace(webhook, created_at=now)
             self.registry.upsert(webhook)
-        log.info("webhook_created", webhook_id=webhook.id, source="api")
+        log.info("webhook_created", webhook_id=webhook.id, source="api", tenant=webhook.tenant)
         return webhook
 
-    async def patch(self, webhook_id: str, body: Any, delivery: DeliveryConfig) -> Webhook:
+    async def patch(self, webhook_id: str, body: Any, delivery: DeliveryConfig, *, scope: Scope) -> Webhook:
         async with self._lock:
-            current = self._api_webhook(webhook_id)
+            current = self._api_webhook(webhook_id, scope)
             stored = await self.store.api_webhook(current.id)
             if stored is None:
                 raise NotFound(f"no webhook with id {current.id!r}")
@@ -142,10 +150,10 @@ class WebhookService:
         log.info("webhook_updated", webhook_id=webhook.id, fields=fields, is_active=webhook.is_active)
         return webhook
 
-    async def delete(self, webhook_id: str) -> int:
+    async def delete(self, webhook_id: str, *, scope: Scope) -> int:
         """Remove an API webhook; how many of its unfinished deliveries were cancelled (kept, as ``cancelled``)."""
         async with self._lock:
-            current = self._api_webhook(webhook_id)
+            current = self._api_webhook(webhook_id, scope)
             # Out of the Registry first: an ingest that still matched it has already queued its commit, which the
             # cancellation below (queued after it) then covers.
             self.registry.remove(current.id)
@@ -159,7 +167,7 @@ class WebhookService:
         log.info("webhook_deleted", webhook_id=current.id, cancelled=cancelled)
         return cancelled
 
-    async def rotate_secret(self, webhook_id: str, body: Any) -> Webhook:
+    async def rotate_secret(self, webhook_id: str, body: Any, *, scope: Scope) -> Webhook:
         """A new secret (given, or generated); the previous one keeps signing for the overlap the body asks. A
         rotation may move the webhook between the two Standard Webhooks schemes: the previous secret then signs
         with its own during the overlap (``relay.signing.previous_scheme``)."""
@@ -167,7 +175,7 @@ class WebhookService:
         overlap = asked.overlap
         now = self.clock.now()
         async with self._lock:
-            current = self._api_webhook(webhook_id)
+            current = self._api_webhook(webhook_id, scope)
             scheme = rotation_scheme(current.signature, asked.signature)
             secret = rotation_secret(asked.secret, scheme)
             stored = await self.store.api_webhook(current.id)
@@ -192,8 +200,33 @@ class WebhookService:
         log.info("webhook_secret_rotated", webhook_id=webhook.id, overlap_seconds=overlap, signature=str(scheme))
         return webhook
 
-    def _api_webhook(self, webhook_id: str) -> Webhook:
-        webhook = self.get(webhook_id)
+    async def remove_tenant(self, tenant: str) -> TenantRemoved:
+        """Offboard a tenant: its API webhooks removed (their unfinished deliveries cancelled), its keys revoked,
+        its portal links ended. A tenant with webhooks declared in the config file is refused (409) before anything
+        changes: those are removed from the file."""
+        async with self._lock:
+            held = [w for w in self.registry.all() if w.tenant == tenant]
+            declared = sorted(w.id for w in held if w.source != "api")
+            if declared:
+                raise Conflict(
+                    f"tenant {tenant!r} has webhooks declared in the configuration file ({', '.join(declared)}); "
+                    "remove them there and reload (SIGHUP) first"
+                )
+            # Out of the Registry first, as ``delete`` does: the cancellation covers what ingests still queued.
+            for webhook in held:
+                self.registry.remove(webhook.id)
+            try:
+                removed = await self.store.delete_tenant(tenant, self.clock.now())
+            except BaseException:
+                for webhook in held:
+                    self.registry.upsert(webhook)
+                raise
+        for webhook_id in removed.webhook_ids:
+            log.info("webhook_deleted", webhook_id=webhook_id, tenant=tenant)
+        return removed
+
+    def _api_webhook(self, webhook_id: str, scope: Scope) -> Webhook:
+        webhook = self.get(webhook_id, scope)
         if webhook.source != "api":
             raise Conflict(
                 f"webhook {webhook.id!r} is declared in the configuration file; change it there and reload (SIGHUP)"

@@ -18,6 +18,10 @@ from relay.store.base import (
     Signals,
     Store,
     StoredWebhook,
+    TenantKey,
+    TenantRemoved,
+    Tenants,
+    TenantSummary,
     Webhooks,
 )
 
@@ -35,6 +39,10 @@ __all__ = [
     "Signals",
     "Store",
     "StoredWebhook",
+    "TenantKey",
+    "TenantRemoved",
+    "TenantSummary",
+    "Tenants",
     "Webhooks",
     "migrate_store",
     "open_store",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, EventSummary, Lease
+from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, EventSummary, Lease, Scope
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -36,6 +36,7 @@ class NewEvent:
     data: bytes
     webhook_ids: tuple[str, ...]
     generated: bool = False  # relay made the id up (the producer sent none): it must not match a stored event
+    tenant: str | None = None
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -44,6 +45,7 @@ class IngestResult:
     deliveries: int
     created: bool  # False: the id existed, this is the first answer again
     leased: tuple[Claim, ...] = ()  # deliveries committed already leased to the caller (see ``Outbox.ingest``)
+    taken: bool = False  # the id is another tenant's event (or one of no tenant): nothing of the request was stored
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -76,6 +78,37 @@ class StoredWebhook:
     updated_at: float
     previous_secret: str | None
     previous_secret_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKey:
+    """A tenant's API key as listed: never the key, which is shown once and stored only as its SHA-256."""
+
+    id: str
+    tenant: str
+    prefix: str  # the key's first characters, to tell keys apart
+    description: str | None
+    created_at: float
+    last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSummary:
+    """A tenant as ``GET /v1/tenants`` lists it."""
+
+    id: str
+    webhooks: int
+    keys: int
+    deliveries: dict[str, int]  # by status, of its webhooks' deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRemoved:
+    """What ``delete_tenant`` removed: its API webhooks (ids), their unfinished deliveries (cancelled), its keys."""
+
+    webhook_ids: list[str]
+    cancelled: int
+    keys: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +190,10 @@ class Outbox(Protocol):
         """The earliest due time of each webhook that has queued deliveries."""
         ...
 
-    async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
-        """New deliveries of a stored event, due now; None when there is no such event."""
+    async def replay(
+        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+    ) -> list[Delivery] | None:
+        """New deliveries of a stored event, due now; None when there is no such event inside ``scope``."""
         ...
 
     async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
@@ -184,8 +219,12 @@ class Webhooks(Protocol):
 
     async def api_webhook(self, webhook_id: str) -> StoredWebhook | None: ...
 
-    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
-        """Store a new API webhook; False when the id is taken (by any webhook)."""
+    async def insert_api_webhook(
+        self, webhook_id: str, spec: bytes, now: float, *, max_per_tenant: int | None = None
+    ) -> bool:
+        """Store a new API webhook; False when the id is taken (by any webhook). Its tenant is the spec's
+        ``tenant``; with ``max_per_tenant``, raises ``Conflict`` when that tenant has that many webhooks already
+        (checked in the same transaction: relays sharing the store cannot together go past it)."""
         ...
 
     async def update_api_webhook(
@@ -202,9 +241,12 @@ class Webhooks(Protocol):
 
 
 class History(Protocol):
-    """What the API and the dashboard read."""
+    """What the API and the dashboard read. Every read takes the caller's ``Scope``: inside one tenant, an event
+    is there only if it is that tenant's, and a delivery only if its webhook is that tenant's."""
 
-    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None: ...
+    async def get_event(self, event_id: str, *, scope: Scope) -> tuple[Event, list[Delivery]] | None:
+        """The event with its deliveries (those inside ``scope``); None when there is no such event in ``scope``."""
+        ...
 
     async def list_events(
         self,
@@ -214,6 +256,7 @@ class History(Protocol):
         until: datetime | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> EventPage:
         """Up to ``limit`` events, newest first in the order they were ingested: of ``event_type``, created (their
         ``created_at``) at or after ``since`` and before ``until`` (each filter only when given). ``cursor`` is a
@@ -230,14 +273,15 @@ class History(Protocol):
         until: float | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> Page:
         """Up to ``limit`` deliveries with their attempts, newest first: of ``webhook_id``, in ``status``, created
         at or after ``since`` and before ``until`` (each filter only when given); ``cursor`` as in
         ``list_events``."""
         ...
 
-    async def status_counts(self) -> dict[str, dict[str, int]]:
-        """Delivery counts by webhook and status."""
+    async def status_counts(self, *, scope: Scope) -> dict[str, dict[str, int]]:
+        """Delivery counts by webhook and status, of the webhooks inside ``scope``."""
         ...
 
     async def status_totals(self) -> dict[str, int]:
@@ -247,6 +291,50 @@ class History(Protocol):
     async def earliest_due(self) -> float | None:
         """The earliest due time of a pending or failed delivery, passed or not; None when there is none (a
         delivery being attempted is not waiting)."""
+        ...
+
+
+class Tenants(Protocol):
+    """Tenants' keys and what an admin sees of tenants (CONTRACT §9). A tenant is not created: it exists while it
+    has webhooks or keys."""
+
+    async def insert_tenant_key(self, key: TenantKey, digest: bytes) -> None:
+        """Store a new key of ``key.tenant`` by the SHA-256 of its text."""
+        ...
+
+    async def tenant_keys(self, tenant: str) -> list[TenantKey]:
+        """The tenant's keys, oldest first."""
+        ...
+
+    async def delete_tenant_key(self, tenant: str, key_id: str) -> bool:
+        """Revoke one of the tenant's keys (refused from the next request on); False when it has no such key."""
+        ...
+
+    async def tenant_key_by_digest(self, digest: bytes) -> TenantKey | None:
+        """The key whose SHA-256 is ``digest``; None when no (unrevoked) key has it."""
+        ...
+
+    async def touch_tenant_key(self, key_id: str, now: float) -> None:
+        """Record that the key was used at ``now``."""
+        ...
+
+    async def tenant_summaries(self, tenant: str | None = None) -> list[TenantSummary]:
+        """Every tenant that has webhooks or keys, by id (or only ``tenant``, when it has): counts of its webhooks
+        and keys, and of its webhooks' deliveries by status."""
+        ...
+
+    async def delete_tenant(self, tenant: str, now: float) -> TenantRemoved:
+        """Offboard a tenant, in one transaction: its API webhooks removed and their unfinished deliveries
+        cancelled, its keys revoked, and its portal links ended (``tenant_removed_at``)."""
+        ...
+
+    async def tenant_removed_at(self, tenant: str) -> float | None:
+        """When the tenant was last deleted (a portal link made before that no longer opens); None: never."""
+        ...
+
+    async def signing_key(self) -> bytes:
+        """The key that signs portal links and dashboard sessions: made at random the first time, then kept in the
+        store, so every relay of a group signs and checks with the same one."""
         ...
 
 
@@ -372,5 +460,5 @@ class RateWindows(Protocol):
         ...
 
 
-class Store(Outbox, Webhooks, History, RefreshTokens, Signals, Jobs, RateWindows, Lifecycle, Protocol):
+class Store(Outbox, Webhooks, History, Tenants, RefreshTokens, Signals, Jobs, RateWindows, Lifecycle, Protocol):
     """Everything a backend provides."""

@@ -2,8 +2,9 @@
 
 What goes across: every event, every delivery (its status, attempt count and due time; a delivery that was being
 attempted, ``delivering``, becomes ``pending`` and due at once, as a restart would make it), every attempt, the
-webhooks created through the API (their whole spec, secrets included, and their rotation state) and the stored
-OAuth2 refresh tokens. Config-declared webhooks are not copied: the relays on PostgreSQL declare them from their own
+webhooks created through the API (their whole spec, secrets included, and their rotation state), the stored
+OAuth2 refresh tokens, and the tenants' keys (their SHA-256), deletions and the portal links' signing key, so keys
+and links go on working. Config-declared webhooks are not copied: the relays on PostgreSQL declare them from their own
 files when they start; their deliveries are copied all the same.
 
 Seqs are kept as they are (events and deliveries keep their order, attempts and deliveries their references, list
@@ -57,6 +58,7 @@ class CopySummary:
     attempts: int
     webhooks: int  # API webhooks
     refresh_tokens: int
+    tenant_keys: int
     schema: tuple[int, int]  # the source's schema version before and after (migrated first when older)
     seconds: float
 
@@ -72,14 +74,14 @@ class _Table:
 
 _EVENTS = _Table(
     "events",
-    "SELECT seq, id, type, created_at, data, ingested_at, delivery_count FROM events ORDER BY seq",
+    "SELECT seq, id, type, created_at, data, ingested_at, delivery_count, tenant FROM events ORDER BY seq",
     # created_us as the PostgreSQL store's ingest computes it (postgres_outbox._INSERT_EVENTS).
     """
-    INSERT INTO events (seq, id, type, created_at, created_us, data, ingested_at, delivery_count)
+    INSERT INTO events (seq, id, type, created_at, created_us, data, ingested_at, delivery_count, tenant)
     SELECT v.seq, v.id, v.type, v.created_at, (extract(epoch FROM v.created_at::timestamptz) * 1000000)::bigint,
-           v.data, v.ingested_at, v.delivery_count
-    FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::float8[], $7::int4[])
-         AS v(seq, id, type, created_at, data, ingested_at, delivery_count)
+           v.data, v.ingested_at, v.delivery_count, v.tenant
+    FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::float8[], $7::int4[], $8::text[])
+         AS v(seq, id, type, created_at, data, ingested_at, delivery_count, tenant)
     """,
 )
 _DELIVERIES = _Table(
@@ -105,14 +107,34 @@ _ATTEMPTS = _Table(
 )
 _WEBHOOKS = _Table(
     "webhooks",
-    "SELECT id, spec, created_at, updated_at, previous_secret, previous_secret_until FROM webhooks"
+    "SELECT id, spec, created_at, updated_at, previous_secret, previous_secret_until, tenant FROM webhooks"
     " WHERE source = 'api' ORDER BY created_at, id",
     """
-    INSERT INTO webhooks (id, source, spec, created_at, updated_at, previous_secret, previous_secret_until)
-    SELECT v.id, 'api', v.spec, v.created_at, v.updated_at, v.previous_secret, v.previous_secret_until
-    FROM unnest($1::text[], $2::bytea[], $3::float8[], $4::float8[], $5::text[], $6::float8[])
-         AS v(id, spec, created_at, updated_at, previous_secret, previous_secret_until)
+    INSERT INTO webhooks (id, source, spec, created_at, updated_at, previous_secret, previous_secret_until, tenant)
+    SELECT v.id, 'api', v.spec, v.created_at, v.updated_at, v.previous_secret, v.previous_secret_until, v.tenant
+    FROM unnest($1::text[], $2::bytea[], $3::float8[], $4::float8[], $5::text[], $6::float8[], $7::text[])
+         AS v(id, spec, created_at, updated_at, previous_secret, previous_secret_until, tenant)
     """,
+)
+_TENANT_KEYS = _Table(
+    "tenant_keys",
+    "SELECT id, tenant, digest, prefix, description, created_at, last_used_at FROM tenant_keys ORDER BY id",
+    """
+    INSERT INTO tenant_keys (id, tenant, digest, prefix, description, created_at, last_used_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::float8[], $7::float8[])
+    """,
+)
+_TENANT_REMOVALS = _Table(
+    "tenant_removals",
+    "SELECT tenant, removed_at FROM tenant_removals ORDER BY tenant",
+    "INSERT INTO tenant_removals (tenant, removed_at) SELECT * FROM unnest($1::text[], $2::float8[])",
+)
+# The target's own signing key (made when a relay first ran on it) gives way to the source's.
+_SETTINGS = _Table(
+    "settings",
+    "SELECT name, value FROM settings ORDER BY name",
+    "INSERT INTO settings (name, value) SELECT * FROM unnest($1::text[], $2::bytea[])"
+    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
 )
 _REFRESH_TOKENS = _Table(
     "oauth_tokens",
@@ -130,6 +152,7 @@ _HOLDINGS = (
     ("attempts", "SELECT EXISTS (SELECT 1 FROM attempts)"),
     ("API webhooks", "SELECT EXISTS (SELECT 1 FROM webhooks WHERE source = 'api')"),
     ("refresh tokens", "SELECT EXISTS (SELECT 1 FROM oauth_tokens)"),
+    ("tenant keys", "SELECT EXISTS (SELECT 1 FROM tenant_keys)"),
 )
 
 
@@ -210,7 +233,7 @@ async def _copy(conn: Conn, reader: sqlite3.Connection, now: float, batch: int) 
     the identity counters on."""
     await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     await conn.execute(
-        "LOCK TABLE events, deliveries, attempts, webhooks, oauth_tokens IN SHARE ROW EXCLUSIVE MODE"
+        "LOCK TABLE events, deliveries, attempts, webhooks, oauth_tokens, tenant_keys IN SHARE ROW EXCLUSIVE MODE"
     )  # writers (relays on the target, another copy) wait for this transaction; readers do not
     held = [what for what, query in _HOLDINGS if await conn.fetchval(query)]
     if held:
@@ -237,7 +260,10 @@ async def _copy(conn: Conn, reader: sqlite3.Connection, now: float, batch: int) 
         "attempts": await _copy_table(conn, reader, _ATTEMPTS, batch),
         "webhooks": await _insert(conn, _WEBHOOKS, [_webhook_row(r) for r in webhooks]),
         "refresh_tokens": await _copy_table(conn, reader, _REFRESH_TOKENS, batch),
+        "tenant_keys": await _copy_table(conn, reader, _TENANT_KEYS, batch, _key_row),
     }
+    await _copy_table(conn, reader, _TENANT_REMOVALS, batch)
+    await _copy_table(conn, reader, _SETTINGS, batch, _setting_row)
     for table in ("events", "deliveries"):  # new rows follow the copied ones
         await conn.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), max(seq)) FROM {table} HAVING count(*) > 0"
@@ -273,6 +299,14 @@ def _event_row(row: Row) -> Row:
 
 def _webhook_row(row: Row) -> Row:
     return (row[0], _bytes(row[1]), *row[2:])
+
+
+def _key_row(row: Row) -> Row:
+    return (*row[:2], _bytes(row[2]), *row[3:])
+
+
+def _setting_row(row: Row) -> Row:
+    return (row[0], _bytes(row[1]))
 
 
 def _bytes(value: Any) -> bytes:

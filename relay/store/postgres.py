@@ -40,15 +40,16 @@ import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 import structlog
 
 from relay.errors import StoreError
-from relay.models import Claim, Delivery, Secret
+from relay.models import Claim, Delivery, Scope, Secret
 from relay.ratelimit import RateWindow
 from relay.store import postgres_config
 from relay.store import postgres_outbox as outbox
 from relay.store.base import AttemptResult, IngestResult, NewEvent, RefreshTokenSession, Room
-from relay.store.postgres_reads import PostgresReads
 from relay.store.postgres_schema import DRIVER_ERRORS, migrate, translate
 from relay.store.postgres_signals import Listener, notify_due, notify_webhooks_changed, queued_webhooks
+from relay.store.postgres_tenants import PostgresTenants
 from relay.store.postgres_writer import GroupWriter, Job, ResultJob
+from relay.store.rows import check_quota, spec_tenant
 
 log = structlog.get_logger()
 
@@ -76,7 +77,7 @@ _REGISTER = (
 )
 
 
-class PostgresStore(PostgresReads):
+class PostgresStore(PostgresTenants):
     """The outbox in a PostgreSQL database. ``open()`` connects and migrates it; ``close()`` drains the writer."""
 
     def __init__(self, url: Secret | str, pool_size: int = 10) -> None:
@@ -301,9 +302,11 @@ class PostgresStore(PostgresReads):
             await notify_due(conn, self.owner, webhook_ids)
         return webhook_ids
 
-    async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
+    async def replay(
+        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+    ) -> list[Delivery] | None:
         async with self._transaction() as conn:
-            seqs = await outbox.replay(conn, event_id, webhook_ids, now)
+            seqs = await outbox.replay(conn, event_id, webhook_ids, now, scope.tenant)
             if seqs:
                 await notify_due(conn, self.owner, webhook_ids)
         return None if seqs is None else await self._deliveries_by_seq(seqs)
@@ -378,14 +381,23 @@ class PostgresStore(PostgresReads):
         async with self._transaction() as conn:
             return await postgres_config.sync_config_webhooks(conn, self.owner, specs, now, ALIVE_WITHIN)
 
-    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
+    async def insert_api_webhook(
+        self, webhook_id: str, spec: bytes, now: float, *, max_per_tenant: int | None = None
+    ) -> bool:
+        tenant = spec_tenant(spec)
         async with self._transaction() as conn:
+            if tenant is not None and max_per_tenant is not None:
+                # One creation per tenant at a time, group-wide: two relays cannot both see room for the last one.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant:' || $1))", tenant)
+                held = await conn.fetchval("SELECT count(*) FROM webhooks WHERE tenant = $1", tenant)
+                check_quota(tenant, int(held), max_per_tenant)
             status = await conn.execute(
-                "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES ($1, 'api', $2, $3, $3)"
-                " ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO webhooks (id, source, spec, created_at, updated_at, tenant)"
+                " VALUES ($1, 'api', $2, $3, $3, $4) ON CONFLICT (id) DO NOTHING",
                 webhook_id,
                 spec,
                 now,
+                tenant,
             )
             if status == "INSERT 0 1":
                 await notify_webhooks_changed(conn, self.owner)

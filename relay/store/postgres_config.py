@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import structlog
 
 from relay.store.postgres_outbox import Conn, cancel_queued
+from relay.store.rows import spec_tenant
 
 log = structlog.get_logger()
 
@@ -55,13 +56,14 @@ async def sync_config_webhooks(
     for webhook_id in removed:
         await cancel_queued(conn, webhook_id, now)
     await conn.execute(
-        "INSERT INTO webhooks (id, source, spec, created_at, updated_at)"
-        " SELECT v.id, 'config', v.spec, $3::float8, $3::float8"
-        " FROM unnest($1::text[], $2::bytea[]) AS v(id, spec)"
-        " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
-        " WHERE webhooks.source = 'config'",
+        "INSERT INTO webhooks (id, source, spec, created_at, updated_at, tenant)"
+        " SELECT v.id, 'config', v.spec, $3::float8, $3::float8, v.tenant"
+        " FROM unnest($1::text[], $2::bytea[], $4::text[]) AS v(id, spec, tenant)"
+        " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at,"
+        " tenant = excluded.tenant WHERE webhooks.source = 'config'",
         ids,
         values,
         now,
+        [spec_tenant(spec) for spec in values],
     )
     return removed

@@ -36,11 +36,11 @@ Conn = Any  # an asyncpg connection (asyncpg has no types)
 ID_ROUNDS = 5  # rounds of inserts whose ids keep colliding with other relays' before a group gives up
 
 _INSERT_EVENTS = """
-INSERT INTO events (id, type, created_at, created_us, data, ingested_at, delivery_count)
+INSERT INTO events (id, type, created_at, created_us, data, ingested_at, delivery_count, tenant)
 SELECT v.id, v.type, v.created_at, (extract(epoch FROM v.created_at::timestamptz) * 1000000)::bigint,
-       v.data, v.ingested_at, v.delivery_count
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[], $6::int4[])
-     WITH ORDINALITY AS v(id, type, created_at, data, ingested_at, delivery_count, n)
+       v.data, v.ingested_at, v.delivery_count, v.tenant
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[], $6::int4[], $7::text[])
+     WITH ORDINALITY AS v(id, type, created_at, data, ingested_at, delivery_count, tenant, n)
 ORDER BY v.n
 ON CONFLICT (id) DO NOTHING
 RETURNING id, seq
@@ -75,33 +75,49 @@ class _Entry:
 async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[IngestResult]]:
     """Insert the group's new events and deliveries, inside the caller's transaction; one list of answers per job,
     in job order. An id already stored, or stored by an earlier job of this group, answers as that first time did,
-    with ``created=False``; with ``rooms``, a job's first new deliveries of a webhook are committed leased."""
+    with ``created=False``; with ``rooms``, a job's first new deliveries of a webhook are committed leased. A job
+    holding an id of another tenant's event stores nothing (``IngestResult.taken``)."""
     taken: set[str] = set()  # the group's ids
+    tenants: dict[str, str | None] = {}  # the group's ids and whose events they are
+    foreign: set[str] = set()  # ids of another tenant's event: their jobs store nothing
     per_job: list[list[_Entry]] = []
     for job in jobs:
         entries = []
         for e in job.events:
             event_id = _unused_event_id(taken, job.now) if e.generated and e.id in taken else e.id
+            if event_id in taken and tenants[event_id] != e.tenant:
+                foreign.add(event_id)
             entries.append(_Entry(e, event_id, job.now, first=event_id not in taken))
             taken.add(event_id)
+            tenants.setdefault(event_id, e.tenant)
         per_job.append(entries)
-    stored = await _insert_events(conn, [x for entries in per_job for x in entries if x.first], taken)
+    stored = await _insert_events(conn, [x for entries in per_job for x in entries if x.first], taken, foreign)
+    refused = [any(x.id in foreign for x in entries) for entries in per_job]
+    unstored = [x.seq for entries, no in zip(per_job, refused, strict=True) if no for x in entries if x.seq]
+    if unstored:  # inserted by this transaction, seen by no one: gone before it commits
+        await conn.execute("DELETE FROM events WHERE seq = ANY($1::int8[])", unstored)
+        for entries, no in zip(per_job, refused, strict=True):
+            for x in entries if no else ():
+                x.seq = None
     await _insert_deliveries(conn, jobs, per_job, owner)
     return [
-        [
+        [IngestResult(x.id, 0, False, taken=x.id in foreign) for x in entries]
+        if no
+        else [
             IngestResult(x.id, len(x.event.webhook_ids), True, tuple(x.leased))
             if x.seq is not None
             else IngestResult(x.id, stored[x.id], False)
             for x in entries
         ]
-        for entries in per_job
+        for entries, no in zip(per_job, refused, strict=True)
     ]
 
 
-async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str]) -> dict[str, int]:
+async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str], foreign: set[str]) -> dict[str, int]:
     """Store the events ``entries`` hold (setting each one's seq); a producer's id found stored (before, or by
     another relay meanwhile) is not stored again, and a generated one gets another id. Returns the delivery count
-    of every id found stored, and of every id of the group another of its events stored, for the answers."""
+    of every id found stored, and of every id of the group another of its events stored, for the answers; adds
+    to ``foreign`` the producers' ids found stored as another tenant's event."""
     stored: dict[str, int] = {}
     pending = entries
     for _ in range(ID_ROUNDS):
@@ -113,6 +129,7 @@ async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str]) -> 
             [x.event.data for x in pending],
             [x.now for x in pending],
             [len(x.event.webhook_ids) for x in pending],
+            [x.event.tenant for x in pending],
         )
         seqs: dict[str, int] = {r[0]: r[1] for r in rows}
         missed = []
@@ -125,15 +142,17 @@ async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str]) -> 
         if not missed:
             return stored
         found = await conn.fetch(
-            "SELECT id, delivery_count FROM events WHERE id = ANY($1::text[])", [x.id for x in missed]
+            "SELECT id, delivery_count, tenant FROM events WHERE id = ANY($1::text[])", [x.id for x in missed]
         )
-        counts: dict[str, int] = {r[0]: r[1] for r in found}
+        counts: dict[str, tuple[int, str | None]] = {r[0]: (r[1], r[2]) for r in found}
         pending = []
         for x in missed:
             if x.id not in counts:  # pruned since it collided: it goes in after all
                 pending.append(x)
                 continue
-            stored[x.id] = counts[x.id]
+            stored[x.id] = counts[x.id][0]
+            if not x.event.generated and counts[x.id][1] != x.event.tenant:
+                foreign.add(x.id)
             if x.event.generated:  # a producer posted this id before relay made it up: relay's event gets another
                 x.id = _unused_event_id(taken, x.now)
                 taken.add(x.id)
@@ -358,10 +377,15 @@ async def _free_abandoned(conn: Conn, now: float, alive_within: float) -> list[s
     return [r[0] for r in rows]
 
 
-async def replay(conn: Conn, event_id: str, webhook_ids: Sequence[str], now: float) -> list[int] | None:
-    """New deliveries of a stored event, due now: their seqs; None when there is no such event. The event is held
-    (``FOR KEY SHARE``) until the transaction ends, so a prune cannot take it away from under them."""
-    event_seq = await conn.fetchval("SELECT seq FROM events WHERE id = $1 FOR KEY SHARE", event_id)
+async def replay(
+    conn: Conn, event_id: str, webhook_ids: Sequence[str], now: float, tenant: str | None
+) -> list[int] | None:
+    """New deliveries of a stored event, due now: their seqs; None when there is no such event (of ``tenant``, when
+    given). The event is held (``FOR KEY SHARE``) until the transaction ends, so a prune cannot take it away from
+    under them."""
+    event_seq = await conn.fetchval(
+        "SELECT seq FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) FOR KEY SHARE", event_id, tenant
+    )
     if event_seq is None:
         return None
     rows = await conn.fetch(

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.errors import StoreUnavailable
-from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary
+from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary, Scope
 from relay.store.base import EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
 from relay.store.postgres_schema import DRIVER_ERRORS, QUEUED, translate
@@ -40,6 +40,18 @@ class _Terms:
 
     def where(self) -> str:
         return f" WHERE {' AND '.join(self.terms)}" if self.terms else ""
+
+    def deliveries_in(self, scope: Scope, column: str = "d.webhook_id") -> _Terms:
+        """Keep deliveries inside ``scope``: inside one tenant, the deliveries of that tenant's webhooks."""
+        if scope.tenant is not None:
+            self.add(f"{column} IN (SELECT id FROM webhooks WHERE tenant = {{}})", scope.tenant)
+        return self
+
+    def events_in(self, scope: Scope, column: str = "e.tenant") -> _Terms:
+        """Keep events inside ``scope``: inside one tenant, that tenant's events."""
+        if scope.tenant is not None:
+            self.add(f"{column} = {{}}", scope.tenant)
+        return self
 
 
 class PostgresReads:
@@ -68,15 +80,20 @@ class PostgresReads:
 
     # -- events and deliveries ---------------------------------------------------------------------------
 
-    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None:
+    async def get_event(self, event_id: str, *, scope: Scope) -> tuple[Event, list[Delivery]] | None:
+        where = _Terms().events_in(scope)
+        where.add("e.id = {}", event_id)
         rows = await self._fetch(
-            "SELECT seq, id, type, created_at, data, ingested_at FROM events WHERE id = $1", event_id
+            f"SELECT e.seq, e.id, e.type, e.created_at, e.data, e.ingested_at, e.tenant FROM events e{where.where()}",
+            *where.args,
         )
         if not rows:
             return None
         r = rows[0]
-        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]))
-        deliveries = await self._deliveries(" WHERE d.event_seq = $1 ORDER BY d.seq", [r[0]])
+        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]), r[6])
+        where = _Terms().deliveries_in(scope)
+        where.add("d.event_seq = {}", r[0])
+        deliveries = await self._deliveries(f"{where.where()} ORDER BY d.seq", where.args)
         return event, [d for _, d in deliveries]
 
     async def list_events(
@@ -87,8 +104,13 @@ class PostgresReads:
         until: datetime | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> EventPage:
+        counted = _Terms().deliveries_in(scope)  # numbered first: its arguments are the statement's first
+        counted.terms.insert(0, "d.event_seq = e.seq")
         where = _Terms()
+        where.args = counted.args
+        where.events_in(scope)
         if event_type is not None:
             where.add("e.type = {}", event_type)
         if since is not None:
@@ -99,11 +121,11 @@ class PostgresReads:
             where.add("e.seq < {}", before)
         rows = await self._fetch(
             "SELECT e.seq, e.id, e.type, e.created_at, e.ingested_at,"
-            " (SELECT count(*) FROM deliveries d WHERE d.event_seq = e.seq)"
+            f" (SELECT count(*) FROM deliveries d{counted.where()}), e.tenant"
             f" FROM events e{where.where()} ORDER BY e.seq DESC LIMIT {where.arg(limit + 1)}",
             *where.args,
         )
-        events = [EventSummary(r[1], r[2], r[3], float(r[4]), int(r[5])) for r in rows[:limit]]
+        events = [EventSummary(r[1], r[2], r[3], float(r[4]), int(r[5]), r[6]) for r in rows[:limit]]
         return EventPage(events, str(rows[limit - 1][0]) if len(rows) > limit else None)
 
     async def list_deliveries(
@@ -115,8 +137,9 @@ class PostgresReads:
         until: float | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> Page:
-        where = _Terms()
+        where = _Terms().deliveries_in(scope)
         if webhook_id is not None:
             where.add("d.webhook_id = {}", webhook_id)
         if status is not None:
@@ -157,9 +180,13 @@ class PostgresReads:
         deliveries = [(int(r[0]), delivery_of(r, attempts[int(r[0])])) for r in rows]
         return deliveries
 
-    async def status_counts(self) -> dict[str, dict[str, int]]:
-        """Delivery counts by webhook and status."""
-        rows = await self._fetch("SELECT webhook_id, status, count(*) FROM deliveries GROUP BY webhook_id, status")
+    async def status_counts(self, *, scope: Scope) -> dict[str, dict[str, int]]:
+        """Delivery counts by webhook and status, of the webhooks inside ``scope``."""
+        where = _Terms().deliveries_in(scope)
+        rows = await self._fetch(
+            f"SELECT d.webhook_id, d.status, count(*) FROM deliveries d{where.where()} GROUP BY d.webhook_id, d.status",
+            *where.args,
+        )
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
             counts.setdefault(r[0], {})[r[1]] = int(r[2])

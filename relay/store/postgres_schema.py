@@ -127,6 +127,26 @@ MIGRATIONS: tuple[str, ...] = (
         starts double precision[] NOT NULL DEFAULT '{}'
     );
     """,
+    """
+    -- Tenants (CONTRACT §9), as on SQLite (relay/store/sqlite_schema.py, 3 -> 4): an event's and a webhook's tenant,
+    -- tenant keys by their SHA-256, when a tenant was last deleted, and the portal links' signing key.
+    ALTER TABLE events ADD COLUMN tenant text;
+    CREATE INDEX events_tenant ON events (tenant, seq) WHERE tenant IS NOT NULL;
+    ALTER TABLE webhooks ADD COLUMN tenant text;
+    CREATE INDEX webhooks_tenant ON webhooks (tenant) WHERE tenant IS NOT NULL;
+    CREATE TABLE tenant_keys (
+        id text PRIMARY KEY,
+        tenant text NOT NULL,
+        digest bytea NOT NULL UNIQUE,
+        prefix text NOT NULL,
+        description text,
+        created_at double precision NOT NULL,
+        last_used_at double precision
+    );
+    CREATE INDEX tenant_keys_tenant ON tenant_keys (tenant, created_at);
+    CREATE TABLE tenant_removals (tenant text PRIMARY KEY, removed_at double precision NOT NULL);
+    CREATE TABLE settings (name text PRIMARY KEY, value bytea NOT NULL);
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

@@ -3,11 +3,14 @@ in the same order."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
+from relay.errors import Conflict
 from relay.models import Attempt, Delivery, DeliveryStatus, ErrorKind
-from relay.store.base import StoredWebhook
+from relay.store.base import NewEvent, StoredWebhook, TenantKey, TenantSummary
 
 
 def attempt_of(row: Sequence[Any]) -> Attempt:
@@ -51,3 +54,50 @@ def stored_webhook(row: Sequence[Any]) -> StoredWebhook:
         previous_secret=row[4],
         previous_secret_until=None if row[5] is None else float(row[5]),
     )
+
+
+def foreign_ids(events: Sequence[NewEvent], known: Mapping[str, tuple[int, str | None]]) -> set[str]:
+    """The ids in ``events`` that an event of another tenant has (``known``: id -> delivery count and tenant, of
+    stored events): such a request stores nothing (``IngestResult.taken``). An id relay made up is never one: it
+    gets another id instead."""
+    return {e.id for e in events if not e.generated and e.id in known and known[e.id][1] != e.tenant}
+
+
+def spec_tenant(spec: bytes) -> str | None:
+    """The tenant a webhook's stored spec names (validated before it was stored); None: platform-wide."""
+    tenant = orjson.loads(spec).get("tenant")
+    return tenant if isinstance(tenant, str) else None
+
+
+def check_quota(tenant: str, held: int, max_per_tenant: int) -> None:
+    """Raise ``Conflict`` when ``tenant``, holding ``held`` webhooks, may have no more (``[tenants] max_webhooks``)."""
+    if held >= max_per_tenant:
+        raise Conflict(
+            f"tenant {tenant!r} has {held} webhooks, the most tenants.max_webhooks allows ({max_per_tenant})"
+        )
+
+
+KEY_COLUMNS = "id, tenant, prefix, description, created_at, last_used_at"
+
+
+def tenant_key_of(row: Sequence[Any]) -> TenantKey:
+    """A row of ``KEY_COLUMNS``."""
+    return TenantKey(row[0], row[1], row[2], row[3], float(row[4]), None if row[5] is None else float(row[5]))
+
+
+def summaries(
+    webhooks: Sequence[Sequence[Any]], keys: Sequence[Sequence[Any]], deliveries: Sequence[Sequence[Any]]
+) -> list[TenantSummary]:
+    """Rows of (tenant, count), (tenant, count) and (tenant, status, count) as tenants, by id."""
+    counted: dict[str, dict[str, Any]] = {}
+    for tenant, count in webhooks:
+        counted.setdefault(tenant, {"deliveries": {}})["webhooks"] = int(count)
+    for tenant, count in keys:
+        counted.setdefault(tenant, {"deliveries": {}})["keys"] = int(count)
+    for tenant, status, count in deliveries:
+        if tenant in counted:
+            counted[tenant]["deliveries"][status] = int(count)
+    return [
+        TenantSummary(tenant, c.get("webhooks", 0), c.get("keys", 0), c["deliveries"])
+        for tenant, c in sorted(counted.items())
+    ]

@@ -21,13 +21,13 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import aiosqlite
 import structlog
 
 from relay.errors import StoreError, StoreUnavailable
-from relay.models import Claim, Delivery, Durability, new_id
+from relay.models import Claim, Delivery, Durability, Scope, new_id
 from relay.store import sqlite_outbox as outbox
 from relay.store.base import (
     AttemptResult,
@@ -37,14 +37,17 @@ from relay.store.base import (
     Room,
     local_refresh_session,
 )
-from relay.store.sqlite_reads import SqliteReads, chunks
+from relay.store.rows import check_quota, spec_tenant
+from relay.store.sqlite_reads import chunks, event_scope
 from relay.store.sqlite_schema import migrate, translate
+from relay.store.sqlite_tenants import SqliteTenants
 from relay.store.sqlite_writer import GROUP_ROWS, GroupWriter, Job
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
-class SqliteStore(SqliteReads):
+class SqliteStore(SqliteTenants):
     """The outbox on one SQLite file. ``open()`` locks, creates and migrates it; ``close()`` drains the writer."""
 
     def __init__(self, path: Path, durability: Durability = Durability.FULL) -> None:
@@ -58,6 +61,9 @@ class SqliteStore(SqliteReads):
     @property
     def commits(self) -> int:
         return self._writer.commits
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._writer.run(fn)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -245,9 +251,13 @@ class SqliteStore(SqliteReads):
     async def take_over(self, now: float) -> list[str]:
         return []  # one relay owns the file: its leases are its own, and reclaimed at its startup
 
-    async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
+    async def replay(
+        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+    ) -> list[Delivery] | None:
         def run(conn: sqlite3.Connection) -> list[int] | None:
-            rows = conn.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchall()
+            terms, params = event_scope(scope)
+            where = " AND ".join(["id = ?", *terms])
+            rows = conn.execute(f"SELECT seq FROM events WHERE {where}", (event_id, *params)).fetchall()
             if not rows:
                 return None
             seqs: list[int] = []
@@ -322,21 +332,29 @@ class SqliteStore(SqliteReads):
                 conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
                 outbox.cancel_queued(conn, webhook_id, now)
             conn.executemany(
-                "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'config', ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
-                " WHERE webhooks.source = 'config'",
-                [(webhook_id, spec, now, now) for webhook_id, spec in specs.items()],
+                "INSERT INTO webhooks (id, source, spec, created_at, updated_at, tenant)"
+                " VALUES (?, 'config', ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at,"
+                " tenant = excluded.tenant WHERE webhooks.source = 'config'",
+                [(webhook_id, spec, now, now, spec_tenant(spec)) for webhook_id, spec in specs.items()],
             )
             return removed
 
         return await self._writer.run(run)
 
-    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
+    async def insert_api_webhook(
+        self, webhook_id: str, spec: bytes, now: float, *, max_per_tenant: int | None = None
+    ) -> bool:
+        tenant = spec_tenant(spec)
+
         def run(conn: sqlite3.Connection) -> bool:
+            if tenant is not None and max_per_tenant is not None:
+                held = conn.execute("SELECT COUNT(*) FROM webhooks WHERE tenant = ?", (tenant,)).fetchone()[0]
+                check_quota(tenant, int(held), max_per_tenant)
             cursor = conn.execute(
-                "INSERT INTO webhooks (id, source, spec, created_at, updated_at) VALUES (?, 'api', ?, ?, ?)"
+                "INSERT INTO webhooks (id, source, spec, created_at, updated_at, tenant) VALUES (?, 'api', ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
-                (webhook_id, spec, now, now),
+                (webhook_id, spec, now, now, tenant),
             )
             return cursor.rowcount == 1
 

@@ -19,6 +19,7 @@ import orjson
 
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
+from relay.store.rows import foreign_ids
 from relay.store.sqlite_schema import QUEUED
 from relay.store.sqlite_writer import Job
 
@@ -38,11 +39,11 @@ def apply_ingest(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[IngestR
     An id already stored, or created by an earlier job of this group, answers as that first time did, with
     ``created=False``.
     """
-    known: dict[str, int] = {}  # id -> delivery count, of events stored before or earlier in this group
+    known: dict[str, tuple[int, str | None]] = {}  # id -> delivery count and tenant, of events stored or in this group
     wanted = list({e.id for job in jobs for e in job.payload.events})
-    sql = "SELECT id, delivery_count FROM events WHERE id IN (SELECT value FROM json_each(?))"
+    sql = "SELECT id, delivery_count, tenant FROM events WHERE id IN (SELECT value FROM json_each(?))"
     for row in conn.execute(sql, (orjson.dumps(wanted),)).fetchall():
-        known[row[0]] = int(row[1])
+        known[row[0]] = (int(row[1]), row[2])
     event_seq, delivery_seq = conn.execute(
         "SELECT (SELECT IFNULL(MAX(seq), 0) FROM events), (SELECT IFNULL(MAX(seq), 0) FROM deliveries)"
     ).fetchone()
@@ -50,24 +51,28 @@ def apply_ingest(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[IngestR
     delivery_rows: list[tuple[Any, ...]] = []
     per_job: list[list[IngestResult]] = []
     for job in jobs:
-        job_answers = []
         now = job.now
         ingest: Ingest = job.payload
+        if taken := foreign_ids(ingest.events, known):
+            per_job.append([IngestResult(e.id, 0, False, taken=e.id in taken) for e in ingest.events])
+            continue
+        job_answers = []
         rooms = ingest.rooms or {}
         budget = {webhook_id: room.count for webhook_id, room in rooms.items()}
         for e in ingest.events:
             event_id = e.id
-            count = known.get(event_id)
-            if count is not None and e.generated:
+            first = known.get(event_id)
+            if first is not None and e.generated:
                 # A producer posted this id before relay made it up (generated ids count up, so they can be
                 # foreseen): this is another event, and it gets another id rather than answering as that one.
-                event_id, count = _unused_event_id(conn, known, now), None
-            if count is not None:
-                job_answers.append(IngestResult(event_id, count, False))
+                event_id, first = _unused_event_id(conn, known, now), None
+            if first is not None:
+                job_answers.append(IngestResult(event_id, first[0], False))
                 continue
-            count = known[event_id] = len(e.webhook_ids)
+            count = len(e.webhook_ids)
+            known[event_id] = (count, e.tenant)
             event_seq += 1
-            event_rows.append((event_seq, event_id, e.type, e.created_at, e.data, now, count))
+            event_rows.append((event_seq, event_id, e.type, e.created_at, e.data, now, count, e.tenant))
             leased: list[Claim] = []
             stored: Event | None = None
             for webhook_id in e.webhook_ids:
@@ -88,7 +93,7 @@ def apply_ingest(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[IngestR
         per_job.append(job_answers)
     _insert_many(
         conn,
-        "INSERT INTO events (seq, id, type, created_at, data, ingested_at, delivery_count) VALUES",
+        "INSERT INTO events (seq, id, type, created_at, data, ingested_at, delivery_count, tenant) VALUES",
         event_rows,
     )
     _insert_many(
@@ -226,7 +231,7 @@ def cancel_queued(conn: sqlite3.Connection, webhook_id: str, now: float) -> int:
     return cursor.rowcount
 
 
-def _unused_event_id(conn: sqlite3.Connection, known: dict[str, int], now: float) -> str:
+def _unused_event_id(conn: sqlite3.Connection, known: Mapping[str, object], now: float) -> str:
     """A generated event id that no stored event and no event of this group has."""
     while True:
         candidate = new_event_id(now)

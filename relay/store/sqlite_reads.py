@@ -19,7 +19,7 @@ import aiosqlite
 import orjson
 
 from relay.errors import StoreUnavailable
-from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary
+from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary, Scope
 from relay.store.base import EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
 from relay.store.rows import attempt_of, delivery_of, stored_webhook
@@ -38,6 +38,19 @@ def _where(terms: Sequence[str]) -> str:
     return f" WHERE {' AND '.join(terms)}" if terms else ""
 
 
+def delivery_scope(scope: Scope, column: str = "webhook_id") -> tuple[list[str], list[Any]]:
+    """The terms (and their parameters) that keep a query of deliveries inside ``scope``: inside one tenant, the
+    deliveries of that tenant's webhooks."""
+    if scope.tenant is None:
+        return [], []
+    return [f"{column} IN (SELECT id FROM webhooks WHERE tenant = ?)"], [scope.tenant]
+
+
+def event_scope(scope: Scope, column: str = "tenant") -> tuple[list[str], list[Any]]:
+    """The terms that keep a query of events inside ``scope``: inside one tenant, that tenant's events."""
+    return ([], []) if scope.tenant is None else ([f"{column} = ?"], [scope.tenant])
+
+
 class SqliteReads:
     """Read queries; ``SqliteStore`` provides the connection."""
 
@@ -53,15 +66,18 @@ class SqliteReads:
 
     # -- events and deliveries ---------------------------------------------------------------------------
 
-    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None:
+    async def get_event(self, event_id: str, *, scope: Scope) -> tuple[Event, list[Delivery]] | None:
+        terms, params = event_scope(scope)
         rows = await self._read(
-            "SELECT seq, id, type, created_at, data, ingested_at FROM events WHERE id = ?", (event_id,)
+            f"SELECT seq, id, type, created_at, data, ingested_at, tenant FROM events{_where(['id = ?', *terms])}",
+            (event_id, *params),
         )
         if not rows:
             return None
         r = rows[0]
-        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]))
-        deliveries = await self._deliveries("WHERE d.event_seq = ? ORDER BY d.seq", (int(r[0]),))
+        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]), r[6])
+        terms, params = delivery_scope(scope, "d.webhook_id")
+        deliveries = await self._deliveries(f"{_where(['d.event_seq = ?', *terms])} ORDER BY d.seq", (r[0], *params))
         return event, [d for _, d in deliveries]
 
     async def list_events(
@@ -72,17 +88,21 @@ class SqliteReads:
         until: datetime | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> EventPage:
-        terms, params = ([], []) if event_type is None else (["type = ?"], [event_type])
+        terms, params = event_scope(scope)
+        if event_type is not None:
+            terms, params = [*terms, "type = ?"], [*params, event_type]
         window = (None if since is None else micros(since), None if until is None else micros(until))
         seqs, next_cursor = await self._page("events", terms, params, cursor, limit, window, "created_us")
+        counted, counted_params = delivery_scope(scope, "d.webhook_id")
         rows = await self._read(
             "SELECT e.id, e.type, e.created_at, e.ingested_at,"
-            " (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq)"
+            f" (SELECT COUNT(*) FROM deliveries d{_where(['d.event_seq = e.seq', *counted])}), e.tenant"
             " FROM events e WHERE e.seq IN (SELECT value FROM json_each(?)) ORDER BY e.seq DESC",
-            (orjson.dumps(seqs),),
+            (*counted_params, orjson.dumps(seqs)),
         )
-        return EventPage([EventSummary(r[0], r[1], r[2], float(r[3]), int(r[4])) for r in rows], next_cursor)
+        return EventPage([EventSummary(r[0], r[1], r[2], float(r[3]), int(r[4]), r[5]) for r in rows], next_cursor)
 
     async def list_deliveries(
         self,
@@ -93,9 +113,9 @@ class SqliteReads:
         until: float | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> Page:
-        terms: list[str] = []
-        params: list[Any] = []
+        terms, params = delivery_scope(scope)
         if webhook_id is not None:
             terms.append("webhook_id = ?")
             params.append(webhook_id)
@@ -191,9 +211,12 @@ class SqliteReads:
         deliveries = [(int(r[0]), delivery_of(r, attempts[int(r[0])])) for r in rows]
         return deliveries
 
-    async def status_counts(self) -> dict[str, dict[str, int]]:
-        """Delivery counts by webhook and status."""
-        rows = await self._read("SELECT webhook_id, status, COUNT(*) FROM deliveries GROUP BY webhook_id, status")
+    async def status_counts(self, *, scope: Scope) -> dict[str, dict[str, int]]:
+        """Delivery counts by webhook and status, of the webhooks inside ``scope``."""
+        terms, params = delivery_scope(scope)
+        rows = await self._read(
+            f"SELECT webhook_id, status, COUNT(*) FROM deliveries{_where(terms)} GROUP BY webhook_id, status", params
+        )
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
             counts.setdefault(r[0], {})[r[1]] = int(r[2])

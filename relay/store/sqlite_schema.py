@@ -97,6 +97,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_status ON deliveries (status) WHERE status != 'succeeded';
     CREATE INDEX deliveries_created ON deliveries (created_at, webhook_id);
     """,
+    # 3 -> 4: tenants (CONTRACT §9). An event's and a webhook's tenant (NULL: platform-wide); the partial indexes
+    # cost nothing for rows of no tenant. A delivery is its webhook's tenant's: scoped reads join on the webhook.
+    # Tenant keys are kept by their SHA-256 only. ``tenant_removals``: when a tenant was last deleted (a portal
+    # link made before that no longer opens). ``settings``: the portal links' and sessions' signing key.
+    """
+    ALTER TABLE events ADD COLUMN tenant TEXT;
+    CREATE INDEX events_tenant ON events (tenant) WHERE tenant IS NOT NULL;
+    ALTER TABLE webhooks ADD COLUMN tenant TEXT;
+    CREATE INDEX webhooks_tenant ON webhooks (tenant) WHERE tenant IS NOT NULL;
+    CREATE TABLE tenant_keys (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        digest BLOB NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        description TEXT,
+        created_at REAL NOT NULL,
+        last_used_at REAL
+    );
+    CREATE INDEX tenant_keys_tenant ON tenant_keys (tenant, created_at);
+    CREATE TABLE tenant_removals (tenant TEXT PRIMARY KEY, removed_at REAL NOT NULL);
+    CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 
+from relay.models import EVERYTHING
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
 from tests.integration.store_contract import event
@@ -86,7 +87,7 @@ async def test_copy_moves_the_outbox_and_postgres_takes_up_its_work(
         assert [c.attempt_number for c in claims] == [2, 2, 1, 1, 1]
 
         await store.ingest([event("after-copy", "cfg")], now)
-        page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=2)
+        page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=2, scope=EVERYTHING)
         assert [e.id for e in page.events] == ["after-copy", "e7"]
     finally:
         await store.close()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from relay.errors import StoreUnavailable, ValidationError
-from relay.models import Attempt, Claim, DeliveryStatus, ErrorKind
+from relay.models import EVERYTHING, Attempt, Claim, DeliveryStatus, ErrorKind
 from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store
 
 T0 = 1_700_000_000.0
@@ -102,7 +102,7 @@ def flat(found: list[list[str]]) -> list[str]:
 
 
 async def status_of(store: Store, event_id: str) -> dict[str, DeliveryStatus]:
-    found = await store.get_event(event_id)
+    found = await store.get_event(event_id, scope=EVERYTHING)
     assert found is not None
     return {d.webhook_id: d.status for d in found[1]}
 
@@ -127,7 +127,7 @@ class StoreContract:
     async def test_ingest_commits_events_and_one_delivery_per_webhook(self, store: Store) -> None:
         results = await store.ingest([event("e1", "a", "b"), event("e2")], T0)
         assert [(r.id, r.deliveries, r.created) for r in results] == [("e1", 2, True), ("e2", 0, True)]
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         _, deliveries = found
         assert sorted(d.webhook_id for d in deliveries) == ["a", "b"]
@@ -149,10 +149,10 @@ class StoreContract:
         ids = [r.id for r in results]
         assert ids[0] == "evt_twin" and len({"evt_taken", *ids}) == 4
         assert all(i.startswith("evt_") for i in ids)
-        found = await store.get_event(ids[1])
+        found = await store.get_event(ids[1], scope=EVERYTHING)
         assert found is not None
         assert sorted(d.webhook_id for d in found[1]) == ["a", "b"]
-        first = await store.get_event("evt_taken")
+        first = await store.get_event("evt_taken", scope=EVERYTHING)
         assert first is not None and [d.webhook_id for d in first[1]] == ["a"]
 
     async def test_concurrent_duplicates_in_one_group_are_stored_once(self, store: Store) -> None:
@@ -161,14 +161,14 @@ class StoreContract:
         )
         assert first[0].created != second[0].created
         assert first[0].deliveries == second[0].deliveries == 1
-        found = await store.get_event("same")
+        found = await store.get_event("same", scope=EVERYTHING)
         assert found is not None and len(found[1]) == 1
 
     async def test_submit_ingest_resolves_once_committed(self, store: Store) -> None:
         future = store.submit_ingest([event("e1", "a")], T0)
         [answer] = await future
         assert (answer.id, answer.created) == ("e1", True)
-        assert await store.get_event("e1") is not None
+        assert await store.get_event("e1", scope=EVERYTHING) is not None
 
     async def test_on_commit_runs_before_the_answer_and_also_for_a_cancelled_one(self, store: Store) -> None:
         seen: list[tuple[str, Any]] = []
@@ -191,7 +191,7 @@ class StoreContract:
                 break
             await asyncio.sleep(0.005)
         assert seen == [("committed", ["e2"])]
-        assert await store.get_event("e2") is not None
+        assert await store.get_event("e2", scope=EVERYTHING) is not None
 
     # -- claims and leases -------------------------------------------------------------------------------
 
@@ -228,7 +228,7 @@ class StoreContract:
         assert claim.event.created_at == "2024-01-15T10:35:00Z"
         assert claim.lease.until == T0 + 65 and claim.lease.owner
         assert claim.delivery_id.startswith("dlv_")
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         [delivery] = found[1]
         assert (delivery.id, delivery.status, delivery.next_attempt_at) == (claim.delivery_id, S.DELIVERING, None)
@@ -246,7 +246,7 @@ class StoreContract:
         first = leased[0]
         assert (first.attempt_number, first.created_at, first.event.data) == (1, T0 + 1, b'{"n":1}')
         assert first.event.ingested_at == T0 + 1 and first.event.created_at == "2024-01-15T10:35:00Z"
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         assert {(d.id, d.status) for d in found[1]} == {(c.delivery_id, DeliveryStatus.DELIVERING) for c in leased[:2]}
         assert found[0] == first.event and [c.lease.until for c in leased] == [T0 + 70, T0 + 80, T0 + 70]
@@ -265,13 +265,13 @@ class StoreContract:
         [fresh], _ = await store.claim("a", 1, T0 + 61, T0 + 120)  # the lease ran out: claimed again
         assert fresh.delivery_id == stale.delivery_id and fresh.attempt_number == stale.attempt_number == 1
         await store.record([result(stale, attempt(1, T0 + 1, ok=True), S.SUCCEEDED)])  # the stalled one ends
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         [delivery] = found[1]
         assert (delivery.status, delivery.attempt_count) == (S.DELIVERING, 0)
         assert await store.claim("a", 1, T0 + 119, T0 + 200) == ([], T0 + 120)  # still under the fresh lease
         await store.record([result(fresh, attempt(1, T0 + 61, ok=False, next_at=T0 + 500), S.PENDING)])
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         [delivery] = found[1]
         assert (delivery.status, delivery.attempt_count, delivery.next_attempt_at) == (S.PENDING, 1, T0 + 500)
@@ -351,7 +351,7 @@ class StoreContract:
         [claim], _ = await store.claim("a", 1, T0 + 60, T0 + 120)
         assert claim.attempt_number == 2
         await store.record([result(claim, attempt(2, T0 + 60, ok=True), DeliveryStatus.SUCCEEDED)])
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         [delivery] = found[1]
         assert delivery.status is DeliveryStatus.SUCCEEDED and delivery.attempt_count == 2
@@ -363,7 +363,7 @@ class StoreContract:
         await store.ingest([event("e1", "a")], T0)
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         await store.record([result(claim, attempt(1, T0, ok=False, next_at=T0 + 3600), S.FAILED)])  # parked
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         [parked] = found[1]
         assert (parked.status, parked.next_attempt_at, parked.attempt_count) == (S.FAILED, T0 + 3600, 1)
@@ -372,7 +372,7 @@ class StoreContract:
         [claim], _ = await store.claim("a", 1, T0 + 3600, T0 + 3700)  # the re-drive interval came
         assert claim.attempt_number == 2
         await store.record([result(claim, attempt(2, T0 + 3600, ok=False), S.DEAD)])
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         [dead] = found[1]
         assert (dead.status, dead.next_attempt_at, dead.attempt_count) == (S.DEAD, None, 2)
@@ -402,7 +402,7 @@ class StoreContract:
         await store.ingest([event("e1", "a")], T0)
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         await store.record([result(claim, attempt(1, T0, ok=True), S.SUCCEEDED)])
-        replayed = await store.replay("e1", ["a", "b"], T0 + 100)
+        replayed = await store.replay("e1", ["a", "b"], T0 + 100, scope=EVERYTHING)
         assert replayed is not None
         assert [(d.webhook_id, d.event_id, d.status) for d in replayed] == [
             ("a", "e1", S.PENDING),
@@ -410,8 +410,8 @@ class StoreContract:
         ]
         assert all(d.next_attempt_at == d.created_at == T0 + 100 and d.attempt_count == 0 for d in replayed)
         assert claim.delivery_id not in {d.id for d in replayed} and len({d.id for d in replayed}) == 2
-        assert await store.replay("unknown", ["a"], T0 + 100) is None
-        found = await store.get_event("e1")
+        assert await store.replay("unknown", ["a"], T0 + 100, scope=EVERYTHING) is None
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None and [d.id for d in found[1]] == [claim.delivery_id, *(d.id for d in replayed)]
         [again] = await store.ingest([event("e1", "a")], T0 + 101)
         assert (again.created, again.deliveries) == (False, 1)  # the first answer, whatever was replayed
@@ -429,7 +429,7 @@ class StoreContract:
         assert await store.delete_api_webhook("a", T0 + 2) is None
         assert await status_of(store, "e1") == {"a": S.SUCCEEDED, "b": S.PENDING}
         assert await status_of(store, "e2") == {"a": S.CANCELLED}
-        found = await store.get_event("e2")
+        found = await store.get_event("e2", scope=EVERYTHING)
         assert found is not None and found[1][0].next_attempt_at is None
         assert await store.claim("a", 10, T0 + 100, T0 + 160) == ([], None)
         assert await store.load_refresh_token("a") is None
@@ -442,14 +442,14 @@ class StoreContract:
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         assert await store.delete_api_webhook("a", T0) == 1
         await store.record([result(claim, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED)])
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None and found[1][0].status is DeliveryStatus.CANCELLED
 
     async def test_config_webhooks_sync_cancels_what_removed_ones_left(self, store: Store) -> None:
         await store.sync_config_webhooks({"a": b"{}", "b": b"{}"}, T0)
         await store.ingest([event("e1", "a", "b")], T0)
         assert await store.sync_config_webhooks({"b": b"{}"}, T0 + 1) == ["a"]
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None
         assert {d.webhook_id: d.status for d in found[1]} == {"a": "cancelled", "b": "pending"}
 
@@ -516,7 +516,7 @@ class StoreContract:
         found = await delivery_pages(store, 2, webhook_id="a")
         assert found == [["e4/a", "e3/a"], ["e2/a", "e1/a"], ["e0/a"]]
         page = await store.list_deliveries(
-            webhook_id="a", status="succeeded", since=None, until=None, cursor=None, limit=10
+            webhook_id="a", status="succeeded", since=None, until=None, cursor=None, limit=10, scope=EVERYTHING
         )
         assert [(d.event_id, len(d.attempts)) for d in page.deliveries] == [("e0", 1)] and page.next_cursor is None
         assert await delivery_pages(store, 4, webhook_id="a", status="pending") == [["e4/a", "e3/a", "e2/a", "e1/a"]]
@@ -528,7 +528,7 @@ class StoreContract:
         await store.ingest([event("e3", "a", "c")], T0 + 20)
         [claim], _ = await store.claim("b", 1, T0 + 20, T0 + 60)  # e1's
         await store.record([result(claim, attempt(1, T0 + 21, ok=False), S.DEAD)])
-        replayed = await store.replay("e1", ["c"], T0 + 30)
+        replayed = await store.replay("e1", ["c"], T0 + 30, scope=EVERYTHING)
         assert replayed is not None
         assert flat(await delivery_pages(store, 2)) == ["e1/c", "e3/c", "e3/a", "e2/b", "e1/b", "e1/a"]
         assert await delivery_pages(store, 10, status="dead") == [["e1/b"]]
@@ -545,8 +545,8 @@ class StoreContract:
         await store.ingest([event("late", "a", "b", created_at="2024-03-01T00:00:00Z")], T0)
         await store.ingest([event("early", event_type="u", created_at="2024-01-01T00:00:00.25Z")], T0 + 5)
         await store.ingest([event("mid", "a", created_at="2024-02-01T00:00:00Z")], T0 + 9)
-        await store.replay("late", ["c"], T0 + 10)
-        page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=10)
+        await store.replay("late", ["c"], T0 + 10, scope=EVERYTHING)
+        page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=10, scope=EVERYTHING)
         assert page.next_cursor is None
         assert [(e.id, e.type, e.created_at, e.ingested_at, e.deliveries) for e in page.events] == [
             ("mid", "t", "2024-02-01T00:00:00Z", T0 + 9, 1),
@@ -616,7 +616,9 @@ class StoreContract:
             got: list[str] = []
             cursor = None
             while True:
-                page = await store.list_events(event_type=None, since=since, until=until, cursor=cursor, limit=40)
+                page = await store.list_events(
+                    event_type=None, since=since, until=until, cursor=cursor, limit=40, scope=EVERYTHING
+                )
                 got.extend(e.id for e in page.events)
                 await ingest({f"meanwhile{number}.{len(got)}": inside}, T0 + 2)  # in the window, never in a next page
                 if page.next_cursor is None:
@@ -644,19 +646,21 @@ class StoreContract:
     @pytest.mark.parametrize("cursor", ["", "abc", "-1", "1.5", "1" * 19, "١٢"])
     async def test_a_cursor_the_list_did_not_give_is_a_validation_error(self, store: Store, cursor: str) -> None:
         with pytest.raises(ValidationError) as raised:
-            await store.list_deliveries(webhook_id="a", status=None, since=None, until=None, cursor=cursor, limit=10)
+            await store.list_deliveries(
+                webhook_id="a", status=None, since=None, until=None, cursor=cursor, limit=10, scope=EVERYTHING
+            )
         assert [p.path for p in raised.value.problems] == ["cursor"]
         with pytest.raises(ValidationError) as raised:
-            await store.list_events(event_type=None, since=None, until=None, cursor=cursor, limit=10)
+            await store.list_events(event_type=None, since=None, until=None, cursor=cursor, limit=10, scope=EVERYTHING)
         assert [p.path for p in raised.value.problems] == ["cursor"]
 
     async def test_status_counts_by_webhook_and_in_total(self, store: Store) -> None:
-        assert await store.status_counts() == {} and await store.status_totals() == {}
+        assert await store.status_counts(scope=EVERYTHING) == {} and await store.status_totals() == {}
         await store.ingest([event("e1", "a", "b"), event("e2", "a")], T0)
         [claim], _ = await store.claim("b", 1, T0, T0 + 60)
         await store.record([result(claim, attempt(1, T0, ok=False), S.DEAD)])
         await store.claim("a", 1, T0, T0 + 60)
-        assert await store.status_counts() == {"a": {"delivering": 1, "pending": 1}, "b": {"dead": 1}}
+        assert await store.status_counts(scope=EVERYTHING) == {"a": {"delivering": 1, "pending": 1}, "b": {"dead": 1}}
         assert await store.status_totals() == {"delivering": 1, "pending": 1, "dead": 1}
 
     async def test_earliest_due_is_that_of_the_first_pending_or_failed_delivery(self, store: Store) -> None:
@@ -690,8 +694,14 @@ class StoreContract:
         [claim], _ = await store.claim("a", 1, T0, T0 + 60)
         await store.record([result(claim, attempt(1, T0, ok=True), DeliveryStatus.SUCCEEDED)])
         assert await store.prune(T0 + 50) == 2  # "done" and "none"; "failing" still owes a delivery
-        assert await store.get_event("done") is None and await store.get_event("none") is None
-        assert await store.get_event("failing") is not None and await store.get_event("recent") is not None
+        assert (
+            await store.get_event("done", scope=EVERYTHING) is None
+            and await store.get_event("none", scope=EVERYTHING) is None
+        )
+        assert (
+            await store.get_event("failing", scope=EVERYTHING) is not None
+            and await store.get_event("recent", scope=EVERYTHING) is not None
+        )
 
     async def test_a_pruned_id_is_new_again(self, store: Store) -> None:
         await store.ingest([event("e1")], T0)
@@ -708,7 +718,7 @@ class StoreContract:
         await store.ingest([event("new", "a")], T0 + 2)
         [fresh], _ = await store.claim("a", 1, T0 + 2, T0 + 30)  # the same lease end as the stale one
         await store.record([result(stale, attempt(1, T0, ok=True), S.SUCCEEDED)])  # the stale one ends
-        found = await store.get_event("new")
+        found = await store.get_event("new", scope=EVERYTHING)
         assert found is not None
         [delivery] = found[1]
         assert delivery.id == fresh.delivery_id
@@ -754,4 +764,4 @@ class StoreContract:
         with pytest.raises(StoreUnavailable):
             await store.ingest([event("e1", "a")], T0)
         with pytest.raises(StoreUnavailable):
-            await store.get_event("e1")
+            await store.get_event("e1", scope=EVERYTHING)

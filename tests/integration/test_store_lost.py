@@ -18,6 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from relay.errors import StoreUnavailable
+from relay.models import EVERYTHING
 from relay.store import NewEvent
 from relay.store.sqlite import SqliteStore as Store
 from tests.support.relay_harness import running_relay
@@ -112,7 +113,7 @@ async def test_a_store_whose_files_stay_put_keeps_committing(store: Store) -> No
     for n in range(3):
         await store.ingest([event(f"e{n}")], T0)
     await store.check_writable()
-    assert await store.get_event("e2") is not None
+    assert await store.get_event("e2", scope=EVERYTHING) is not None
 
 
 async def test_the_api_answers_503_and_readyz_says_why(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from relay.models import Attempt, Claim, DeliveryStatus, Durability
+from relay.models import EVERYTHING, Attempt, Claim, DeliveryStatus, Durability
 from relay.retry import Outcome, RetryPolicy, decide
 from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store
 from relay.store.postgres import PostgresStore
@@ -486,7 +486,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(event_id=st.sampled_from(EVENT_IDS), webhooks=st.sets(st.sampled_from(WEBHOOKS)).map(sorted))
     def replay(self, event_id: str, webhooks: list[str]) -> None:
-        replayed = self.run(self.store.replay(event_id, webhooks, self.now))
+        replayed = self.run(self.store.replay(event_id, webhooks, self.now, scope=EVERYTHING))
         if event_id not in self.events:
             assert replayed is None
             return

@@ -14,7 +14,7 @@ import pytest
 
 from relay.config import StorageConfig
 from relay.errors import StoreError, StoreUnavailable
-from relay.models import Claim, Secret
+from relay.models import EVERYTHING, Claim, Secret
 from relay.store import NewEvent, Store, migrate_store, open_store, postgres
 from relay.store import postgres_outbox as outbox
 from relay.store.postgres import PostgresStore
@@ -129,7 +129,7 @@ async def test_a_stale_lease_is_fenced_out_once_another_relay_claimed(store_pair
     assert (fresh.delivery_id, fresh.lease.owner) == (stale.delivery_id, b.owner)
     await a.record([result(stale, attempt(1, T0 + 1, ok=True), S.SUCCEEDED)])
     await a.release([stale], T0 + 62)
-    found = await b.get_event("e1")
+    found = await b.get_event("e1", scope=EVERYTHING)
     assert found is not None
     [delivery] = found[1]
     assert (delivery.status, delivery.attempt_count) == (S.DELIVERING, 0)
@@ -165,9 +165,9 @@ async def test_two_relays_ingesting_one_producer_id_at_once_store_it_once(
             first, second = await ingests
             assert sorted([first[0].created, second[0].created]) == [False, True]
             assert first[0].deliveries == second[0].deliveries, "both answer as the one stored"
-            found = await a.get_event(event_id)
+            found = await a.get_event(event_id, scope=EVERYTHING)
             assert found is not None and len(found[1]) == first[0].deliveries
-        page = await b.list_events(event_type=None, since=None, until=None, cursor=None, limit=10)
+        page = await b.list_events(event_type=None, since=None, until=None, cursor=None, limit=10, scope=EVERYTHING)
         assert sorted(e.id for e in page.events) == ["same0", "same1", "same2"]
     finally:
         await conn.close()
@@ -287,7 +287,7 @@ async def test_migrations_run_at_once_from_three_relays(postgres_url: str) -> No
         versions = await asyncio.gather(*(migrate_store(config(postgres_url)) for _ in range(3)))
         assert versions == [(len(MIGRATIONS), len(MIGRATIONS))] * 3
         await stores[0].ingest([event("e1", "a")], T0)
-        assert await stores[2].get_event("e1") is not None
+        assert await stores[2].get_event("e1", scope=EVERYTHING) is not None
     finally:
         for store in stores:
             await store.close()
@@ -331,7 +331,7 @@ async def test_an_outage_is_unavailable_and_the_store_comes_back_by_itself(
             await store.check_writable()
         assert "Connect" in str(raised.value) or "refused" in str(raised.value).lower()
         with pytest.raises(StoreUnavailable):
-            await store.get_event("before")
+            await store.get_event("before", scope=EVERYTHING)
         with pytest.raises(StoreUnavailable):
             await store.claim("a", 1, T0, T0 + 60)
 
@@ -339,7 +339,10 @@ async def test_an_outage_is_unavailable_and_the_store_comes_back_by_itself(
         await store.check_writable()
         [answer] = await store.ingest([event("after", "a")], T0 + 1)
         assert answer.created
-        assert await store.get_event("during") is None and await store.get_event("before") is not None
+        assert (
+            await store.get_event("during", scope=EVERYTHING) is None
+            and await store.get_event("before", scope=EVERYTHING) is not None
+        )
         claims, _ = await store.claim("a", 10, T0 + 1, T0 + 60)
         assert sorted(c.event.id for c in claims) == ["after", "before"]
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from relay.errors import StoreUnavailable
-from relay.models import Claim
+from relay.models import EVERYTHING, Claim
 from relay.store import postgres_outbox as outbox
 from relay.store.postgres import PostgresStore
 from tests.integration.store_contract import T0, S, attempt, event, result
@@ -21,7 +21,7 @@ async def deliveries(store: PostgresStore, event_ids: list[str]) -> dict[str, tu
     """Each event's one delivery: its status, attempt count and attempts stored."""
     found = {}
     for event_id in event_ids:
-        got = await store.get_event(event_id)
+        got = await store.get_event(event_id, scope=EVERYTHING)
         assert got is not None
         [delivery] = got[1]
         found[event_id] = (delivery.status, delivery.attempt_count, len(delivery.attempts))

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from relay.errors import StoreError
+from relay.models import EVERYTHING
 from relay.store import Room
 from relay.store.postgres import PostgresStore
 from relay.store.postgres_signals import PAYLOAD_BYTES, due_payloads
@@ -72,7 +73,7 @@ async def test_replay_redrive_and_release_tell_the_other_relays(relays: list[Pos
     await a.ingest([event("e1", "one")], T0)
     await poll_until(lambda: heard.due_ids() == {"one"})
     heard.due.clear()
-    await a.replay("e1", ["two"], T0)
+    await a.replay("e1", ["two"], T0, scope=EVERYTHING)
     await poll_until(lambda: heard.due_ids() == {"two"})
     heard.due.clear()
     claims, _ = await a.claim("one", 1, T0, T0 + 60)

@@ -16,7 +16,7 @@ import pytest
 
 from relay.config import StorageConfig
 from relay.errors import StoreError, StoreUnavailable
-from relay.models import Durability
+from relay.models import EVERYTHING, Durability
 from relay.store import NewEvent, Store, open_store, sqlite_reads
 from relay.store import sqlite_writer as writer_module
 from relay.store.sqlite import SqliteStore
@@ -47,7 +47,7 @@ class TestSqliteStore(StoreContract):
         again = SqliteStore(path)
         await again.open()
         try:
-            assert await again.get_event("e1") is not None
+            assert await again.get_event("e1", scope=EVERYTHING) is not None
         finally:
             await again.close()
 
@@ -61,7 +61,7 @@ class TestSqliteStore(StoreContract):
         with pytest.raises(StoreUnavailable):
             await store.submit_ingest([big], T0, None, committed.append)
         assert committed == [None]  # the commit hook hears of the failure too: the lanes get their room back
-        assert await store.get_event("big") is None
+        assert await store.get_event("big", scope=EVERYTHING) is None
         assert writer_alive(store)
 
     async def test_a_failing_job_rolls_its_group_back_and_the_writer_goes_on(self, store: Store) -> None:
@@ -75,7 +75,7 @@ class TestSqliteStore(StoreContract):
         with pytest.raises(ValueError):  # it shared the group, so it was rolled back with it
             await ingest
         assert writer_alive(store)
-        assert await store.get_event("e1") is None
+        assert await store.get_event("e1", scope=EVERYTHING) is None
         assert [r.created for r in await store.ingest([event("e1", "a")], T0)] == [True]
 
         # An open-ended job shares the group of the open-ended job before it (all on the writer thread).
@@ -88,7 +88,7 @@ class TestSqliteStore(StoreContract):
         with pytest.raises(ValueError):
             await marking
         assert writer_alive(store)
-        found = await store.get_event("e1")
+        found = await store.get_event("e1", scope=EVERYTHING)
         assert found is not None and found[0].type == "t"
 
     async def test_groups_are_of_one_kind_in_queue_order_and_stop_growing_at_group_rows(
@@ -154,12 +154,14 @@ async def test_the_lists_read_a_store_made_before_them(tmp_path: Path) -> None:
     await store.open()
     try:
         half = datetime(2024, 1, 15, 10, 35, 0, 500_000, tzinfo=UTC)
-        found = await store.list_events(event_type="t", since=half, until=None, cursor=None, limit=10)
+        found = await store.list_events(event_type="t", since=half, until=None, cursor=None, limit=10, scope=EVERYTHING)
         assert [(e.id, e.deliveries) for e in found.events] == [("old", 1)]
-        found = await store.list_events(event_type=None, since=None, until=half, cursor=None, limit=10)
+        found = await store.list_events(
+            event_type=None, since=None, until=half, cursor=None, limit=10, scope=EVERYTHING
+        )
         assert found.events == []
         page = await store.list_deliveries(
-            webhook_id=None, status="failed", since=T0, until=None, cursor=None, limit=10
+            webhook_id=None, status="failed", since=T0, until=None, cursor=None, limit=10, scope=EVERYTHING
         )
         assert [d.id for d in page.deliveries] == ["dlv_old"]
     finally:
@@ -190,16 +192,27 @@ async def test_every_statement_of_the_lists_reads_through_an_index(
         for event_type in (None, "t"):
             for window in ((None, None), (since, None), (None, until), (since, until)):
                 page = await store.list_events(
-                    event_type=event_type, since=window[0], until=window[1], cursor=None, limit=2
+                    event_type=event_type, since=window[0], until=window[1], cursor=None, limit=2, scope=EVERYTHING
                 )
                 await store.list_events(
-                    event_type=event_type, since=window[0], until=window[1], cursor=page.next_cursor, limit=2
+                    event_type=event_type,
+                    since=window[0],
+                    until=window[1],
+                    cursor=page.next_cursor,
+                    limit=2,
+                    scope=EVERYTHING,
                 )
         for webhook_id in (None, "a"):
             for status in (None, "pending", "succeeded"):
                 for times in ((None, None), (T0, None), (None, T0 + 1), (T0, T0 + 1)):
                     await store.list_deliveries(
-                        webhook_id=webhook_id, status=status, since=times[0], until=times[1], cursor="99", limit=2
+                        webhook_id=webhook_id,
+                        status=status,
+                        since=times[0],
+                        until=times[1],
+                        cursor="99",
+                        limit=2,
+                        scope=EVERYTHING,
                     )
     finally:
         await store.close()

@@ -18,7 +18,7 @@ import itertools
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -31,6 +31,7 @@ from relay.models import (
     Event,
     EventSummary,
     Lease,
+    Scope,
     new_event_id,
     new_id,
     parse_datetime,
@@ -44,8 +45,12 @@ from relay.store.base import (
     RefreshTokenSession,
     Room,
     StoredWebhook,
+    TenantKey,
+    TenantRemoved,
+    TenantSummary,
     local_refresh_session,
 )
+from relay.store.rows import check_quota, foreign_ids, spec_tenant
 
 S = DeliveryStatus
 QUEUED = (S.PENDING, S.FAILED, S.DELIVERING)  # still owed an attempt (a delivering one, when its lease runs out)
@@ -98,6 +103,13 @@ class MemoryData:
     webhooks: dict[str, tuple[str, StoredWebhook]] = field(default_factory=dict)  # id -> (source, stored)
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    tenant_keys: dict[bytes, TenantKey] = field(default_factory=dict)  # by digest
+    tenant_removals: dict[str, float] = field(default_factory=dict)
+    signing_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+    def webhook_tenant(self, webhook_id: str) -> str | None:
+        found = self.webhooks.get(webhook_id)
+        return None if found is None else spec_tenant(found[1].spec)
 
 
 def _position(cursor: str | None) -> int | None:
@@ -206,7 +218,11 @@ class MemoryStore:
 
     def _ingest(self, events: Sequence[NewEvent], now: float, rooms: Mapping[str, Room]) -> list[IngestResult]:
         data = self._write()
+        ids = {e.id for e in events}
         budget = {webhook_id: room.count for webhook_id, room in rooms.items()}
+        tenants = {i: (s.delivery_count, s.event.tenant) for i, s in data.events.items() if i in ids}
+        if taken := foreign_ids(events, tenants):
+            return [IngestResult(e.id, 0, False, taken=e.id in taken) for e in events]
         results = []
         for e in events:
             event_id = e.id
@@ -217,7 +233,7 @@ class MemoryStore:
             if known is not None:
                 results.append(IngestResult(event_id, known.delivery_count, False))
                 continue
-            event = Event(event_id, e.type, e.created_at, e.data, now)
+            event = Event(event_id, e.type, e.created_at, e.data, now, e.tenant)
             data.events[event_id] = StoredEvent(event, len(e.webhook_ids), next(data.refs))
             leased = []
             for webhook_id in e.webhook_ids:
@@ -298,8 +314,11 @@ class MemoryStore:
                 due[d.webhook_id] = min(due.get(d.webhook_id, d.due_at), d.due_at)
         return due
 
-    async def replay(self, event_id: str, webhook_ids: Sequence[str], now: float) -> list[Delivery] | None:
-        if event_id not in self._write().events:
+    async def replay(
+        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+    ) -> list[Delivery] | None:
+        stored = self._write().events.get(event_id)
+        if stored is None or not _event_in(stored.event, scope):
             return None
         return [self._add_delivery(event_id, w, now, now, S.PENDING).shown() for w in webhook_ids]
 
@@ -366,8 +385,13 @@ class MemoryStore:
         found = self._read().webhooks.get(webhook_id)
         return found[1] if found is not None and found[0] == "api" else None
 
-    async def insert_api_webhook(self, webhook_id: str, spec: bytes, now: float) -> bool:
+    async def insert_api_webhook(
+        self, webhook_id: str, spec: bytes, now: float, *, max_per_tenant: int | None = None
+    ) -> bool:
         data = self._write()
+        tenant = spec_tenant(spec)
+        if tenant is not None and max_per_tenant is not None:
+            check_quota(tenant, sum(data.webhook_tenant(w) == tenant for w in data.webhooks), max_per_tenant)
         if webhook_id in data.webhooks:
             return False
         data.webhooks[webhook_id] = ("api", StoredWebhook(webhook_id, spec, now, now, None, None))
@@ -405,11 +429,15 @@ class MemoryStore:
 
     # -- reads -------------------------------------------------------------------------------------------
 
-    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]] | None:
+    def _delivery_in(self, d: StoredDelivery, scope: Scope) -> bool:
+        return scope.tenant is None or self.data.webhook_tenant(d.webhook_id) == scope.tenant
+
+    async def get_event(self, event_id: str, *, scope: Scope) -> tuple[Event, list[Delivery]] | None:
         stored = self._read().events.get(event_id)
-        if stored is None:
+        if stored is None or not _event_in(stored.event, scope):
             return None
-        return stored.event, [d.shown() for d in self.data.deliveries.values() if d.event_id == event_id]
+        deliveries = self.data.deliveries.values()
+        return stored.event, [d.shown() for d in deliveries if d.event_id == event_id and self._delivery_in(d, scope)]
 
     async def list_events(
         self,
@@ -419,21 +447,24 @@ class MemoryStore:
         until: datetime | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> EventPage:
         before = _position(cursor)
         data = self._read()
         counts: dict[str, int] = {}
         for d in data.deliveries.values():
-            counts[d.event_id] = counts.get(d.event_id, 0) + 1
+            if self._delivery_in(d, scope):
+                counts[d.event_id] = counts.get(d.event_id, 0) + 1
         found = [
             stored
             for stored in sorted(data.events.values(), key=lambda stored: stored.ref, reverse=True)
             if (event_type is None or stored.event.type == event_type)
+            and _event_in(stored.event, scope)
             and _within(parse_datetime(stored.event.created_at), since, until)
             and (before is None or stored.ref < before)
         ][: limit + 1]
         page = [
-            EventSummary(e.id, e.type, e.created_at, e.ingested_at, counts.get(e.id, 0))
+            EventSummary(e.id, e.type, e.created_at, e.ingested_at, counts.get(e.id, 0), e.tenant)
             for e in (stored.event for stored in found[:limit])
         ]
         return EventPage(page, str(found[limit - 1].ref) if len(found) > limit else None)
@@ -447,12 +478,14 @@ class MemoryStore:
         until: float | None,
         cursor: str | None,
         limit: int,
+        scope: Scope,
     ) -> Page:
         before = _position(cursor)
         found = [
             d
             for d in sorted(self._read().deliveries.values(), key=lambda d: d.ref, reverse=True)
             if (webhook_id is None or d.webhook_id == webhook_id)
+            and self._delivery_in(d, scope)
             and (status is None or d.status == status)
             and _within(d.created_at, since, until)
             and (before is None or d.ref < before)
@@ -460,9 +493,11 @@ class MemoryStore:
         page = found[:limit]
         return Page([d.shown() for d in page], str(page[-1].ref) if len(found) > limit else None)
 
-    async def status_counts(self) -> dict[str, dict[str, int]]:
+    async def status_counts(self, *, scope: Scope) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         for d in self._read().deliveries.values():
+            if not self._delivery_in(d, scope):
+                continue
             mine = counts.setdefault(d.webhook_id, {})
             mine[d.status.value] = mine.get(d.status.value, 0) + 1
         return counts
@@ -476,3 +511,75 @@ class MemoryStore:
     async def earliest_due(self) -> float | None:
         waiting = (S.PENDING, S.FAILED)
         return min((d.due_at for d in self._read().deliveries.values() if d.status in waiting), default=None)
+
+    # -- tenants -----------------------------------------------------------------------------------------
+
+    async def insert_tenant_key(self, key: TenantKey, digest: bytes) -> None:
+        self._write().tenant_keys[digest] = key
+
+    async def tenant_keys(self, tenant: str) -> list[TenantKey]:
+        found = [k for k in self._read().tenant_keys.values() if k.tenant == tenant]
+        return sorted(found, key=lambda k: (k.created_at, k.id))
+
+    async def delete_tenant_key(self, tenant: str, key_id: str) -> bool:
+        data = self._write()
+        for digest, key in data.tenant_keys.items():
+            if key.id == key_id and key.tenant == tenant:
+                del data.tenant_keys[digest]
+                return True
+        return False
+
+    async def tenant_key_by_digest(self, digest: bytes) -> TenantKey | None:
+        return self._read().tenant_keys.get(digest)
+
+    async def touch_tenant_key(self, key_id: str, now: float) -> None:
+        data = self._write()
+        for digest, key in data.tenant_keys.items():
+            if key.id == key_id:
+                data.tenant_keys[digest] = replace(key, last_used_at=now)
+
+    async def tenant_summaries(self, tenant: str | None = None) -> list[TenantSummary]:
+        data = self._read()
+        webhooks: dict[str, int] = {}
+        for webhook_id in data.webhooks:
+            if (owner := data.webhook_tenant(webhook_id)) is not None:
+                webhooks[owner] = webhooks.get(owner, 0) + 1
+        keys: dict[str, int] = {}
+        for key in data.tenant_keys.values():
+            keys[key.tenant] = keys.get(key.tenant, 0) + 1
+        deliveries: dict[str, dict[str, int]] = {}
+        for d in data.deliveries.values():
+            if (owner := data.webhook_tenant(d.webhook_id)) is not None:
+                mine = deliveries.setdefault(owner, {})
+                mine[d.status.value] = mine.get(d.status.value, 0) + 1
+        return [
+            TenantSummary(t, webhooks.get(t, 0), keys.get(t, 0), deliveries.get(t, {}))
+            for t in sorted(webhooks.keys() | keys.keys())
+            if tenant is None or t == tenant
+        ]
+
+    async def delete_tenant(self, tenant: str, now: float) -> TenantRemoved:
+        data = self._write()
+        ids = sorted(
+            w for w, (source, _) in data.webhooks.items() if source == "api" and data.webhook_tenant(w) == tenant
+        )
+        cancelled = 0
+        for webhook_id in ids:
+            del data.webhooks[webhook_id]
+            data.refresh_tokens.pop(webhook_id, None)
+            cancelled += self._cancel_queued(webhook_id, now)
+        gone = [digest for digest, key in data.tenant_keys.items() if key.tenant == tenant]
+        for digest in gone:
+            del data.tenant_keys[digest]
+        data.tenant_removals[tenant] = now
+        return TenantRemoved(ids, cancelled, len(gone))
+
+    async def tenant_removed_at(self, tenant: str) -> float | None:
+        return self._read().tenant_removals.get(tenant)
+
+    async def signing_key(self) -> bytes:
+        return self._read().signing_key
+
+
+def _event_in(event: Event, scope: Scope) -> bool:
+    return scope.tenant is None or event.tenant == scope.tenant

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relay.models import Delivery, DeliveryStatus
+from relay.models import EVERYTHING, Delivery, DeliveryStatus
 from relay.store import Store
 from relay.store.sqlite import SqliteStore
 from tests.integration.store_contract import T0, S, attempt, event, result
@@ -49,10 +49,10 @@ async def fill_sqlite(path: Path) -> None:
 async def contents(store: Store) -> dict[str, Any]:
     """Everything the store API shows of a store: each event with its deliveries and attempts, the event list in
     order, the API webhooks, the refresh tokens."""
-    page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=1000)
+    page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=1000, scope=EVERYTHING)
     events = {}
     for summary in page.events:
-        found = await store.get_event(summary.id)
+        found = await store.get_event(summary.id, scope=EVERYTHING)
         assert found is not None
         events[summary.id] = found
     return {

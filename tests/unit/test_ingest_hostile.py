@@ -100,18 +100,20 @@ fields = {
     "id": tokens | scalars,
     "data": data_values,
     "created_at": st.sampled_from(["2024-01-15T10:35:00Z", "2024-01-15T10:35:00Z\n", "yesterday"]) | scalars,
+    "tenant": st.sampled_from(["acme", "globex", "", "a" * 65, "t\n"]) | scalars,
     "extra": scalars,
 }
 items = st.fixed_dictionaries({}, optional=fields) | values
 
 
-@settings(max_examples=300, deadline=None)
-@given(item=items)
-def test_the_fast_path_accepts_exactly_what_the_checked_path_accepts(item: Any) -> None:
-    """``_valid_event`` (no problems collected) and ``_parse_event`` (every problem named) agree on every item."""
+@settings(max_examples=400, deadline=None)
+@given(item=items, key_tenant=st.sampled_from([None, "acme"]))
+def test_the_fast_path_accepts_exactly_what_the_checked_path_accepts(item: Any, key_tenant: str | None) -> None:
+    """``_valid_event`` (no problems collected) and ``_parse_event`` (every problem named) agree on every item,
+    posted with an admin key or a tenant's."""
     problems: list[Any] = []
-    checked = _parse_event(item, "", NOW, "2023-11-14T22:13:20.000Z", problems, REGISTRY)
-    fast = _valid_event(item, NOW, "2023-11-14T22:13:20.000Z", REGISTRY)
+    checked = _parse_event(item, "", NOW, "2023-11-14T22:13:20.000Z", problems, REGISTRY, key_tenant)
+    fast = _valid_event(item, NOW, "2023-11-14T22:13:20.000Z", REGISTRY, key_tenant)
     assert (fast is None) == (checked is None) == bool(problems)
     if fast is not None and checked is not None:
         if "id" not in item or item["id"] is None:

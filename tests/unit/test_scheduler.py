@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from relay.clock import FakeClock
 from relay.config import DeliveryConfig
 from relay.delivery import AttemptReport, Deliverer
-from relay.models import Attempt, Claim, DeliveryStatus, ErrorKind, Webhook, format_time
+from relay.models import EVERYTHING, Attempt, Claim, DeliveryStatus, ErrorKind, Webhook, format_time
 from relay.registry import Registry
 from relay.scheduler import LEASE_MARGIN, Scheduler
 from relay.store import AttemptResult, NewEvent
@@ -110,7 +110,7 @@ class Rig:
         await self.scheduler.drain(1.0)
 
     async def statuses(self, event_id: str) -> dict[str, S]:
-        found = await self.store.get_event(event_id)
+        found = await self.store.get_event(event_id, scope=EVERYTHING)
         assert found is not None
         return {d.webhook_id: d.status for d in found[1]}
 
@@ -198,7 +198,7 @@ async def test_a_lane_sleeps_until_its_next_due_time(rigs: list[Rig]) -> None:
     assert len(r.deliverer.started) == 2
     await r.advance(1)
     assert [t for t, _, _ in r.deliverer.started] == [T0, T0 + 30, T0 + 330]
-    found = await r.store.get_event("e1")
+    found = await r.store.get_event("e1", scope=EVERYTHING)
     assert found is not None and found[1][0].attempt_count == 3
 
 
@@ -281,7 +281,7 @@ async def test_drain_gives_back_the_leases_of_unfinished_attempts(rigs: list[Rig
         await r.scheduler.drain(0.0)
     [abandoned] = [line for line in logs if line["event"] == "attempts_abandoned"]
     assert await r.statuses("done") == {"a": S.SUCCEEDED}
-    found = await r.store.get_event("cut")
+    found = await r.store.get_event("cut", scope=EVERYTHING)
     assert found is not None
     [cut] = found[1]
     assert (abandoned["count"], abandoned["delivery_ids"], abandoned["webhook_ids"]) == (1, [cut.id], ["a"])
