@@ -226,6 +226,8 @@ class Scheduler:
                 continue  # a finishing attempt wakes the loop
             free -= want
             claims.append((lane, want))
+        for lane, _ in claims:  # the lanes served go to the back of the line: when slots are scarce, they take turns
+            self._lanes[lane.webhook_id] = self._lanes.pop(lane.webhook_id)
         if claims:
             results = await asyncio.gather(
                 *(self._claim(lane, want, now) for lane, want in claims), return_exceptions=True
