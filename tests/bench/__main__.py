@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from tests import bench
-from tests.bench import loadgen, postgres, scenarios
+from tests.bench import loadgen, postgres, scenarios, tenants
 from tests.bench.scenarios import BENCH_DIR, Figure, Settings
 
 Scenario = Callable[[Settings], Awaitable[Figure | list[Figure]]]
@@ -48,6 +48,10 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
     "memory": (
         scenarios.memory,
         Figure("memory_1m_pending", "memory with 1,000,000 pending deliveries", "MB", "≤ 150 MB"),
+    ),
+    "tenants": (
+        tenants.tenants,
+        Figure("tenants_batch_ingest", "batch ingest, 1,000 tenants × 5 webhooks", "events/s", "≥ 85 % of 1 tenant"),
     ),
     "postgres": (
         postgres.postgres,

@@ -11,7 +11,18 @@ import pytest
 
 from relay.errors import StoreError
 from relay.models import Secret
-from relay.store.copy import _ATTEMPTS, _DELIVERIES, _EVENTS, _REFRESH_TOKENS, _WEBHOOKS, CopyRefused, copy_store
+from relay.store.copy import (
+    _ATTEMPTS,
+    _DELIVERIES,
+    _EVENTS,
+    _REFRESH_TOKENS,
+    _SETTINGS,
+    _TENANT_KEYS,
+    _TENANT_REMOVALS,
+    _WEBHOOKS,
+    CopyRefused,
+    copy_store,
+)
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
 from tests.integration.store_contract import T0
@@ -46,7 +57,7 @@ async def test_a_copy_in_small_batches_keeps_everything_and_requeues_at_now(tmp_
         1,
         1,
     )
-    assert done.schema == (3, 3) and done.seconds > 0
+    assert done.schema == (4, 4) and done.seconds > 0
 
     store = PostgresStore(postgres_url)
     await store.open()
@@ -93,14 +104,17 @@ async def test_an_api_webhook_whose_id_the_target_declares_is_refused(tmp_path: 
 async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_url: str) -> None:
     db = tmp_path / "relay.db"
     await fill_sqlite(db)
-    with sqlite3.connect(db) as conn:  # as a relay of schema version 2 left it (3 added an index and a column)
+    with sqlite3.connect(db) as conn:  # as a relay of schema version 2 left it (3 and 4 added indexes and columns)
         conn.executescript(
-            "DROP INDEX events_type; DROP INDEX events_created; DROP INDEX deliveries_status;"
+            "DROP INDEX events_tenant; DROP INDEX webhooks_tenant; ALTER TABLE events DROP COLUMN tenant;"
+            " ALTER TABLE webhooks DROP COLUMN tenant; DROP TABLE tenant_keys; DROP TABLE tenant_removals;"
+            " DROP TABLE settings;"
+            " DROP INDEX events_type; DROP INDEX events_created; DROP INDEX deliveries_status;"
             " DROP INDEX deliveries_created; ALTER TABLE events DROP COLUMN created_us;"
             " UPDATE schema_version SET version = 2;"
         )
     done = await copy_store(db, Secret(postgres_url), T0)
-    assert done.schema == (2, 3) and done.events == 7
+    assert done.schema == (2, 4) and done.events == 7
 
 
 async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> None:
@@ -116,6 +130,9 @@ async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> No
         "attempts": (_ATTEMPTS, set()),
         "webhooks": (_WEBHOOKS, {"source"}),
         "oauth_tokens": (_REFRESH_TOKENS, set()),
+        "tenant_keys": (_TENANT_KEYS, set()),
+        "tenant_removals": (_TENANT_REMOVALS, set()),
+        "settings": (_SETTINGS, set()),
     }
     with sqlite3.connect(db) as conn:
         for name, (table, derived) in tables.items():
