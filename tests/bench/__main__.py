@@ -51,7 +51,9 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
     ),
     "tenants": (
         tenants.tenants,
-        Figure("tenants_batch_ingest", "batch ingest, 1,000 tenants × 5 webhooks", "events/s", "≥ 85 % of 1 tenant"),
+        Figure(
+            "tenants_batch_ingest", "batch ingest, 1,000 tenants × 5 webhooks", "events/s", "≥ 85 % of 1 tenant × 5"
+        ),
     ),
     "postgres": (
         postgres.postgres,
