@@ -3,7 +3,8 @@ list`` (CONTRACT §2, §12), registered by ``relay.cli_manage``, whose client re
 
 ``--data`` takes JSON or ``@FILE`` (``@-`` for standard input); JSON that does not parse is a usage error (exit 2),
 a payload the API refuses is its one-line error (exit 1). A list prints the command for its next page on stderr,
-with the same filters and ``--limit``.
+with the same filters and ``--limit``. ``--tenant T`` (CONTRACT §9) gives a sent event its tenant, and narrows a list
+to one tenant's (``?tenant=``, for admin keys; a tenant key lists only its own anyway).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def add_event_commands(commands: Any, command: AddCommand) -> None:
     listing = command(deliveries_actions, "list", deliveries_list, "deliveries with their last attempt, newest first")
     listing.add_argument("--webhook", metavar="ID", help="only this webhook's (default: every webhook's)")
     listing.add_argument("--status", choices=[str(s) for s in DeliveryStatus], help="only this status")
+    _tenant_option(listing)
     _list_options(listing, "created")
 
     events = commands.add_parser("events", help="send, list and inspect events", epilog=COMMON_OPTIONS)
@@ -52,11 +54,17 @@ def add_event_commands(commands: Any, command: AddCommand) -> None:
     send.add_argument("type", metavar="TYPE", help="the event type, e.g. consent.created")
     send.add_argument("--data", required=True, metavar="JSON|@FILE", help="the payload, or @FILE to read it (@- stdin)")
     send.add_argument("--id", help="the event's id (default: one the relay makes); posting it again is a no-op")
+    send.add_argument("--tenant", metavar="T", help="the tenant it belongs to (default: none; a tenant key's own)")
     listing = command(events_actions, "list", events_list, "events newest first, as ingested")
     listing.add_argument("--type", help="only events of this type (exact)")
+    _tenant_option(listing)
     _list_options(listing, "created (their created_at)")
     show = command(events_actions, "show", events_show, "an event with its deliveries and attempts")
     show.add_argument("id", help="the event's id")
+
+
+def _tenant_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", metavar="T", help="only this tenant's (admin keys)")
 
 
 def _list_options(parser: argparse.ArgumentParser, created: str) -> None:
@@ -67,21 +75,24 @@ def _list_options(parser: argparse.ArgumentParser, created: str) -> None:
 
 
 def deliveries_list(client: Client, args: argparse.Namespace) -> int:
-    path = "/v1/deliveries" if args.webhook is None else f"/v1/webhooks/{quoted(args.webhook)}/deliveries"
     query = {"status": args.status, "since": args.since, "until": args.until, "limit": args.limit}
-    answer = _ok(client.call("GET", path, query={**query, "cursor": args.cursor}))
+    if args.webhook is not None and args.tenant is None:  # the webhook's own list: 404 for an id no webhook has
+        path, scoped = f"/v1/webhooks/{quoted(args.webhook)}/deliveries", query
+    else:  # only the list of every webhook's deliveries takes ?tenant=
+        path, scoped = "/v1/deliveries", {"webhook_id": args.webhook, "tenant": args.tenant, **query}
+    answer = _ok(client.call("GET", path, query={**scoped, "cursor": args.cursor}))
     if args.json:
         _print_json(answer)
         return EXIT_OK
     _deliveries_table(answer["data"], with_webhook=args.webhook is None)
-    _next_page(answer, "relay deliveries list", {"webhook": args.webhook, **query})
+    _next_page(answer, "relay deliveries list", {"webhook": args.webhook, "tenant": args.tenant, **query})
     return EXIT_OK
 
 
 def events_send(client: Client, args: argparse.Namespace) -> int:
     # Client.send makes the event's id before the first try, so its retries (a refused connection, a timeout, a
     # 503) can never post the event twice.
-    accepted = client.send(args.type, _json_data(args.data), id=args.id)
+    accepted = client.send(args.type, _json_data(args.data), id=args.id, tenant=args.tenant)
     if args.json:
         _print_json({"success": True, "data": {"id": accepted.id, "deliveries": accepted.deliveries}})
     else:
@@ -91,7 +102,7 @@ def events_send(client: Client, args: argparse.Namespace) -> int:
 
 
 def events_list(client: Client, args: argparse.Namespace) -> int:
-    query = {"type": args.type, "since": args.since, "until": args.until, "limit": args.limit}
+    query = {"type": args.type, "tenant": args.tenant, "since": args.since, "until": args.until, "limit": args.limit}
     answer = _ok(client.call("GET", "/v1/events", query={**query, "cursor": args.cursor}))
     if args.json:
         _print_json(answer)
@@ -112,6 +123,7 @@ def events_show(client: Client, args: argparse.Namespace) -> int:
         [
             ("id", event["id"]),
             ("type", event["type"]),
+            *([("tenant", event["tenant"])] if event.get("tenant") else []),
             ("created_at", event["created_at"]),
             ("ingested_at", event.get("ingested_at")),
             ("data", json.dumps(event["data"], separators=(",", ":"))),

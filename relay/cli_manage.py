@@ -1,7 +1,8 @@
 """The management commands of ``relay`` (CONTRACT §2), talking to the running daemon's API.
 
 ``relay webhooks list|show|add|update|rm|test|rotate-secret``, ``relay replay``, ``relay redrive``, and, in
-``relay.cli_events``, ``relay deliveries list`` and ``relay events send|list|show``. Where the daemon is: ``--url``,
+``relay.cli_events``, ``relay deliveries list`` and ``relay events send|list|show``, and, in ``relay.cli_tenants``,
+``relay tenants …``. Where the daemon is: ``--url``,
 else the ``server.listen`` of the file named by ``--config`` or ``$RELAY_CONFIG``, else http://127.0.0.1:8080. The
 key: ``--api-key``, ``$RELAY_API_KEY``, or the file's first ``server.api_keys`` entry. Human tables by default;
 ``--json`` prints the API's answer unchanged. Exit status: 0 ok, 1 the API refused or could not be reached (or a
@@ -51,13 +52,16 @@ def add_management_commands(commands: Any) -> None:
     webhooks = commands.add_parser("webhooks", help="list, create, change and test webhooks", epilog=COMMON_OPTIONS)
     hooks = webhooks.add_subparsers(dest="webhooks_command", metavar="ACTION")
     hooks.required = True
-    command(hooks, "list", webhooks_list, "every webhook, newest first")
+    command(hooks, "list", webhooks_list, "every webhook, newest first").add_argument(
+        "--tenant", metavar="T", help="only this tenant's (admin keys)"
+    )
     command(hooks, "show", webhooks_show, "one webhook").add_argument("id", help="the webhook's id")
     add = command(hooks, "add", webhooks_add, "create a webhook; its secret is printed once")
     add.add_argument("endpoint", metavar="URL", help="where events are POSTed")
     _webhook_options(add)
     add.add_argument("--secret", help="default: a generated whsec_ secret (a whsk_ key for standard-ed25519)")
     add.add_argument("--inactive", action="store_true", help="create it switched off")
+    add.add_argument("--tenant", metavar="T", help="the tenant it belongs to (default: none, platform-wide)")
     update = command(hooks, "update", webhooks_update, "change a webhook created through the API")
     update.add_argument("id", help="the webhook's id")
     update.add_argument("--endpoint", metavar="URL", help="a new URL")
@@ -85,6 +89,9 @@ def add_management_commands(commands: Any) -> None:
     from relay.cli_events import add_event_commands  # it builds on this module
 
     add_event_commands(commands, command)
+    from relay.cli_tenants import add_tenant_commands  # it builds on this module
+
+    add_tenant_commands(commands, command)
 
     replay = command(commands, "replay", replay_event, "deliver a stored event again")
     replay.add_argument("event_id", metavar="EVENT_ID", help="the event's id")
@@ -158,7 +165,8 @@ def webhooks_list(client: Client, args: argparse.Namespace) -> int:
     webhooks: list[dict[str, Any]] = []
     cursor = None
     while True:
-        answer = _ok(client.call("GET", "/v1/webhooks", query={"limit": 500, "cursor": cursor}))
+        query = {"tenant": args.tenant, "limit": 500, "cursor": cursor}
+        answer = _ok(client.call("GET", "/v1/webhooks", query=query))
         webhooks.extend(answer["data"])
         cursor = answer.get("meta", {}).get("next_cursor")
         if cursor is None:
@@ -189,6 +197,8 @@ def webhooks_add(client: Client, args: argparse.Namespace) -> int:
         body["secret"] = args.secret
     if args.inactive:
         body["is_active"] = False
+    if args.tenant is not None:
+        body["tenant"] = args.tenant
     answer = _ok(client.call("POST", "/v1/webhooks", body))
     if args.json:
         _print_json(answer)
@@ -330,6 +340,7 @@ def _print_webhook(webhook: dict[str, Any]) -> None:
     pairs = [
         ("id", webhook["id"]),
         ("source", webhook["source"]),
+        ("tenant", webhook.get("tenant")),
         ("url", webhook["url"]),
         ("active", "yes" if webhook["is_active"] else "no"),
         ("events", ", ".join(webhook["events"]) or "* (every type)"),
