@@ -77,7 +77,7 @@ async def pages(fetch: Callable[[str | None], Awaitable[tuple[list[str], str | N
 
 
 async def event_pages(store: Store, limit: int, **filters: Any) -> list[list[str]]:
-    given = {"event_type": None, "since": None, "until": None, **filters}
+    given = {"event_type": None, "since": None, "until": None, "scope": EVERYTHING, **filters}
 
     async def fetch(cursor: str | None) -> tuple[list[str], str | None]:
         page = await store.list_events(cursor=cursor, limit=limit, **given)
@@ -88,7 +88,7 @@ async def event_pages(store: Store, limit: int, **filters: Any) -> list[list[str
 
 async def delivery_pages(store: Store, limit: int, **filters: Any) -> list[list[str]]:
     """Pages of deliveries, each as ``event_id/webhook_id`` of the deliveries it holds."""
-    given = {"webhook_id": None, "status": None, "since": None, "until": None, **filters}
+    given = {"webhook_id": None, "status": None, "since": None, "until": None, "scope": EVERYTHING, **filters}
 
     async def fetch(cursor: str | None) -> tuple[list[str], str | None]:
         page = await store.list_deliveries(cursor=cursor, limit=limit, **given)

@@ -61,6 +61,7 @@ async def test_events_newest_first_by_type_and_created_at(tmp_path: Path, receiv
             "type": "a.made",
             "created_at": "2025-06-15T15:06:45.000Z",
             "ingested_at": "2025-06-15T15:06:45.000Z",
+            "tenant": None,
             "deliveries": 1,
         }
         assert last["created_at"] == "2024-01-15T10:35:00Z" and last["ingested_at"] == "2025-06-15T15:06:40.000Z"
