@@ -336,7 +336,7 @@ class StoreContract:
         first = store.submit_ingest([tenant_event("x", "a", "wa")], T0)
         second = store.submit_ingest([tenant_event("y", "b"), tenant_event("x", "b")], T0)
         [one], two = await first, await second
-        assert (one.id, one.created) == ("x", True)
+        assert (one.id, one.created, one.taken) == ("x", True, False), one
         assert [(r.id, r.created, r.taken) for r in two] == [("y", False, False), ("x", False, True)]
         assert await store.get_event("y", scope=EVERYTHING) is None
         found = await store.get_event("x", scope=EVERYTHING)
