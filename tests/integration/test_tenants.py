@@ -579,3 +579,18 @@ async def test_a_tenant_key_sees_only_its_tenant(tmp_path: Path, receiver: Recei
             for path in ("/v1/events/e0", "/v1/webhooks/platform"):
                 status, _ = await call(relay, "GET", path, key=key)
                 assert status == 404, path
+
+
+async def test_an_admin_replay_sends_an_event_only_to_webhooks_it_could_match(tmp_path: Path) -> None:
+    async with relay_with(tmp_path, [webhook("http://127.0.0.1:9/p", id="platform")]) as relay:
+        hook_a = await new_webhook(relay, url="http://127.0.0.1:9/a", tenant=A)
+        hook_b = await new_webhook(relay, url="http://127.0.0.1:9/b", tenant=B)
+        await ingest(relay, {"id": "of-a", "type": "t", "data": {"secret": "of a"}, "tenant": A})
+        await ingest(relay, {"id": "of-none", "type": "t", "data": {}})
+        for event_id, hook in (("of-a", hook_b), ("of-none", hook_a)):  # another tenant's endpoint: never
+            status, answer = await call(relay, "POST", f"/v1/events/{event_id}/replay", {"webhook_id": hook["id"]})
+            assert status == 400 and error_of(answer) == ("validation_error", ["webhook_id"]), answer
+        assert len((await relay.event("of-a"))["deliveries"]) == 2
+        for event_id, hook_id in (("of-a", hook_a["id"]), ("of-a", "platform"), ("of-none", "platform")):
+            status, _ = await call(relay, "POST", f"/v1/events/{event_id}/replay", {"webhook_id": hook_id})
+            assert status == 202
