@@ -342,6 +342,16 @@ class StoreContract:
         found = await store.get_event("x", scope=EVERYTHING)
         assert found is not None and found[0].tenant == "a"
 
+    async def test_an_id_held_by_a_refused_request_of_the_group_is_free_for_a_later_one(self, store: Store) -> None:
+        await store.ingest([tenant_event("of-a", "a")], T0)
+        refused = store.submit_ingest([tenant_event("y", "b"), tenant_event("of-a", "b")], T0 + 1)
+        later = store.submit_ingest([tenant_event("y", "a")], T0 + 1)
+        assert [r.taken for r in await refused] == [False, True]
+        [stored] = await later
+        assert (stored.id, stored.created, stored.taken) == ("y", True, False)
+        found = await store.get_event("y", scope=EVERYTHING)
+        assert found is not None and found[0].tenant == "a"
+
     async def test_the_signing_key_is_made_once_and_kept(self, store: Store, stores: Stores) -> None:
         key = await store.signing_key()
         assert len(key) >= 32 and await store.signing_key() == key
