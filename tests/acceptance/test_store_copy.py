@@ -56,6 +56,7 @@ async def test_copy_moves_the_outbox_and_postgres_takes_up_its_work(
         ["attempts", "4"],
         ["API", "webhooks", "1"],
         ["refresh", "tokens", "1"],
+        ["tenant", "keys", "0"],
     ]
 
     store = PostgresStore(postgres_url)
