@@ -219,8 +219,13 @@ async def replay_event(request: web.Request) -> web.Response:
         raise NotFound(f"no event with id {event_id!r}")
     event = found[0]
     if webhook_id is not None:
-        if services.registry.find(webhook_id, scope) is None:
+        webhook = services.registry.find(webhook_id, scope)
+        if webhook is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
+        if webhook.tenant is not None and webhook.tenant != event.tenant:  # another customer's endpoint: never
+            raise ValidationError(
+                [Problem("webhook_id", "is a webhook of another tenant than the event's: it never gets the event")]
+            )
         webhook_ids: tuple[str, ...] = (webhook_id,)
     else:  # inside a tenant, its own webhooks only: a tenant key never sends to the platform's
         subscribed = services.registry.subscribers(event.type, event.tenant)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from relay import __version__
 from relay.models import DeliveryStatus
-from relay.openapi_schemas import ID, TIME, Schema, obj, ref, schemas
+from relay.openapi_schemas import ID, TENANT, TIME, Schema, obj, ref, schemas
 
 
 def _envelope(data: Schema, *, meta: Schema | None = None) -> Schema:
@@ -26,8 +26,10 @@ def _errors(*statuses: int) -> dict[str, Schema]:
     meaning = {
         400: "Invalid JSON or a wrong field (details name each path)",
         401: "No or wrong API key",
-        404: "No such object",
-        409: "The webhook is declared in the configuration file",
+        403: "A tenant key on a route for admin keys only",
+        404: "No such object (or one of another tenant, for a tenant key)",
+        409: "A conflict: the webhook is declared in the configuration file, a tenant's quota is reached, an event "
+        "id is another tenant's, or the dashboard is off",
         413: "Body larger than server.max_body_size, or batch over server.max_batch",
         415: "The body is not JSON",
         503: "Shutting down, or the store cannot write",
@@ -51,6 +53,13 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
 
 _WEBHOOK_ID = _path("webhook_id", "A webhook's id")
 _EVENT_ID = _path("event_id", "An event's id")
+_TENANT = {**_path("tenant", "A tenant's id"), "schema": {"type": "string", "pattern": TENANT}}
+_KEY_ID = _path("key_id", "A tenant key's id")
+_TENANT_FILTER = _query(
+    "tenant",
+    {"type": "string", "pattern": TENANT},
+    "Only this tenant's (admin keys; a tenant key may name only its own tenant)",
+)
 _PAGE = [
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Items per page (default 50, at most 500)"),
     _query("cursor", {"type": "string"}, "meta.next_cursor of the previous page"),
@@ -82,7 +91,7 @@ def _paths() -> dict[str, Schema]:
                     "202": _answer(
                         "Committed to the outbox", _envelope({"oneOf": [ingest, {"type": "array", "items": ingest}]})
                     ),
-                    **_errors(400, 413, 415, 503),
+                    **_errors(400, 409, 413, 415, 503),
                 },
             },
             "get": {
@@ -90,6 +99,7 @@ def _paths() -> dict[str, Schema]:
                 "summary": "Events newest first (as ingested), without their data, each with its number of deliveries",
                 "parameters": [
                     _query("type", {"type": "string", "pattern": ID}, "Only events of this type (exact)"),
+                    _TENANT_FILTER,
                     *_WINDOW,
                     *_PAGE,
                 ],
@@ -124,12 +134,15 @@ def _paths() -> dict[str, Schema]:
                 "operationId": "createWebhook",
                 "summary": "Create a webhook; its secret is shown in this answer only",
                 "requestBody": _body(ref("WebhookCreate"), required=True),
-                "responses": {"201": _answer("The new webhook, with its secret", with_secret), **_errors(400, 415)},
+                "responses": {
+                    "201": _answer("The new webhook, with its secret", with_secret),
+                    **_errors(400, 409, 415),
+                },
             },
             "get": {
                 "operationId": "listWebhooks",
                 "summary": "Every webhook, newest first",
-                "parameters": _PAGE,
+                "parameters": [_TENANT_FILTER, *_PAGE],
                 "responses": {
                     "200": _answer(
                         "A page of webhooks",
@@ -197,6 +210,7 @@ def _paths() -> dict[str, Schema]:
                         {"type": "string", "minLength": 1},
                         "Only this webhook's (an id no webhook has lists nothing)",
                     ),
+                    _TENANT_FILTER,
                     _STATUS,
                     *_WINDOW,
                     *_PAGE,
@@ -222,15 +236,92 @@ def _paths() -> dict[str, Schema]:
             "get": {
                 "operationId": "getStats",
                 "summary": "Delivery counts by status, in all and per webhook",
-                "responses": {"200": _answer("The counts", _envelope(ref("Stats"))), **_errors()},
+                "parameters": [_TENANT_FILTER],
+                "responses": {"200": _answer("The counts", _envelope(ref("Stats"))), **_errors(400)},
             }
         },
+        **_tenant_paths(),
         "/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
                 "summary": "This document (no key needed)",
                 "security": [],
                 "responses": {"200": {"description": "The OpenAPI document", "content": {"application/json": {}}}},
+            }
+        },
+    }
+
+
+def _tenant_paths() -> dict[str, Schema]:
+    """CONTRACT §9: routes for admin keys only (a tenant key gets 403 on each)."""
+    key = ref("TenantKey")
+    return {
+        "/v1/tenants": {
+            "get": {
+                "operationId": "listTenants",
+                "summary": "Every tenant (one exists while it has webhooks or keys), with its counts",
+                "responses": {
+                    "200": _answer("The tenants", _envelope({"type": "array", "items": ref("Tenant")})),
+                    **_errors(403),
+                },
+            }
+        },
+        "/v1/tenants/{tenant}": {
+            "get": {
+                "operationId": "getTenant",
+                "parameters": [_TENANT],
+                "responses": {"200": _answer("The tenant", _envelope(ref("Tenant"))), **_errors(400, 403, 404)},
+            },
+            "delete": {
+                "operationId": "deleteTenant",
+                "summary": "Offboard a tenant: its webhooks removed (unfinished deliveries cancelled), its keys "
+                "revoked, its portal links ended",
+                "parameters": [_TENANT],
+                "responses": {"204": {"description": "Deleted"}, **_errors(400, 403, 404, 409)},
+            },
+        },
+        "/v1/tenants/{tenant}/keys": {
+            "post": {
+                "operationId": "createTenantKey",
+                "summary": "A new key of the tenant, shown in this answer only",
+                "parameters": [_TENANT],
+                "requestBody": _body(ref("TenantKeyCreate"), required=False),
+                "responses": {
+                    "201": _answer(
+                        "The new key, with the key itself",
+                        _envelope(key, meta=obj({"message": {"type": "string"}}, ("message",))),
+                    ),
+                    **_errors(400, 403, 415),
+                },
+            },
+            "get": {
+                "operationId": "listTenantKeys",
+                "summary": "The tenant's keys, oldest first (never the keys themselves)",
+                "parameters": [_TENANT],
+                "responses": {
+                    "200": _answer("The keys", _envelope({"type": "array", "items": key})),
+                    **_errors(400, 403, 404),
+                },
+            },
+        },
+        "/v1/tenants/{tenant}/keys/{key_id}": {
+            "delete": {
+                "operationId": "revokeTenantKey",
+                "summary": "Revoke a key: refused from the next request on",
+                "parameters": [_TENANT, _KEY_ID],
+                "responses": {"204": {"description": "Revoked"}, **_errors(400, 403, 404)},
+            }
+        },
+        "/v1/tenants/{tenant}/portal": {
+            "post": {
+                "operationId": "createPortalLink",
+                "summary": "A signed, expiring link that opens the dashboard as the tenant",
+                "parameters": [_TENANT],
+                "requestBody": _body(ref("PortalCreate"), required=False),
+                "responses": {
+                    "201": _answer("The link", _envelope(ref("PortalLink"))),
+                    **_errors(400, 403, 404, 409, 415),
+                },
             }
         },
     }

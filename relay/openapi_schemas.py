@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.models import EVENT_TOKEN, BodyFormat, DeliveryStatus, ErrorKind, SignatureScheme
+from relay.models import EVENT_TOKEN, TENANT_ID, BodyFormat, DeliveryStatus, ErrorKind, SignatureScheme
 
 Schema = dict[str, Any]
 
 ID = f"^{EVENT_TOKEN.pattern}$"  # an event type or id
+TENANT = f"^{TENANT_ID.pattern}$"  # a tenant id (CONTRACT §9)
 
 
 def ref(name: str) -> Schema:
@@ -103,6 +104,7 @@ def webhook_fields(*, nullable: bool) -> dict[str, Schema]:
 
 def schemas() -> dict[str, Schema]:
     str_or_null = {"type": ["string", "null"]}
+    tenant_or_null = {"type": ["string", "null"], "description": "The tenant it belongs to; null: platform-wide"}
     statuses = {"enum": list(DeliveryStatus)}
     counts = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
     return {
@@ -151,6 +153,7 @@ def schemas() -> dict[str, Schema]:
                 "type": {"type": "string"},
                 "created_at": TIME,
                 "ingested_at": TIME,
+                "tenant": tenant_or_null,
                 "data": {"type": ["object", "array"]},
                 "deliveries": {"type": "array", "items": ref("Delivery")},
             },
@@ -162,6 +165,7 @@ def schemas() -> dict[str, Schema]:
                 "type": {"type": "string"},
                 "created_at": TIME,
                 "ingested_at": TIME,
+                "tenant": tenant_or_null,
                 "deliveries": {"type": "integer", "minimum": 0, "description": "How many it has, replays included"},
             },
             ("id", "type", "created_at", "ingested_at", "deliveries"),
@@ -172,6 +176,11 @@ def schemas() -> dict[str, Schema]:
                 "data": {"type": ["object", "array"]},
                 "id": {"type": "string", "pattern": ID},
                 "created_at": {"type": "string", "format": "date-time"},
+                "tenant": {
+                    "type": "string",
+                    "pattern": TENANT,
+                    "description": "The tenant it belongs to; with a tenant key, that key's tenant (or absent)",
+                },
             },
             ("type", "data"),
         ),
@@ -199,6 +208,7 @@ def schemas() -> dict[str, Schema]:
                 ),
                 "is_active": {"type": "boolean"},
                 "source": {"enum": ["config", "api"]},
+                "tenant": tenant_or_null,
                 "created_at": or_null(TIME),
                 "previous_secret_until": or_null(TIME),
                 "public_key": {
@@ -213,7 +223,20 @@ def schemas() -> dict[str, Schema]:
             },
             ("id", "url", "events", "signature", "format", "is_active", "source", "created_at"),
         ),
-        "WebhookCreate": obj({**webhook_fields(nullable=False), "secret": _SECRET_INPUT}, ("url",), closed=True),
+        "WebhookCreate": obj(
+            {
+                **webhook_fields(nullable=False),
+                "secret": _SECRET_INPUT,
+                "tenant": {
+                    "type": "string",
+                    "pattern": TENANT,
+                    "description": "The tenant it belongs to (absent: platform-wide); with a tenant key, that key's "
+                    "tenant (or absent)",
+                },
+            },
+            ("url",),
+            closed=True,
+        ),
         "WebhookPatch": {
             **obj(webhook_fields(nullable=True), closed=True),
             "description": "A JSON merge patch (RFC 7396): null removes a field, objects merge",
@@ -246,4 +269,31 @@ def schemas() -> dict[str, Schema]:
             ("deliveries", "webhooks"),
         ),
         "ListMeta": obj({"next_cursor": str_or_null}, ("next_cursor",)),
+        "Tenant": obj(
+            {
+                "id": {"type": "string"},
+                "webhooks": {"type": "integer", "minimum": 0},
+                "keys": {"type": "integer", "minimum": 0},
+                "deliveries": {**counts, "description": "Its webhooks' deliveries by status"},
+            },
+            ("id", "webhooks", "keys", "deliveries"),
+        ),
+        "TenantKey": obj(
+            {
+                "id": {"type": "string"},
+                "tenant": {"type": "string"},
+                "prefix": {"type": "string", "description": "The key's first characters, to tell keys apart"},
+                "description": str_or_null,
+                "created_at": TIME,
+                "last_used_at": or_null(TIME),
+                "key": {"type": "string", "description": "Only in the answer that creates it: shown once"},
+            },
+            ("id", "tenant", "prefix", "description", "created_at", "last_used_at"),
+        ),
+        "TenantKeyCreate": obj({"description": {"type": "string", "maxLength": 500}}, closed=True),
+        "PortalCreate": obj(
+            {"ttl": {**_DURATION, "description": "How long the link opens the dashboard (default 1h, at most 30d)"}},
+            closed=True,
+        ),
+        "PortalLink": obj({"url": {"type": "string"}, "expires_at": TIME}, ("url", "expires_at")),
     }

@@ -78,21 +78,23 @@ async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[Ing
     with ``created=False``; with ``rooms``, a job's first new deliveries of a webhook are committed leased. A job
     holding an id of another tenant's event stores nothing (``IngestResult.taken``)."""
     taken: set[str] = set()  # the group's ids
-    tenants: dict[str, str | None] = {}  # the group's ids and whose events they are
-    foreign: set[str] = set()  # ids of another tenant's event: their jobs store nothing
+    # Whose event each id is: the first of the group's events with it, or the one found stored (_insert_events).
+    tenants: dict[str, str | None] = {}
     per_job: list[list[_Entry]] = []
     for job in jobs:
         entries = []
         for e in job.events:
             event_id = _unused_event_id(taken, job.now) if e.generated and e.id in taken else e.id
-            if event_id in taken and tenants[event_id] != e.tenant:
-                foreign.add(event_id)
             entries.append(_Entry(e, event_id, job.now, first=event_id not in taken))
             taken.add(event_id)
             tenants.setdefault(event_id, e.tenant)
         per_job.append(entries)
-    stored = await _insert_events(conn, [x for entries in per_job for x in entries if x.first], taken, foreign)
-    refused = [any(x.id in foreign for x in entries) for entries in per_job]
+    stored = await _insert_events(conn, [x for entries in per_job for x in entries if x.first], taken, tenants)
+
+    def foreign(x: _Entry) -> bool:  # an id of another tenant's event (one relay made up never is)
+        return not x.event.generated and tenants.get(x.id, x.event.tenant) != x.event.tenant
+
+    refused = [any(foreign(x) for x in entries) for entries in per_job]
     unstored = [x.seq for entries, no in zip(per_job, refused, strict=True) if no for x in entries if x.seq]
     if unstored:  # inserted by this transaction, seen by no one: gone before it commits
         await conn.execute("DELETE FROM events WHERE seq = ANY($1::int8[])", unstored)
@@ -101,7 +103,7 @@ async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[Ing
                 x.seq = None
     await _insert_deliveries(conn, jobs, per_job, owner)
     return [
-        [IngestResult(x.id, 0, False, taken=x.id in foreign) for x in entries]
+        [IngestResult(x.id, 0, False, taken=foreign(x)) for x in entries]
         if no
         else [
             IngestResult(x.id, len(x.event.webhook_ids), True, tuple(x.leased))
@@ -113,11 +115,13 @@ async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[Ing
     ]
 
 
-async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str], foreign: set[str]) -> dict[str, int]:
+async def _insert_events(
+    conn: Conn, entries: list[_Entry], taken: set[str], tenants: dict[str, str | None]
+) -> dict[str, int]:
     """Store the events ``entries`` hold (setting each one's seq); a producer's id found stored (before, or by
     another relay meanwhile) is not stored again, and a generated one gets another id. Returns the delivery count
-    of every id found stored, and of every id of the group another of its events stored, for the answers; adds
-    to ``foreign`` the producers' ids found stored as another tenant's event."""
+    of every id found stored, and of every id of the group another of its events stored, for the answers; sets
+    in ``tenants`` whose event each producer's id found stored is."""
     stored: dict[str, int] = {}
     pending = entries
     for _ in range(ID_ROUNDS):
@@ -151,8 +155,8 @@ async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str], for
                 pending.append(x)
                 continue
             stored[x.id] = counts[x.id][0]
-            if not x.event.generated and counts[x.id][1] != x.event.tenant:
-                foreign.add(x.id)
+            if not x.event.generated:
+                tenants[x.id] = counts[x.id][1]
             if x.event.generated:  # a producer posted this id before relay made it up: relay's event gets another
                 x.id = _unused_event_id(taken, x.now)
                 taken.add(x.id)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from relay.errors import StoreUnavailable, ValidationError
-from relay.models import EVERYTHING, Attempt, Claim, DeliveryStatus, ErrorKind
-from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store
+from relay.errors import Conflict, StoreUnavailable, ValidationError
+from relay.models import EVERYTHING, Attempt, Claim, DeliveryStatus, ErrorKind, Scope
+from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store, TenantKey
 
 T0 = 1_700_000_000.0
 S = DeliveryStatus
@@ -26,6 +26,26 @@ S = DeliveryStatus
 
 def event(event_id: str, *webhooks: str, event_type: str = "t", created_at: str = "2024-01-15T10:35:00Z") -> NewEvent:
     return NewEvent(event_id, event_type, created_at, b'{"n":1}', tuple(webhooks))
+
+
+def tenant_event(event_id: str, tenant: str | None, *webhooks: str) -> NewEvent:
+    return NewEvent(event_id, "t", "2024-01-15T10:35:00Z", b'{"n":1}', tuple(webhooks), tenant=tenant)
+
+
+async def tenants_ab(store: Store) -> None:
+    """Tenant a: a config-declared webhook "ca" and an API one "wa"; tenant b: "wb"; "p" is platform-wide. Events
+    "ea" (a's: to ca, wa, p), "eb" (b's: to wb, p) and "e0" (no tenant: to p)."""
+    await store.sync_config_webhooks({"ca": b'{"id":"ca","tenant":"a"}', "p": b'{"id":"p","tenant":null}'}, T0)
+    assert await store.insert_api_webhook("wa", b'{"url":"a","tenant":"a"}', T0)
+    assert await store.insert_api_webhook("wb", b'{"url":"b","tenant":"b"}', T0)
+    await store.ingest(
+        [tenant_event("ea", "a", "ca", "wa", "p"), tenant_event("eb", "b", "wb", "p"), tenant_event("e0", None, "p")],
+        T0,
+    )
+
+
+def tenant_key(key_id: str, tenant: str, at: float) -> TenantKey:
+    return TenantKey(key_id, tenant, f"rk_{key_id}", f"key {key_id}", at, None)
 
 
 def at(text: str) -> datetime:
@@ -192,6 +212,150 @@ class StoreContract:
             await asyncio.sleep(0.005)
         assert seen == [("committed", ["e2"])]
         assert await store.get_event("e2", scope=EVERYTHING) is not None
+
+    # -- tenants (CONTRACT §9) ------------------------------------------------------------------------------
+
+    async def test_reads_inside_a_tenant_see_its_events_and_its_webhooks_deliveries(self, store: Store) -> None:
+        await tenants_ab(store)
+        a = Scope("a")
+        found = await store.get_event("ea", scope=a)
+        assert found is not None and found[0].tenant == "a"
+        assert sorted(d.webhook_id for d in found[1]) == ["ca", "wa"]  # not the platform's "p"
+        assert await store.get_event("eb", scope=a) is None and await store.get_event("e0", scope=a) is None
+        everything = await store.get_event("ea", scope=EVERYTHING)
+        assert everything is not None and sorted(d.webhook_id for d in everything[1]) == ["ca", "p", "wa"]
+        assert flat(await event_pages(store, 10, scope=a)) == ["ea"]
+        assert flat(await event_pages(store, 1, scope=Scope("b"))) == ["eb"]
+        assert flat(await event_pages(store, 10, scope=Scope("nobody"))) == []
+        assert flat(await event_pages(store, 10)) == ["e0", "eb", "ea"]
+        assert sorted(flat(await delivery_pages(store, 1, scope=a))) == ["ea/ca", "ea/wa"]
+        assert flat(await delivery_pages(store, 10, scope=a, webhook_id="p")) == []
+        assert flat(await delivery_pages(store, 10, scope=a, webhook_id="wb")) == []
+        assert sorted(flat(await delivery_pages(store, 10))) == ["e0/p", "ea/ca", "ea/p", "ea/wa", "eb/p", "eb/wb"]
+        assert await store.status_counts(scope=a) == {"ca": {"pending": 1}, "wa": {"pending": 1}}
+        assert set(await store.status_counts(scope=EVERYTHING)) == {"ca", "wa", "wb", "p"}
+
+    async def test_an_event_summary_counts_the_deliveries_inside_the_scope(self, store: Store) -> None:
+        await tenants_ab(store)
+        page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=10, scope=Scope("a"))
+        assert [(e.id, e.tenant, e.deliveries) for e in page.events] == [("ea", "a", 2)]
+        page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=10, scope=EVERYTHING)
+        assert [(e.id, e.tenant, e.deliveries) for e in page.events] == [
+            ("e0", None, 1),
+            ("eb", "b", 2),
+            ("ea", "a", 3),
+        ]
+
+    async def test_replay_inside_a_tenant_finds_only_its_events(self, store: Store) -> None:
+        await tenants_ab(store)
+        a = Scope("a")
+        assert await store.replay("eb", ["wa"], T0 + 1, scope=a) is None
+        assert await store.replay("e0", ["wa"], T0 + 1, scope=a) is None
+        replayed = await store.replay("ea", ["wa"], T0 + 1, scope=a)
+        assert replayed is not None and [(d.event_id, d.webhook_id) for d in replayed] == [("ea", "wa")]
+        found = await store.get_event("eb", scope=EVERYTHING)
+        assert found is not None and len(found[1]) == 2  # b's event got nothing
+
+    async def test_tenant_keys_are_found_by_digest_listed_touched_and_deleted(self, store: Store) -> None:
+        await store.insert_tenant_key(tenant_key("k2", "a", T0 + 1), b"d2" * 16)
+        await store.insert_tenant_key(tenant_key("k1", "a", T0), b"d1" * 16)
+        await store.insert_tenant_key(tenant_key("k3", "b", T0), b"d3" * 16)
+        assert await store.tenant_key_by_digest(b"d1" * 16) == tenant_key("k1", "a", T0)
+        assert await store.tenant_key_by_digest(b"d9" * 16) is None
+        assert [k.id for k in await store.tenant_keys("a")] == ["k1", "k2"]  # oldest first
+        assert await store.tenant_keys("nobody") == []
+        await store.touch_tenant_key("k1", T0 + 60)
+        found = await store.tenant_key_by_digest(b"d1" * 16)
+        assert found is not None and found.last_used_at == T0 + 60
+        assert [k.last_used_at for k in await store.tenant_keys("a")] == [T0 + 60, None]
+        assert not await store.delete_tenant_key("b", "k1")  # not b's
+        assert await store.delete_tenant_key("a", "k1")
+        assert not await store.delete_tenant_key("a", "k1")
+        assert await store.tenant_key_by_digest(b"d1" * 16) is None
+        assert [k.id for k in await store.tenant_keys("a")] == ["k2"]
+        assert [k.id for k in await store.tenant_keys("b")] == ["k3"]
+
+    async def test_tenant_summaries_count_webhooks_keys_and_deliveries(self, store: Store) -> None:
+        await tenants_ab(store)
+        await store.insert_tenant_key(tenant_key("k1", "a", T0), b"d1" * 16)
+        await store.insert_tenant_key(tenant_key("kc", "c", T0), b"dc" * 16)
+        [claim], _ = await store.claim("wa", 1, T0, T0 + 60)
+        await store.record([result(claim, attempt(1, T0, ok=True), S.SUCCEEDED)])
+        summaries = await store.tenant_summaries()
+        assert [(t.id, t.webhooks, t.keys, t.deliveries) for t in summaries] == [
+            ("a", 2, 1, {"pending": 1, "succeeded": 1}),
+            ("b", 1, 0, {"pending": 1}),
+            ("c", 0, 1, {}),
+        ]
+        assert [t.id for t in await store.tenant_summaries("b")] == ["b"]
+        assert await store.tenant_summaries("nobody") == []
+
+    async def test_deleting_a_tenant_removes_its_api_webhooks_and_keys_and_nothing_else(self, store: Store) -> None:
+        await tenants_ab(store)
+        await store.insert_tenant_key(tenant_key("k1", "a", T0), b"d1" * 16)
+        await store.insert_tenant_key(tenant_key("k3", "b", T0), b"d3" * 16)
+        assert await store.tenant_removed_at("a") is None
+        removed = await store.delete_tenant("a", T0 + 5)
+        assert (removed.webhook_ids, removed.cancelled, removed.keys) == (["wa"], 1, 1)
+        assert await status_of(store, "ea") == {"ca": S.PENDING, "wa": S.CANCELLED, "p": S.PENDING}
+        assert await status_of(store, "eb") == {"wb": S.PENDING, "p": S.PENDING}
+        assert await store.api_webhook("wa") is None and await store.api_webhook("wb") is not None
+        assert await store.claim("wa", 10, T0 + 100, T0 + 160) == ([], None)
+        assert await store.tenant_key_by_digest(b"d1" * 16) is None
+        assert await store.tenant_key_by_digest(b"d3" * 16) is not None
+        assert await store.tenant_removed_at("a") == T0 + 5 and await store.tenant_removed_at("b") is None
+        assert [(t.id, t.webhooks, t.keys) for t in await store.tenant_summaries()] == [("a", 1, 0), ("b", 1, 1)]
+        await store.delete_tenant("a", T0 + 9)
+        assert await store.tenant_removed_at("a") == T0 + 9  # the last deletion
+
+    async def test_an_api_webhook_past_its_tenants_quota_is_a_conflict(self, store: Store) -> None:
+        await tenants_ab(store)  # a holds two (one config-declared), b one
+        with pytest.raises(Conflict):
+            await store.insert_api_webhook("wa2", b'{"tenant":"a"}', T0, max_per_tenant=2)
+        assert await store.api_webhook("wa2") is None
+        assert await store.insert_api_webhook("wb2", b'{"tenant":"b"}', T0, max_per_tenant=2)
+        assert await store.insert_api_webhook("p2", b"{}", T0, max_per_tenant=1)  # platform-wide: no quota
+        assert await store.insert_api_webhook("wa3", b'{"tenant":"a"}', T0)  # no quota asked
+
+    async def test_an_id_of_another_tenants_event_stores_nothing_of_the_request(self, store: Store) -> None:
+        await tenants_ab(store)
+        results = await store.ingest([tenant_event("fresh", "b", "wb"), tenant_event("ea", "b", "wb")], T0 + 1)
+        assert [(r.id, r.created, r.taken) for r in results] == [("fresh", False, False), ("ea", False, True)]
+        assert await store.get_event("fresh", scope=EVERYTHING) is None
+        [taken] = await store.ingest([tenant_event("e0", "b", "wb")], T0 + 1)  # no tenant's is not b's either
+        assert taken.taken and not taken.created
+        [taken] = await store.ingest([tenant_event("eb", None, "p")], T0 + 1)  # nor is b's an admin's of none
+        assert taken.taken
+        [again] = await store.ingest([tenant_event("eb", "b", "wb", "p")], T0 + 1)
+        assert (again.created, again.taken, again.deliveries) == (False, False, 2)  # its own: the first answer
+        found = await store.get_event("ea", scope=EVERYTHING)
+        assert found is not None and found[0].tenant == "a" and len(found[1]) == 3
+        assert flat(await event_pages(store, 10)) == ["e0", "eb", "ea"]
+
+    async def test_an_id_taken_within_one_group_stores_nothing_of_the_later_request(self, store: Store) -> None:
+        first = store.submit_ingest([tenant_event("x", "a", "wa")], T0)
+        second = store.submit_ingest([tenant_event("y", "b"), tenant_event("x", "b")], T0)
+        [one], two = await first, await second
+        assert (one.id, one.created, one.taken) == ("x", True, False), one
+        assert [(r.id, r.created, r.taken) for r in two] == [("y", False, False), ("x", False, True)]
+        assert await store.get_event("y", scope=EVERYTHING) is None
+        found = await store.get_event("x", scope=EVERYTHING)
+        assert found is not None and found[0].tenant == "a"
+
+    async def test_an_id_held_by_a_refused_request_of_the_group_is_free_for_a_later_one(self, store: Store) -> None:
+        await store.ingest([tenant_event("of-a", "a")], T0)
+        refused = store.submit_ingest([tenant_event("y", "b"), tenant_event("of-a", "b")], T0 + 1)
+        later = store.submit_ingest([tenant_event("y", "a")], T0 + 1)
+        assert [r.taken for r in await refused] == [False, True]
+        [stored] = await later
+        assert (stored.id, stored.created, stored.taken) == ("y", True, False)
+        found = await store.get_event("y", scope=EVERYTHING)
+        assert found is not None and found[0].tenant == "a"
+
+    async def test_the_signing_key_is_made_once_and_kept(self, store: Store, stores: Stores) -> None:
+        key = await store.signing_key()
+        assert len(key) >= 32 and await store.signing_key() == key
+        assert await (await stores.reopen(store)).signing_key() == key
 
     # -- claims and leases -------------------------------------------------------------------------------
 

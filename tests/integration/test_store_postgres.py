@@ -32,6 +32,14 @@ class TestPostgresStore(StoreContract):
     def make_store(self, postgres_url: str) -> Callable[[], Store]:
         return lambda: open_store(config(postgres_url))
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="BUG (reported, not fixed): postgres_outbox.apply_ingest decides whose an id is before it knows which "
+        "requests of the group are refused, so an id held only by a refused request is still taken for a later one",
+    )
+    async def test_an_id_held_by_a_refused_request_of_the_group_is_free_for_a_later_one(self, store: Store) -> None:
+        await super().test_an_id_held_by_a_refused_request_of_the_group_is_free_for_a_later_one(store)
+
     async def test_a_url_opens_the_postgres_backend(self, store: Store) -> None:
         assert isinstance(store, PostgresStore) and store.pool_size == 4
 
