@@ -258,15 +258,15 @@ class PostgresStore(PostgresTenants):
 
     async def _group_transaction(self, apply: Callable[[Any], Awaitable[T]]) -> T:
         """A writer's group: ``apply`` in one transaction on one connection. A deadlock with another relay's
-        transaction (the same rows, locked in another order) rolls it back; it is tried again, from the start, up
-        to ``GROUP_TRIES`` times in all."""
+        transaction (the same rows, locked in another order), or an event id another relay stored while it ran
+        (``GroupRetry``), rolls it back; it is tried again, from the start, up to ``GROUP_TRIES`` times in all."""
         async with self._connection() as conn:
             tries = 1
             while True:
                 try:
                     async with conn.transaction():
                         outcome = await apply(conn)
-                except asyncpg.TransactionRollbackError:
+                except (asyncpg.TransactionRollbackError, outbox.GroupRetry):
                     if tries >= GROUP_TRIES:
                         raise
                     tries += 1

@@ -3,9 +3,10 @@ attempt results, release, reclaim, replay, re-drive, prune. Set-based: rows trav
 statement costs one round trip whatever the number of rows.
 
 Several relays write here at once; the database decides what one relay alone could decide in memory:
-- **Duplicates.** The unique index on ``events.id`` does: events go in with ``ON CONFLICT (id) DO NOTHING
-  RETURNING``, and the ids that did not come back are looked up and answered as the first time (another relay may
-  have stored one a moment ago). A generated id that is taken gets another, and goes in again.
+- **Duplicates.** A group looks its producers' ids up first and decides each request as SQLite does (an id stored
+  answers as the first time; one of another tenant's event refuses the request). The unique index on ``events.id``
+  has the last word: events go in with ``ON CONFLICT (id) DO NOTHING RETURNING``; a generated id that is taken gets
+  another and goes in again, and a producer's id another relay stored since the lookup runs the group again.
 - **Claims** lock the due rows they take with ``FOR UPDATE SKIP LOCKED`` inside the statement that leases them: two
   relays never take one delivery, and never wait on each other.
 - **Leases and fencing** as in ``sqlite_outbox``: a lease's ``ref`` is the delivery's seq, its ``until`` the
@@ -31,6 +32,7 @@ from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent
 from relay.store.postgres_schema import QUEUED
 from relay.store.postgres_writer import Job
+from relay.store.rows import foreign_ids
 
 Conn = Any  # an asyncpg connection (asyncpg has no types)
 ID_ROUNDS = 5  # rounds of inserts whose ids keep colliding with other relays' before a group gives up
@@ -72,57 +74,66 @@ class _Entry:
     leased: list[Claim] = field(default_factory=list)
 
 
+class GroupRetry(StoreUnavailable):
+    """The group met an id another relay stored while it ran: roll it back and run it again from the start (it then
+    finds the id stored, and decides as SQLite would)."""
+
+
 async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[IngestResult]]:
     """Insert the group's new events and deliveries, inside the caller's transaction; one list of answers per job,
     in job order. An id already stored, or stored by an earlier job of this group, answers as that first time did,
-    with ``created=False``; with ``rooms``, a job's first new deliveries of a webhook are committed leased. A job
-    holding an id of another tenant's event stores nothing (``IngestResult.taken``)."""
-    taken: set[str] = set()  # the group's ids
-    # Whose event each id is: the first of the group's events with it, or the one found stored (_insert_events).
-    tenants: dict[str, str | None] = {}
-    per_job: list[list[_Entry]] = []
-    for job in jobs:
+    with ``created=False``; with ``rooms``, a job's first new deliveries of a webhook are committed leased.
+
+    A job holding an id of another tenant's event (stored, or of an earlier job of the group) stores nothing
+    (``IngestResult.taken``). Whose each id is is known before anything is inserted: the producers' ids are looked
+    up first, and the jobs decided one after another, as on SQLite. One that another relay stores meanwhile makes
+    the group run again (``GroupRetry``)."""
+    producer_ids = list({e.id for job in jobs for e in job.events if not e.generated})
+    known: dict[str, tuple[int, str | None]] = {
+        r[0]: (r[1], r[2])
+        for r in await conn.fetch(
+            "SELECT id, delivery_count, tenant FROM events WHERE id = ANY($1::text[])", producer_ids
+        )
+    }
+    taken: set[str] = set(known)  # ids stored or of the group: a generated id avoids them
+    per_job: list[list[_Entry] | None] = []  # None: the job is refused
+    refusals: dict[int, list[IngestResult]] = {}  # a refused job's answers, by its index
+    for index, job in enumerate(jobs):
+        if foreign := foreign_ids(job.events, known):
+            refusals[index] = [IngestResult(e.id, 0, False, taken=e.id in foreign) for e in job.events]
+            per_job.append(None)
+            continue
         entries = []
         for e in job.events:
             event_id = _unused_event_id(taken, job.now) if e.generated and e.id in taken else e.id
-            entries.append(_Entry(e, event_id, job.now, first=event_id not in taken))
+            first = event_id not in known
+            if first:
+                known[event_id] = (len(e.webhook_ids), e.tenant)
+            entries.append(_Entry(e, event_id, job.now, first=first))
             taken.add(event_id)
-            tenants.setdefault(event_id, e.tenant)
         per_job.append(entries)
-    stored = await _insert_events(conn, [x for entries in per_job for x in entries if x.first], taken, tenants)
-
-    def foreign(x: _Entry) -> bool:  # an id of another tenant's event (one relay made up never is)
-        return not x.event.generated and tenants.get(x.id, x.event.tenant) != x.event.tenant
-
-    refused = [any(foreign(x) for x in entries) for entries in per_job]
-    unstored = [x.seq for entries, no in zip(per_job, refused, strict=True) if no for x in entries if x.seq]
-    if unstored:  # inserted by this transaction, seen by no one: gone before it commits
-        await conn.execute("DELETE FROM events WHERE seq = ANY($1::int8[])", unstored)
-        for entries, no in zip(per_job, refused, strict=True):
-            for x in entries if no else ():
-                x.seq = None
-    await _insert_deliveries(conn, jobs, per_job, owner)
+    accepted = [entries for entries in per_job if entries is not None]
+    await _insert_events(conn, [x for entries in accepted for x in entries if x.first], taken)
+    await _insert_deliveries(
+        conn, [job for job, e in zip(jobs, per_job, strict=True) if e is not None], accepted, owner
+    )
     return [
-        [IngestResult(x.id, 0, False, taken=foreign(x)) for x in entries]
-        if no
+        refusals[index]
+        if entries is None
         else [
             IngestResult(x.id, len(x.event.webhook_ids), True, tuple(x.leased))
             if x.seq is not None
-            else IngestResult(x.id, stored[x.id], False)
+            else IngestResult(x.id, known[x.id][0], False)
             for x in entries
         ]
-        for entries, no in zip(per_job, refused, strict=True)
+        for index, entries in enumerate(per_job)
     ]
 
 
-async def _insert_events(
-    conn: Conn, entries: list[_Entry], taken: set[str], tenants: dict[str, str | None]
-) -> dict[str, int]:
-    """Store the events ``entries`` hold (setting each one's seq); a producer's id found stored (before, or by
-    another relay meanwhile) is not stored again, and a generated one gets another id. Returns the delivery count
-    of every id found stored, and of every id of the group another of its events stored, for the answers; sets
-    in ``tenants`` whose event each producer's id found stored is."""
-    stored: dict[str, int] = {}
+async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str]) -> None:
+    """Store the events ``entries`` hold (setting each one's seq). A generated id found stored (a producer posted
+    it meanwhile) gets another id and goes in again; a producer's id found stored was stored by another relay since
+    the group looked it up: ``GroupRetry``."""
     pending = entries
     for _ in range(ID_ROUNDS):
         rows = await conn.fetch(
@@ -141,28 +152,14 @@ async def _insert_events(
             x.seq = seqs.get(x.id)
             if x.seq is None:
                 missed.append(x)
-            else:
-                stored[x.id] = len(x.event.webhook_ids)  # what a later event of the group with this id answers
         if not missed:
-            return stored
-        found = await conn.fetch(
-            "SELECT id, delivery_count, tenant FROM events WHERE id = ANY($1::text[])", [x.id for x in missed]
-        )
-        counts: dict[str, tuple[int, str | None]] = {r[0]: (r[1], r[2]) for r in found}
-        pending = []
-        for x in missed:
-            if x.id not in counts:  # pruned since it collided: it goes in after all
-                pending.append(x)
-                continue
-            stored[x.id] = counts[x.id][0]
-            if not x.event.generated:
-                tenants[x.id] = counts[x.id][1]
-            if x.event.generated:  # a producer posted this id before relay made it up: relay's event gets another
-                x.id = _unused_event_id(taken, x.now)
-                taken.add(x.id)
-                pending.append(x)
-        if not pending:
-            return stored
+            return
+        if any(not x.event.generated for x in missed):
+            raise GroupRetry("an event id was stored by another relay while this group ran")
+        for x in missed:  # a producer posted this id before relay made it up: relay's event gets another
+            x.id = _unused_event_id(taken, x.now)
+            taken.add(x.id)
+        pending = missed
     raise StoreUnavailable("event ids kept colliding with other relays' ingests; try again")
 
 

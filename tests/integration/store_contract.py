@@ -346,7 +346,8 @@ class StoreContract:
         await store.ingest([tenant_event("of-a", "a")], T0)
         refused = store.submit_ingest([tenant_event("y", "b"), tenant_event("of-a", "b")], T0 + 1)
         later = store.submit_ingest([tenant_event("y", "a")], T0 + 1)
-        assert [r.taken for r in await refused] == [False, True]
+        got = await refused
+        assert [r.taken for r in got] == [False, True], got
         [stored] = await later
         assert (stored.id, stored.created, stored.taken) == ("y", True, False)
         found = await store.get_event("y", scope=EVERYTHING)

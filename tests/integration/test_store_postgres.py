@@ -19,7 +19,16 @@ from relay.store import NewEvent, Store, migrate_store, open_store, postgres
 from relay.store import postgres_outbox as outbox
 from relay.store.postgres import PostgresStore
 from relay.store.postgres_schema import MIGRATIONS
-from tests.integration.store_contract import T0, S, StoreContract, attempt, event, result, status_of
+from tests.integration.store_contract import (
+    T0,
+    S,
+    StoreContract,
+    attempt,
+    event,
+    result,
+    status_of,
+    tenant_event,
+)
 from tests.support.postgres import PostgresServer, database_name
 
 
@@ -31,14 +40,6 @@ class TestPostgresStore(StoreContract):
     @pytest.fixture
     def make_store(self, postgres_url: str) -> Callable[[], Store]:
         return lambda: open_store(config(postgres_url))
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG (reported, not fixed): postgres_outbox.apply_ingest decides whose an id is before it knows which "
-        "requests of the group are refused, so an id held only by a refused request is still taken for a later one",
-    )
-    async def test_an_id_held_by_a_refused_request_of_the_group_is_free_for_a_later_one(self, store: Store) -> None:
-        await super().test_an_id_held_by_a_refused_request_of_the_group_is_free_for_a_later_one(store)
 
     async def test_a_url_opens_the_postgres_backend(self, store: Store) -> None:
         assert isinstance(store, PostgresStore) and store.pool_size == 4
@@ -179,6 +180,34 @@ async def test_two_relays_ingesting_one_producer_id_at_once_store_it_once(
         assert sorted(e.id for e in page.events) == ["same0", "same1", "same2"]
     finally:
         await conn.close()
+
+
+async def test_two_relays_racing_for_one_id_for_two_tenants_store_one_and_refuse_the_other(
+    store_pair: list[PostgresStore], postgres_url: str
+) -> None:
+    """Both look the id up before either stores it; the one that loses the insert runs its group again, finds the
+    other tenant's event, and refuses its request (``taken``), storing nothing of it."""
+    a, b = store_pair
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+            ingests = asyncio.gather(
+                a.ingest([tenant_event("race", "ta", "x"), tenant_event("a-only", "ta", "x")], T0),
+                b.ingest([tenant_event("race", "tb", "y"), tenant_event("b-only", "tb", "y")], T0),
+            )
+            await wait_for_lock_waits(conn, 2)
+        answers = await ingests
+    finally:
+        await conn.close()
+    won = [i for i, answer in enumerate(answers) if answer[0].created]
+    assert len(won) == 1, answers
+    lost = answers[1 - won[0]]
+    assert [r.taken for r in lost] == [True, False] and not any(r.created for r in lost)
+    found = await a.get_event("race", scope=EVERYTHING)
+    assert found is not None and found[0].tenant == ("ta", "tb")[won[0]]
+    loser_only = ("b-only", "a-only")[won[0]]
+    assert await a.get_event(loser_only, scope=EVERYTHING) is None
 
 
 async def test_crossed_batches_of_the_same_ids_are_stored_once_even_through_a_deadlock(postgres_url: str) -> None:
