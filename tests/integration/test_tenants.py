@@ -425,6 +425,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/tenants/{tenant}/portal"): {},
 }
 ADMIN_ONLY = "/v1/tenants"
+PLATFORM = "platform-hook"  # the walk's platform-wide webhook: no tenant key may see it
 
 
 @dataclass
@@ -508,10 +509,14 @@ async def _walk(relay: RunningRelay, receiver: Receiver) -> None:
             assert status == 403 and answer["error"]["code"] == "forbidden", where
         elif names:
             assert status == 404 and answer["error"]["code"] == "not_found", where
+            if "webhook_id" in names:  # a platform-wide webhook is not the tenant's either
+                platform = path.format(**{**a.path_values(), "webhook_id": PLATFORM})
+                status, answer = await call(relay, method, platform, body, key=key_b)
+                assert status == 404 and answer["error"]["code"] == "not_found", f"{method} {platform}: {answer}"
         else:
             assert 200 <= status < 300, where
             shown = orjson.dumps(answer).decode()
-            assert not [s for s in a.secrets() if s in shown], where
+            assert not [s for s in [*a.secrets(), PLATFORM] if s in shown], where
             queries = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
             if "webhook_id" in queries:  # a list filtered by A's webhook lists nothing of it
                 status, answer = await call(relay, method, f"{concrete}?webhook_id={a.webhook_id}", key=key_b)
@@ -536,12 +541,12 @@ async def _parked(relay: RunningRelay, event_id: str, webhook_id: str) -> bool:
 
 
 async def test_another_tenants_key_finds_nothing_of_a_tenant_on_any_route(tmp_path: Path, receiver: Receiver) -> None:
-    async with relay_with(tmp_path, [webhook(receiver.url("/p"), id="platform")]) as relay:
+    async with relay_with(tmp_path, [webhook(receiver.url("/p"), id=PLATFORM)]) as relay:
         await _walk(relay, receiver)
 
 
 async def test_the_route_walk_on_postgresql(tmp_path: Path, receiver: Receiver, postgres_url: str) -> None:
-    async with relay_with(tmp_path, [webhook(receiver.url("/p"), id="platform")], postgres_url=postgres_url) as relay:
+    async with relay_with(tmp_path, [webhook(receiver.url("/p"), id=PLATFORM)], postgres_url=postgres_url) as relay:
         await _walk(relay, receiver)
 
 
