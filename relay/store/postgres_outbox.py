@@ -89,12 +89,10 @@ async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[Ing
     up first, and the jobs decided one after another, as on SQLite. One that another relay stores meanwhile makes
     the group run again (``GroupRetry``)."""
     producer_ids = list({e.id for job in jobs for e in job.events if not e.generated})
-    known: dict[str, tuple[int, str | None]] = {
-        r[0]: (r[1], r[2])
-        for r in await conn.fetch(
-            "SELECT id, delivery_count, tenant FROM events WHERE id = ANY($1::text[])", producer_ids
-        )
-    }
+    known: dict[str, tuple[int, str | None]] = {}
+    if producer_ids:  # a round trip only when producers gave ids (ids relay makes up are new)
+        sql = "SELECT id, delivery_count, tenant FROM events WHERE id = ANY($1::text[])"
+        known = {r[0]: (r[1], r[2]) for r in await conn.fetch(sql, producer_ids)}
     taken: set[str] = set(known)  # ids stored or of the group: a generated id avoids them
     per_job: list[list[_Entry] | None] = []  # None: the job is refused
     refusals: dict[int, list[IngestResult]] = {}  # a refused job's answers, by its index
