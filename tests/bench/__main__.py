@@ -51,9 +51,7 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
     ),
     "tenants": (
         tenants.tenants,
-        Figure(
-            "tenants_batch_ingest", "batch ingest, 1,000 tenants × 5 webhooks", "events/s", "≥ 85 % of 1 tenant × 5"
-        ),
+        Figure("tenants_matching", "1,000 tenants × 5 API webhooks: ingest", "events/s", "≥ 85 % of 1 tenant × 5"),
     ),
     "postgres": (
         postgres.postgres,
@@ -65,6 +63,7 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
     ),
 }
 SCENARIO_TIMEOUT = 150.0  # no scenario may hang the run
+LONGER = {"tenants": 300.0}  # ten relays, each started on a store of 5,000 webhooks
 
 
 def machine_busy_seconds() -> float | None:
@@ -130,7 +129,7 @@ async def run(names: list[str], settings: Settings) -> tuple[list[Figure], dict[
         began = time.monotonic()
         machine0, ours0 = machine_busy_seconds(), ours_seconds()
         try:
-            result = await asyncio.wait_for(scenario(settings), SCENARIO_TIMEOUT)
+            result = await asyncio.wait_for(scenario(settings), LONGER.get(name, SCENARIO_TIMEOUT))
             figures.extend(result if isinstance(result, list) else [result])
         except Exception as exc:
             traceback.print_exc()

@@ -73,7 +73,8 @@ def _session(connections: int) -> aiohttp.ClientSession:
 # -- http: the wrk fallback ------------------------------------------------------------------------------
 
 
-async def http_load(url: str, body: bytes, headers: dict[str, str], connections: int, duration: float) -> None:
+async def http_load(url: str, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float) -> None:
+    """POST ``bodies`` in turn (each connection starting at its own place) until ``duration`` is over."""
     statuses: Counter[int] = Counter()
     errors = 0
     latencies: list[float] = []
@@ -81,19 +82,20 @@ async def http_load(url: str, body: bytes, headers: dict[str, str], connections:
         start = time.perf_counter()
         deadline = start + duration
 
-        async def worker() -> None:
+        async def worker(turn: int) -> None:
             nonlocal errors
             while time.perf_counter() < deadline:
+                turn += 1
                 began = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers=headers) as response:
+                    async with session.post(url, data=bodies[turn % len(bodies)], headers=headers) as response:
                         await response.read()
                         statuses[response.status] += 1
                         latencies.append(time.perf_counter() - began)
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     errors += 1
 
-        await asyncio.gather(*(worker() for _ in range(connections)))
+        await asyncio.gather(*(worker(n) for n in range(connections)))
         elapsed = time.perf_counter() - start
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
     latencies.sort()
@@ -280,6 +282,18 @@ wrk.headers["Authorization"] = "Bearer {key}"
 local f = assert(io.open("{body_path}", "rb"))
 wrk.body = f:read("*a")
 f:close()
+-- Several bodies (one a line, given as a list): each thread's requests go through them in turn.
+local bodies = {{}}
+if {several} then
+  for line in wrk.body:gmatch("[^\\n]+") do bodies[#bodies + 1] = line end
+end
+local turn = 0
+if #bodies > 0 then
+  request = function()
+    turn = turn % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[turn])
+  end
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -328,18 +342,23 @@ def loadgen_command(*args: str) -> list[str]:
 
 
 async def run_http_load(
-    url: str, body: bytes, *, connections: int, duration: float, workdir: Path, threads: int = 2
+    url: str, body: bytes | list[bytes], *, connections: int, duration: float, workdir: Path, threads: int = 2
 ) -> dict[str, Any]:
-    """POST ``body`` over ``connections`` keep-alive connections for ``duration`` s: wrk, else aiohttp."""
+    """POST ``body`` (or each of a list of one-line bodies, in turn) over ``connections`` keep-alive connections for
+    ``duration`` s: wrk, else aiohttp."""
+    several = isinstance(body, list)
     body_path = workdir / "load-body.json"
-    body_path.write_bytes(body)
+    body_path.write_bytes(b"\n".join(body) if isinstance(body, list) else body)
     wrk = wrk_path()
     if wrk is None:
         args = ["http", "--url", url, "--body-file", str(body_path), "--connections", str(connections)]
+        args += ["--several"] if several else []
         out = await run_process(loadgen_command(*args, "--duration", str(duration)), timeout=duration + 60)
         return parse_result(out)
     script = workdir / "post.lua"
-    script.write_text(_WRK_SCRIPT.format(key=API_KEY, body_path=body_path, mark=RESULT_MARK))
+    script.write_text(
+        _WRK_SCRIPT.format(key=API_KEY, body_path=body_path, mark=RESULT_MARK, several=str(several).lower())
+    )
     threads = min(threads, connections)
     args = [
         wrk,
@@ -377,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     http = sub.add_parser("http")
     http.add_argument("--url", required=True)
     http.add_argument("--body-file", required=True)
+    http.add_argument("--several", action="store_true", help="the file holds one body a line, sent in turn")
     http.add_argument("--connections", type=int, default=64)
     http.add_argument("--duration", type=float, default=10.0)
     bulk = sub.add_parser("batches")
@@ -396,8 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     pace.add_argument("--tag", default="lat")
     args = parser.parse_args(argv)
     if args.mode == "http":
-        body = Path(args.body_file).read_bytes()
-        bench.run(http_load(args.url, body, ingest_headers(), args.connections, args.duration))
+        raw = Path(args.body_file).read_bytes()
+        bodies = raw.split(b"\n") if args.several else [raw]
+        bench.run(http_load(args.url, bodies, ingest_headers(), args.connections, args.duration))
     elif args.mode == "batches":
         bench.run(batches(args.url, args.count, args.batch, args.concurrency))
     elif args.mode == "deliver":
