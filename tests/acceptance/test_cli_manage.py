@@ -12,7 +12,7 @@ from typing import Any
 import pytest_asyncio
 from standardwebhooks.webhooks import Webhook as StandardVerifier
 
-from tests.support.process import RelayProcess, post_events, run_relay, write_config
+from tests.support.process import RelayProcess, post_events, run_cli, run_cli_json, run_relay, serving, write_config
 from tests.support.receiver import Receiver
 
 KEY = "cli-test-key"
@@ -43,23 +43,18 @@ secret = "{SECRET}"
 
 @pytest_asyncio.fixture
 async def relay(tmp_path: Path, receiver: Receiver) -> AsyncIterator[RelayProcess]:
-    path = write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver))
-    process = RelayProcess(path, env={"CLI_TEST_KEY": KEY})
-    await process.start()
-    try:
-        yield process
-    finally:
-        await process.stop()
+    async with serving(
+        write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver)), {"CLI_TEST_KEY": KEY}
+    ) as r:
+        yield r
 
 
 async def cli(relay: RelayProcess, *args: str, key: str = KEY) -> tuple[int, str, str]:
-    return await run_relay(*args, "--url", relay.url, "--api-key", key)
+    return await run_cli(relay, *args, key=key)
 
 
-async def cli_json(relay: RelayProcess, *args: str) -> Any:
-    code, out, err = await cli(relay, *args, "--json")
-    assert code == 0, err
-    return json.loads(out)
+async def cli_json(relay: RelayProcess, *args: str, key: str = KEY) -> Any:
+    return await run_cli_json(relay, *args, key=key)
 
 
 async def post_event(relay: RelayProcess, body: object) -> str:

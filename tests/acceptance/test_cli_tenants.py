@@ -3,14 +3,13 @@ keys shown once and refused once revoked, the admin views, portal links, offboar
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
 
-from tests.support.process import RelayProcess, run_relay, write_config
+from tests.support.process import RelayProcess, run_cli, run_cli_json, run_relay, serving, write_config
 from tests.support.receiver import Receiver
 
 KEY = "cli-tenants-key"
@@ -50,23 +49,18 @@ tenant = "globex"
 
 @pytest_asyncio.fixture
 async def relay(tmp_path: Path, receiver: Receiver) -> AsyncIterator[RelayProcess]:
-    path = write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver))
-    process = RelayProcess(path, env={"CLI_TEST_KEY": KEY})
-    await process.start()
-    try:
-        yield process
-    finally:
-        await process.stop()
+    async with serving(
+        write_config(tmp_path / "relay.toml", config_text(tmp_path, receiver)), {"CLI_TEST_KEY": KEY}
+    ) as r:
+        yield r
 
 
 async def cli(relay: RelayProcess, *args: str, key: str = KEY) -> tuple[int, str, str]:
-    return await run_relay(*args, "--url", relay.url, "--api-key", key)
+    return await run_cli(relay, *args, key=key)
 
 
 async def cli_json(relay: RelayProcess, *args: str, key: str = KEY) -> Any:
-    code, out, err = await cli(relay, *args, "--json", key=key)
-    assert code == 0, err
-    return json.loads(out)
+    return await run_cli_json(relay, *args, key=key)
 
 
 def pairs(out: str) -> dict[str, str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,30 @@ async def run_relay(
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def run_cli(relay: RelayProcess, *args: str, key: str) -> tuple[int, str, str]:
+    """A management command (``relay webhooks list``, ``relay tenants …``) against the running ``relay`` with
+    ``key``; (exit code, stdout, stderr)."""
+    return await run_relay(*args, "--url", relay.url, "--api-key", key)
+
+
+async def run_cli_json(relay: RelayProcess, *args: str, key: str) -> Any:
+    """``run_cli`` with ``--json``, which must succeed: its parsed output."""
+    code, out, err = await run_cli(relay, *args, "--json", key=key)
+    assert code == 0, err
+    return orjson.loads(out)
+
+
+@contextlib.asynccontextmanager
+async def serving(path: Path, env: dict[str, str] | None = None) -> AsyncIterator[RelayProcess]:
+    """A relay process on the config at ``path``, started, and stopped at the end."""
+    process = RelayProcess(path, env=env)
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
 
 
 def write_config(path: Path, text: str) -> Path:
