@@ -71,6 +71,7 @@ def add_manage_routes(app: web.Application) -> None:
     add.add_get("/v1/events", list_events)
     add.add_post("/v1/events/{event_id}/replay", replay_event)
     add.add_post("/v1/failures/redrive", redrive_failures)
+    add.add_post("/v1/deliveries/{delivery_id}/cancel", cancel_delivery)
     add.add_get("/v1/stats", get_stats)
 
 
@@ -231,7 +232,8 @@ async def replay_event(request: web.Request) -> web.Response:
         subscribed = services.registry.subscribers(event.type, event.tenant)
         webhook_ids = tuple(w for w in subscribed if services.registry.find(w, scope) is not None)
     now = services.clock.now()
-    deliveries = await services.store.replay(event_id, webhook_ids, now, scope=scope)
+    orderings = services.registry.orderings(webhook_ids) if event.ordering_key is not None else ()
+    deliveries = await services.store.replay(event_id, webhook_ids, now, scope=scope, orderings=orderings)
     if deliveries is None:
         raise NotFound(f"no event with id {event_id!r}")
     if webhook_ids:
@@ -263,6 +265,20 @@ async def redrive_failures(request: web.Request) -> web.Response:
     total = sum(counts.values())
     log.info("failures_redriven", count=total, webhook_id=webhook_id, include_dead=include_dead)
     return ok({"redriven": total})
+
+
+async def cancel_delivery(request: web.Request) -> web.Response:
+    """``POST /v1/deliveries/{id}/cancel``: a pending or parked delivery ends ``cancelled``; an ordering key it held
+    moves on (CONTRACT §11). 409 when it has ended, or is being attempted right now."""
+    services = request.app[SERVICES]
+    delivery_id = request.match_info["delivery_id"]
+    now = services.clock.now()
+    delivery = await services.store.cancel(delivery_id, now, scope=request[CALLER].scope)
+    if delivery is None:
+        raise NotFound(f"no delivery with id {delivery_id!r}")
+    services.scheduler.notify([delivery.webhook_id], now)  # the next delivery of its key may be due
+    log.info("delivery_cancelled", delivery_id=delivery_id, webhook_id=delivery.webhook_id)
+    return ok(delivery_view(delivery))
 
 
 async def get_stats(request: web.Request) -> web.Response:

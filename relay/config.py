@@ -31,7 +31,7 @@ from relay.config_fields import (
 from relay.config_storage import StorageConfig, parse_storage
 from relay.config_webhooks import MAX_RETRY_STEPS, WEBHOOK_ID, parse_webhook
 from relay.errors import ConfigError, Problem
-from relay.models import Secret, Webhook
+from relay.models import Ordering, Secret, Webhook
 from relay.units import parse_duration, parse_size
 
 __all__ = [
@@ -363,6 +363,7 @@ def summarize(config: Config) -> str:
         timeout = format_duration(w.timeout if w.timeout is not None else delivery.timeout)
         rate = f" rate_limit={w.rate_limit:g}/s" if w.rate_limit is not None else ""
         tenant = f" tenant={w.tenant}" if w.tenant is not None else ""
+        tenant += f" ordering={w.ordering}" if w.ordering is not Ordering.NONE else ""
         lines.append(
             f"  {w.id}{inactive}: {_redact_query(w.url)} events={events} signature={w.signature} {body} "
             f"auth={auth} retries={schedule} timeout={timeout}{rate}{tenant}"

@@ -32,6 +32,7 @@ from relay.models import (
     BodyFormat,
     HeaderAuth,
     OAuth2Auth,
+    Ordering,
     Secret,
     SignatureScheme,
     Webhook,
@@ -61,7 +62,7 @@ HOP_BY_HOP_HEADERS = frozenset({
 })
 _WEBHOOK_KEYS = frozenset({
     "id", "url", "events", "secret", "signature", "format", "sent_at_field", "headers", "retry_schedule",
-    "timeout", "rate_limit", "auth", "description", "is_active", "tenant",
+    "timeout", "rate_limit", "auth", "description", "is_active", "tenant", "ordering",
 })
 _AUTH_KEYS = {
     "bearer": frozenset({"type", "token"}),
@@ -156,6 +157,7 @@ def parse_webhook(
     description = f.get("description", as_str) or None
     is_active = f.get("is_active", as_bool)
     tenant = f.get("tenant", as_tenant_id)
+    ordering = f.get("ordering", one_of(*Ordering))
 
     if len(problems) > before or url is None or signature is None:
         return None
@@ -176,6 +178,7 @@ def parse_webhook(
         is_active=is_active if is_active is not None else True,
         source=source,
         tenant=tenant,
+        ordering=Ordering(ordering or Ordering.NONE),
     )
 
 

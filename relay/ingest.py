@@ -12,6 +12,8 @@ import orjson
 from relay.errors import Problem, RelayError, ValidationError
 from relay.models import (
     EVENT_TOKEN,
+    ORDERING_KEY,
+    ORDERING_KEY_RULE,
     TENANT_ID,
     TENANT_ID_RULE,
     format_datetime,
@@ -23,7 +25,7 @@ from relay.registry import Registry
 from relay.scheduler import Scheduler
 from relay.store import IngestResult, NewEvent, Outbox
 
-_FIELDS = frozenset({"type", "data", "id", "created_at", "tenant"})
+_FIELDS = frozenset({"type", "data", "id", "created_at", "tenant", "ordering_key"})
 MAX_DEPTH = 253  # levels of arrays and objects in ``data`` (see ``_encode_data``)
 
 
@@ -121,8 +123,13 @@ def _valid_event(item: Any, now: float, ingest_time: str, registry: Registry, te
         if type(named) is not str or (named != tenant if tenant is not None else not TENANT_ID.fullmatch(named)):
             return None
         tenant = named
+    webhook_ids = registry.subscribers(event_type, tenant)
+    if (key := item.get("ordering_key")) is None:
+        return NewEvent(event_id, event_type, created_at, encoded, webhook_ids, generated, tenant)
+    if type(key) is not str or not ORDERING_KEY.fullmatch(key):
+        return None
     return NewEvent(
-        event_id, event_type, created_at, encoded, registry.subscribers(event_type, tenant), generated, tenant
+        event_id, event_type, created_at, encoded, webhook_ids, generated, tenant, key, registry.orderings(webhook_ids)
     )
 
 
@@ -154,7 +161,8 @@ def _parse_event(
     before = len(problems)
     for key in item:
         if key not in _FIELDS:
-            problems.append(Problem(_join(path, key), "unknown field (allowed: type, data, id, created_at, tenant)"))
+            allowed = "type, data, id, created_at, tenant, ordering_key"
+            problems.append(Problem(_join(path, key), f"unknown field (allowed: {allowed})"))
 
     event_type = item.get("type")
     if event_type is None:
@@ -192,18 +200,24 @@ def _parse_event(
         problems.append(Problem(_join(path, "tenant"), f'must be "{key_tenant}", the tenant of this key, or absent'))
     elif not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         problems.append(Problem(_join(path, "tenant"), TENANT_ID_RULE))
+    ordering_key = item.get("ordering_key")
+    if ordering_key is not None and (not isinstance(ordering_key, str) or not ORDERING_KEY.fullmatch(ordering_key)):
+        problems.append(Problem(_join(path, "ordering_key"), ORDERING_KEY_RULE))
 
     if len(problems) > before:
         return None
     assert isinstance(event_type, str) and created_at is not None and data is not None
+    webhook_ids = registry.subscribers(event_type, tenant)
     return NewEvent(
         id=event_id if isinstance(event_id, str) else new_event_id(now),
         type=event_type,
         created_at=created_at,
         data=data,
-        webhook_ids=registry.subscribers(event_type, tenant),
+        webhook_ids=webhook_ids,
         generated=not isinstance(event_id, str),
         tenant=tenant,
+        ordering_key=ordering_key,
+        orderings=registry.orderings(webhook_ids) if ordering_key is not None else (),
     )
 
 

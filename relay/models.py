@@ -111,6 +111,15 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"  # a newer event of its ordering key replaced it (``ordering = "latest"``)
+
+
+class Ordering(StrEnum):
+    """What a webhook does with events' ``ordering_key`` (CONTRACT §11)."""
+
+    NONE = "none"
+    FIFO = "fifo"  # per key, one attempt at a time, in ingest order
+    LATEST = "latest"  # per key, only the newest event matters: older unfinished deliveries end superseded
 
 
 class ErrorKind(StrEnum):
@@ -217,7 +226,8 @@ class Webhook:
     description: str | None = None
     is_active: bool = True
     source: str = "config"  # "config" | "api"
-    tenant: str | None = None  # the customer it belongs to (CONTRACT §9); None: platform-wide
+    tenant: str | None = None
+    ordering: Ordering = Ordering.NONE  # the customer it belongs to (CONTRACT §9); None: platform-wide
     created_at: float | None = None
     # During a secret rotation the previous secret keeps signing until this time.
     previous_secret: Secret | None = None
@@ -235,6 +245,9 @@ class Webhook:
 
 # An event type or event id: 1–128 characters of ``[A-Za-z0-9_.:-]`` (CONTRACT §4), matched with ``fullmatch``.
 EVENT_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# An ordering key: 1-256 characters, no control characters (CONTRACT §11).
+ORDERING_KEY = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+ORDERING_KEY_RULE = "must be a string of 1-256 characters without control characters"
 # A tenant id: 1-64 characters of ``[A-Za-z0-9_.:-]`` (CONTRACT §9), matched with ``fullmatch``.
 TENANT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 TENANT_ID_RULE = "must be 1-64 characters of [A-Za-z0-9_.:-]"
@@ -279,6 +292,7 @@ class Event:
     data: bytes  # the payload as compact JSON
     ingested_at: float
     tenant: str | None = None
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +340,7 @@ class Lease:
     owner: str
     until: float
     ref: int
+    keyed: bool = False  # the delivery holds its ordering key: its result may let the key move on
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)

@@ -55,6 +55,11 @@ class Registry:
         """Each tenant that has webhooks, and how many."""
         return {tenant: len(hooks) for tenant, hooks in self._by_tenant.items() if tenant is not None}
 
+    def orderings(self, webhook_ids: tuple[str, ...]) -> tuple[str, ...]:
+        """Each webhook's ``ordering``, for an event with an ordering key ("none" for one no longer here)."""
+        webhooks = self._webhooks
+        return tuple(str(w.ordering) if (w := webhooks.get(i)) is not None else "none" for i in webhook_ids)
+
     def subscribers(self, event_type: str, tenant: str | None = None) -> tuple[str, ...]:
         """Ids of the active webhooks an event of ``event_type`` and ``tenant`` goes to (cached): the matching ones
         of that tenant and the platform-wide ones; an event with no tenant goes to platform-wide ones only."""

@@ -367,6 +367,8 @@ class Scheduler:
                 self.on_attempt(webhook, claim, report, decision)
             if decision.next_attempt_at is not None:
                 self.notify([lane.webhook_id], decision.next_attempt_at)
+            if claim.lease.keyed:  # its key may have moved on: the next delivery of the key is due now
+                self.notify([lane.webhook_id], now)
         finally:
             self._in_flight.pop(claim.delivery_id, None)
 

@@ -69,6 +69,7 @@ def event_view(event: Event, deliveries: list[Delivery] | None = None) -> dict[s
         "created_at": event.created_at,
         "ingested_at": format_time(event.ingested_at),
         "tenant": event.tenant,
+        "ordering_key": event.ordering_key,
         "data": orjson.loads(event.data),
     }
     if deliveries is not None:
@@ -110,6 +111,7 @@ def webhook_view(webhook: Webhook, *, secret: bool = False) -> dict[str, Any]:
         "is_active": webhook.is_active,
         "source": webhook.source,
         "tenant": webhook.tenant,
+        "ordering": webhook.ordering,
         "created_at": format_time(webhook.created_at),
         "previous_secret_until": format_time(webhook.previous_secret_until) if webhook.previous_secret else None,
     }

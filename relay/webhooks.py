@@ -44,6 +44,7 @@ def webhook_spec(webhook: Webhook) -> bytes:
             "signature": webhook.signature,
             "format": webhook.format,
             "tenant": webhook.tenant,
+            "ordering": webhook.ordering,
         }
     )
 

@@ -37,6 +37,9 @@ class NewEvent:
     webhook_ids: tuple[str, ...]
     generated: bool = False  # relay made the id up (the producer sent none): it must not match a stored event
     tenant: str | None = None
+    ordering_key: str | None = None
+    # With an ordering key: each webhook's ``Ordering`` ("none", "fifo", "latest"), in the order of ``webhook_ids``.
+    orderings: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -191,9 +194,23 @@ class Outbox(Protocol):
         ...
 
     async def replay(
-        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+        self,
+        event_id: str,
+        webhook_ids: Sequence[str],
+        now: float,
+        *,
+        scope: Scope,
+        orderings: Sequence[str] = (),
     ) -> list[Delivery] | None:
-        """New deliveries of a stored event, due now; None when there is no such event inside ``scope``."""
+        """New deliveries of a stored event, due now; None when there is no such event inside ``scope``. To a webhook
+        whose ``orderings`` entry (in the order of ``webhook_ids``) is "fifo" or "latest", an event with an ordering
+        key takes a new place at the end of its key's queue (``relay.store.ordering``)."""
+        ...
+
+    async def cancel(self, delivery_id: str, now: float, *, scope: Scope) -> Delivery | None:
+        """Cancel one delivery inside ``scope`` that is pending or parked (kept, as ``cancelled``); a key it held
+        moves on. None when there is no such delivery in ``scope``; raises ``Conflict`` when it has ended or is
+        being attempted right now."""
         ...
 
     async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:

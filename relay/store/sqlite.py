@@ -26,8 +26,8 @@ from typing import IO, Any, TypeVar
 import aiosqlite
 import structlog
 
-from relay.errors import StoreError, StoreUnavailable
-from relay.models import Claim, Delivery, Durability, Scope, new_id
+from relay.errors import Conflict, StoreError, StoreUnavailable
+from relay.models import Claim, Delivery, Durability, Scope
 from relay.store import sqlite_outbox as outbox
 from relay.store.base import (
     AttemptResult,
@@ -38,7 +38,7 @@ from relay.store.base import (
     local_refresh_session,
 )
 from relay.store.rows import check_quota, spec_tenant
-from relay.store.sqlite_reads import chunks, event_scope
+from relay.store.sqlite_reads import chunks, delivery_scope, event_scope
 from relay.store.sqlite_schema import migrate, translate
 from relay.store.sqlite_tenants import SqliteTenants
 from relay.store.sqlite_writer import GROUP_ROWS, GroupWriter, Job
@@ -252,26 +252,42 @@ class SqliteStore(SqliteTenants):
         return []  # one relay owns the file: its leases are its own, and reclaimed at its startup
 
     async def replay(
-        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+        self,
+        event_id: str,
+        webhook_ids: Sequence[str],
+        now: float,
+        *,
+        scope: Scope,
+        orderings: Sequence[str] = (),
     ) -> list[Delivery] | None:
         def run(conn: sqlite3.Connection) -> list[int] | None:
             terms, params = event_scope(scope)
             where = " AND ".join(["id = ?", *terms])
-            rows = conn.execute(f"SELECT seq FROM events WHERE {where}", (event_id, *params)).fetchall()
+            rows = conn.execute(f"SELECT seq, ordering_key FROM events WHERE {where}", (event_id, *params)).fetchall()
             if not rows:
                 return None
-            seqs: list[int] = []
-            for webhook_id in webhook_ids:
-                inserted = conn.execute(
-                    "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
-                    " VALUES (?, ?, ?, 'pending', ?, ?, ?) RETURNING seq",
-                    (new_id("dlv", now), int(rows[0][0]), webhook_id, now, now, now),
-                ).fetchall()
-                seqs.extend(int(r[0]) for r in inserted)
-            return seqs
+            return outbox.replay(conn, int(rows[0][0]), rows[0][1], webhook_ids, orderings, now)
 
         seqs = await self._writer.run(run)
         return None if seqs is None else await self._deliveries_by_seq(seqs)
+
+    async def cancel(self, delivery_id: str, now: float, *, scope: Scope) -> Delivery | None:
+        terms, params = delivery_scope(scope)
+        rows = await self._read(
+            f"SELECT seq FROM deliveries WHERE {' AND '.join(['id = ?', *terms])}", (delivery_id, *params)
+        )
+        if not rows:
+            return None
+        seq = int(rows[0][0])
+        before = await self._writer.run(lambda conn: outbox.cancel(conn, seq, now))
+        if before == "missing":
+            return None
+        if before not in ("pending", "failed"):
+            if before == "delivering":
+                raise Conflict(f"delivery {delivery_id!r} is being attempted right now; cancel it once it ends")
+            raise Conflict(f"delivery {delivery_id!r} has already ended ({before})")
+        found = await self._deliveries_by_seq([seq])
+        return found[0] if found else None
 
     async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
         statuses = "('failed', 'dead')" if include_dead else "('failed')"
@@ -282,9 +298,12 @@ class SqliteStore(SqliteTenants):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
                     f"UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ?"
-                    f" WHERE status IN {statuses} AND webhook_id IN ({marks}) RETURNING webhook_id",
+                    f" WHERE status IN {statuses} AND webhook_id IN ({marks})"
+                    " AND (ordering_key IS NULL OR status = 'failed') RETURNING webhook_id",
                     (now, now, *chunk),
                 ).fetchall()
+                if include_dead:  # a dead delivery of an ordering key goes back into its key's queue
+                    rows += outbox.redrive_dead_keyed(conn, chunk, now)
                 for r in rows:
                     counts[r[0]] = counts.get(r[0], 0) + 1
             return counts
@@ -296,7 +315,7 @@ class SqliteStore(SqliteTenants):
             rows = conn.execute(
                 """SELECT seq FROM events e WHERE ingested_at < ? AND NOT EXISTS (
                        SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq
-                       AND d.status NOT IN ('succeeded', 'cancelled'))
+                       AND d.status NOT IN ('succeeded', 'cancelled', 'superseded'))
                    LIMIT ?""",
                 (cutoff, batch),
             ).fetchall()

@@ -19,6 +19,7 @@ import orjson
 
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
+from relay.store.ordering import ENDED, ORDERED, KeyQueue, supersedes_on_failure
 from relay.store.rows import foreign_ids
 from relay.store.sqlite_schema import QUEUED
 from relay.store.sqlite_writer import Job
@@ -49,6 +50,7 @@ def apply_ingest(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[IngestR
     ).fetchone()
     event_rows: list[tuple[Any, ...]] = []
     delivery_rows: list[tuple[Any, ...]] = []
+    keyed = _KeyedRows(conn)  # deliveries of ordered webhooks, of events with an ordering key
     per_job: list[list[IngestResult]] = []
     for job in jobs:
         now = job.now
@@ -72,12 +74,36 @@ def apply_ingest(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[IngestR
             count = len(e.webhook_ids)
             known[event_id] = (count, e.tenant)
             event_seq += 1
-            event_rows.append((event_seq, event_id, e.type, e.created_at, e.data, now, count, e.tenant))
+            event_rows.append((event_seq, event_id, e.type, e.created_at, e.data, now, count, e.tenant, e.ordering_key))
             leased: list[Claim] = []
             stored: Event | None = None
-            for webhook_id in e.webhook_ids:
+            for index, webhook_id in enumerate(e.webhook_ids):
                 delivery_seq += 1
                 delivery_id = new_id("dlv", now)
+                if e.ordering_key is not None and e.orderings[index] in ORDERED:
+                    queue = keyed.queue(webhook_id, e.ordering_key, e.orderings[index])
+                    holds, superseded = queue.arrive(delivery_seq)
+                    keyed.supersede(superseded, now)
+                    if holds and budget.get(webhook_id, 0) > 0:
+                        budget[webhook_id] -= 1
+                        until = rooms[webhook_id].until
+                        queue.started(delivery_seq)
+                        keyed.add(
+                            e.ordering_key,
+                            queue.mode,
+                            (delivery_seq, delivery_id, event_seq, webhook_id, "delivering", until, now),
+                        )
+                        stored = stored or Event(event_id, e.type, e.created_at, e.data, now)
+                        lease = Lease(ingest.owner, until, delivery_seq, keyed=True)
+                        leased.append(Claim(delivery_id, webhook_id, 1, now, stored, lease))
+                    else:
+                        due = now if holds else None
+                        keyed.add(
+                            e.ordering_key,
+                            queue.mode,
+                            (delivery_seq, delivery_id, event_seq, webhook_id, "pending", due, now),
+                        )
+                    continue
                 if budget.get(webhook_id, 0) > 0:
                     budget[webhook_id] -= 1
                     until = rooms[webhook_id].until
@@ -93,7 +119,8 @@ def apply_ingest(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[IngestR
         per_job.append(job_answers)
     _insert_many(
         conn,
-        "INSERT INTO events (seq, id, type, created_at, data, ingested_at, delivery_count, tenant) VALUES",
+        "INSERT INTO events (seq, id, type, created_at, data, ingested_at, delivery_count, tenant, ordering_key)"
+        " VALUES",
         event_rows,
     )
     _insert_many(
@@ -101,7 +128,124 @@ def apply_ingest(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[IngestR
         "INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, due_at, created_at, updated_at) VALUES",
         delivery_rows,
     )
+    keyed.write()
     return per_job
+
+
+class _KeyedRows:
+    """An ingest group's deliveries of ordering keys (``relay.store.ordering``): each key's queue read once from the
+    store, the new rows (a later event of the group may supersede an earlier one's), and the stored ones superseded."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.queues: dict[tuple[str, str], KeyQueue] = {}
+        self.rows: dict[int, list[Any]] = {}  # seq -> the new row
+        self.superseded: list[int] = []  # stored seqs
+        self.now = 0.0
+
+    def queue(self, webhook_id: str, key: str, mode: str) -> KeyQueue:
+        queue = self.queues.get((webhook_id, key))
+        if queue is None:
+            queue = self.queues[(webhook_id, key)] = KeyQueue(mode)
+            for seq, status, due_at in self.conn.execute(
+                f"SELECT seq, status, due_at FROM deliveries WHERE webhook_id = ? AND ordering_key = ?"
+                f" AND ordering_key IS NOT NULL AND status IN {QUEUED} ORDER BY seq",
+                (webhook_id, key),
+            ):
+                queue.load(seq, status, due_at is not None)
+        return queue
+
+    def add(self, key: str, mode: str, row: tuple[Any, ...]) -> None:
+        """A new delivery: ``(seq, id, event seq, webhook id, status, due at, now)``."""
+        self.rows[row[0]] = [*row, row[-1], key, mode]  # created_at and updated_at are both the row's now
+
+    def supersede(self, refs: list[Any], now: float) -> None:
+        for seq in refs:
+            if (row := self.rows.get(seq)) is not None:
+                row[4], row[5] = "superseded", None
+            else:
+                self.superseded.append(seq)
+                self.now = now
+
+    def write(self) -> None:
+        if self.superseded:
+            self.conn.execute(
+                "UPDATE deliveries SET status = 'superseded', due_at = NULL, updated_at = ?"
+                " WHERE seq IN (SELECT value FROM json_each(?)) AND status IN ('pending', 'failed')",
+                (self.now, orjson.dumps(self.superseded)),
+            )
+        _insert_many(
+            self.conn,
+            "INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, due_at, created_at, updated_at,"
+            " ordering_key, ordering) VALUES",
+            [tuple(row) for row in self.rows.values()],
+        )
+
+
+def replay(
+    conn: sqlite3.Connection,
+    event_seq: int,
+    key: str | None,
+    webhook_ids: Sequence[str],
+    orderings: Sequence[str],
+    now: float,
+) -> list[int]:
+    """New deliveries of a stored event (``event_seq``, its ordering ``key``), due now; to an ordered webhook
+    (``orderings``, in the order of ``webhook_ids``), at the end of its key's queue. Their seqs."""
+    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM deliveries").fetchone()[0]
+    plain: list[tuple[Any, ...]] = []
+    keyed = _KeyedRows(conn)
+    seqs = []
+    for index, webhook_id in enumerate(webhook_ids):
+        seq += 1
+        seqs.append(seq)
+        mode = orderings[index] if index < len(orderings) else "none"
+        if key is None or mode not in ORDERED:
+            plain.append((seq, new_id("dlv", now), event_seq, webhook_id, "pending", now, now, now))
+            continue
+        queue = keyed.queue(webhook_id, key, mode)
+        holds, superseded = queue.arrive(seq)
+        keyed.supersede(superseded, now)
+        row = (seq, new_id("dlv", now), event_seq, webhook_id, "pending", now if holds else None, now)
+        keyed.add(key, mode, row)
+    _insert_many(
+        conn,
+        "INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, due_at, created_at, updated_at) VALUES",
+        plain,
+    )
+    keyed.write()
+    return seqs
+
+
+def redrive_dead_keyed(conn: sqlite3.Connection, webhook_ids: Sequence[str], now: float) -> list[tuple[str]]:
+    """Dead deliveries of ordering keys, re-driven: oldest first, each the head of its key (due now) when the key has
+    none, else waiting behind it. One row (the webhook id) for each."""
+    marks = ",".join("?" * len(webhook_ids))
+    dead = conn.execute(
+        f"SELECT seq, webhook_id, ordering_key, ordering FROM deliveries WHERE status = 'dead'"
+        f" AND ordering_key IS NOT NULL AND webhook_id IN ({marks}) ORDER BY seq",
+        list(webhook_ids),
+    ).fetchall()
+    for seq, webhook_id, key, mode in dead:
+        queue = _KeyedRows(conn).queue(webhook_id, key, mode)
+        holds = queue.in_flight is None and queue.head is None
+        conn.execute(
+            "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ? WHERE seq = ?",
+            (now if holds else None, now, seq),
+        )
+    return [(r[1],) for r in dead]
+
+
+def cancel(conn: sqlite3.Connection, seq: int, now: float) -> str:
+    """Cancel one delivery that has not ended: its status before ("delivering" and ended ones are left as they
+    are); a key it held moves on."""
+    row = conn.execute("SELECT status, ordering_key FROM deliveries WHERE seq = ?", (seq,)).fetchone()
+    if row is None or row[0] not in ("pending", "failed"):
+        return str(row[0]) if row is not None else "missing"
+    conn.execute("UPDATE deliveries SET status = 'cancelled', due_at = NULL, updated_at = ? WHERE seq = ?", (now, seq))
+    if row[1] is not None:
+        move_keys_on(conn, {seq: now})
+    return str(row[0])
 
 
 def claim(
@@ -112,9 +256,9 @@ def claim(
     # One row holding them all (times as exact decimal text), not one statement step per delivery.
     found = conn.execute(
         f"""SELECT json_group_array(json_array(d.seq, d.id, d.attempt_count, printf('%!.17g', d.created_at),
-                e.id, e.type, e.created_at, CAST(e.data AS TEXT), printf('%!.17g', e.ingested_at)))
+                e.id, e.type, e.created_at, CAST(e.data AS TEXT), printf('%!.17g', e.ingested_at), d.keyed))
         FROM (
-            SELECT seq, id, event_seq, attempt_count, created_at FROM deliveries
+            SELECT seq, id, event_seq, attempt_count, created_at, ordering_key IS NOT NULL AS keyed FROM deliveries
             WHERE webhook_id = ? AND status IN {QUEUED} AND due_at <= ?
             ORDER BY due_at LIMIT ?
         ) d JOIN events e ON e.seq = d.event_seq""",
@@ -128,7 +272,7 @@ def claim(
             r[2] + 1,
             float(r[3]),
             Event(r[4], r[5], r[6], r[7].encode(), float(r[8])),
-            Lease(owner, lease_until, r[0]),
+            Lease(owner, lease_until, r[0], bool(r[9])),
         )
         for r in rows
     ]
@@ -195,7 +339,56 @@ def apply_results(conn: sqlite3.Connection, jobs: list[Job]) -> list[None]:
             for r in first.values()
         ],
     )
+    keyed = {r.lease.ref: r.attempt.started_at + r.attempt.duration_ms / 1000 for r in first.values() if r.lease.keyed}
+    if keyed:
+        move_keys_on(conn, keyed)
     return [None] * len(jobs)
+
+
+def move_keys_on(conn: sqlite3.Connection, ended_at: dict[int, float]) -> None:
+    """After results (or a cancellation) of deliveries holding their ordering keys (seq -> when): a head that ended
+    lets its key's oldest waiting delivery become the head, due then; a ``latest`` head whose attempt failed while a
+    newer one waits is superseded by it (``relay.store.ordering``). A delivery whose result did not count (another
+    lease holds it) is left as it is."""
+    rows = conn.execute(
+        "SELECT seq, webhook_id, ordering_key, ordering, status FROM deliveries"
+        " WHERE seq IN (SELECT value FROM json_each(?)) AND ordering_key IS NOT NULL",
+        (orjson.dumps(list(ended_at)),),
+    ).fetchall()
+    for seq, webhook_id, key, mode, status in rows:
+        at = ended_at[seq]
+        if status in ("pending", "failed"):
+            waiting = conn.execute(
+                f"SELECT 1 FROM deliveries WHERE webhook_id = ? AND ordering_key = ? AND ordering_key IS NOT NULL"
+                f" AND status IN {QUEUED} AND status = 'pending' AND due_at IS NULL LIMIT 1",
+                (webhook_id, key),
+            ).fetchone()
+            if not supersedes_on_failure(mode, waiting is not None):
+                continue
+            conn.execute(
+                "UPDATE deliveries SET status = 'superseded', due_at = NULL, updated_at = ? WHERE seq = ?", (at, seq)
+            )
+        elif status not in ENDED:
+            continue
+        if (waiting := _next_waiting(conn, webhook_id, key)) is not None:
+            conn.execute("UPDATE deliveries SET due_at = ?, updated_at = ? WHERE seq = ?", (at, at, waiting))
+
+
+def _next_waiting(conn: sqlite3.Connection, webhook_id: str, key: str) -> int | None:
+    """The oldest delivery waiting behind its key's head, if the key has no head left (None otherwise)."""
+    rows = conn.execute(
+        f"SELECT seq, status, due_at FROM deliveries WHERE webhook_id = ? AND ordering_key = ?"
+        f" AND ordering_key IS NOT NULL AND status IN {QUEUED} ORDER BY seq",
+        (webhook_id, key),
+    ).fetchall()
+    queue = KeyQueue("fifo")
+    for seq, status, due_at in rows:
+        queue.load(seq, status, due_at is not None)
+    if queue.in_flight is not None or queue.head is not None or not queue.waiting:
+        return None
+    first = queue.waiting[0]
+    assert isinstance(first, int)
+    return first
 
 
 def release(conn: sqlite3.Connection, claims: Sequence[Claim], now: float) -> None:

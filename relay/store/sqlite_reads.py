@@ -69,13 +69,14 @@ class SqliteReads:
     async def get_event(self, event_id: str, *, scope: Scope) -> tuple[Event, list[Delivery]] | None:
         terms, params = event_scope(scope)
         rows = await self._read(
-            f"SELECT seq, id, type, created_at, data, ingested_at, tenant FROM events{_where(['id = ?', *terms])}",
+            "SELECT seq, id, type, created_at, data, ingested_at, tenant, ordering_key FROM events"
+            f"{_where(['id = ?', *terms])}",
             (event_id, *params),
         )
         if not rows:
             return None
         r = rows[0]
-        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]), r[6])
+        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]), r[6], r[7])
         terms, params = delivery_scope(scope, "d.webhook_id")
         deliveries = await self._deliveries(f"{_where(['d.event_seq = ?', *terms])} ORDER BY d.seq", (r[0], *params))
         return event, [d for _, d in deliveries]
@@ -246,6 +247,7 @@ class SqliteReads:
             SELECT MIN((
                 SELECT due_at FROM deliveries
                 WHERE status IN {QUEUED} AND webhook_id = hooks.id AND status != 'delivering'
+                AND due_at IS NOT NULL
                 ORDER BY due_at LIMIT 1
             )) FROM hooks WHERE hooks.id IS NOT NULL
             """
@@ -258,7 +260,7 @@ class SqliteReads:
         rows = await self._read(
             f"SELECT webhook_id, MIN(due_at) FROM deliveries WHERE status IN {QUEUED} GROUP BY webhook_id"
         )
-        return {r[0]: float(r[1]) for r in rows}
+        return {r[0]: float(r[1]) for r in rows if r[1] is not None}  # None: only deliveries waiting on their keys
 
     # -- webhooks and refresh tokens ---------------------------------------------------------------------
 

@@ -119,6 +119,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE tenant_removals (tenant TEXT PRIMARY KEY, removed_at REAL NOT NULL);
     CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
     """,
+    # 4 -> 5: ordering keys (CONTRACT §11, relay/store/ordering.py). A delivery of an ordered webhook and a keyed
+    # event keeps the key and the webhook's ordering ("fifo" or "latest") as they were at ingest; one waiting behind
+    # its key's head is pending with no due time. ``deliveries_key`` finds a key's unfinished deliveries in order.
+    """
+    ALTER TABLE events ADD COLUMN ordering_key TEXT;
+    ALTER TABLE deliveries ADD COLUMN ordering_key TEXT;
+    ALTER TABLE deliveries ADD COLUMN ordering TEXT;
+    CREATE INDEX deliveries_key ON deliveries (webhook_id, ordering_key, seq)
+        WHERE ordering_key IS NOT NULL AND status IN ('pending', 'failed', 'delivering');
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.
