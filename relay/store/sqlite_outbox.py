@@ -19,7 +19,7 @@ import orjson
 
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
-from relay.store.ordering import ENDED, ORDERED, KeyQueue, supersedes_on_failure
+from relay.store.ordering import ENDED, FIFO, LATEST, ORDERED, KeyQueue, supersedes_on_failure
 from relay.store.rows import foreign_ids
 from relay.store.sqlite_schema import QUEUED
 from relay.store.sqlite_writer import Job
@@ -147,11 +147,7 @@ class _KeyedRows:
         queue = self.queues.get((webhook_id, key))
         if queue is None:
             queue = self.queues[(webhook_id, key)] = KeyQueue(mode)
-            for seq, status, due_at in self.conn.execute(
-                f"SELECT seq, status, due_at FROM deliveries WHERE webhook_id = ? AND ordering_key = ?"
-                f" AND ordering_key IS NOT NULL AND status IN {QUEUED} ORDER BY seq",
-                (webhook_id, key),
-            ):
+            for seq, status, due_at in key_rows(self.conn, webhook_id, key, all_waiting=mode == LATEST):
                 queue.load(seq, status, due_at is not None)
         return queue
 
@@ -358,11 +354,7 @@ def move_keys_on(conn: sqlite3.Connection, ended_at: dict[int, float]) -> None:
     for seq, webhook_id, key, mode, status in rows:
         at = ended_at[seq]
         if status in ("pending", "failed"):
-            waiting = conn.execute(
-                f"SELECT 1 FROM deliveries WHERE webhook_id = ? AND ordering_key = ? AND ordering_key IS NOT NULL"
-                f" AND status IN {QUEUED} AND status = 'pending' AND due_at IS NULL LIMIT 1",
-                (webhook_id, key),
-            ).fetchone()
+            waiting = conn.execute(f"{_KEY_ROWS} AND due_at IS NULL LIMIT 1", (webhook_id, key)).fetchone()
             if not supersedes_on_failure(mode, waiting is not None):
                 continue
             conn.execute(
@@ -374,15 +366,26 @@ def move_keys_on(conn: sqlite3.Connection, ended_at: dict[int, float]) -> None:
             conn.execute("UPDATE deliveries SET due_at = ?, updated_at = ? WHERE seq = ?", (at, at, waiting))
 
 
+_KEY_ROWS = (
+    f"SELECT seq, status, due_at FROM deliveries WHERE webhook_id = ? AND ordering_key = ?"
+    f" AND ordering_key IS NOT NULL AND status IN {QUEUED}"
+)
+
+
+def key_rows(conn: sqlite3.Connection, webhook_id: str, key: str, *, all_waiting: bool) -> list[Any]:
+    """What ``KeyQueue.load`` needs of a key, in seq order, in index seeks (``deliveries_key``): its head (the one
+    row with a due time; more only if a bug broke the rule) and its waiting deliveries, all of them or (when only
+    whether there are any matters) the oldest."""
+    heads = conn.execute(f"{_KEY_ROWS} AND due_at IS NOT NULL", (webhook_id, key)).fetchall()
+    limit = "" if all_waiting else " LIMIT 1"
+    waiting = conn.execute(f"{_KEY_ROWS} AND due_at IS NULL ORDER BY seq{limit}", (webhook_id, key)).fetchall()
+    return sorted([*heads, *waiting])
+
+
 def _next_waiting(conn: sqlite3.Connection, webhook_id: str, key: str) -> int | None:
     """The oldest delivery waiting behind its key's head, if the key has no head left (None otherwise)."""
-    rows = conn.execute(
-        f"SELECT seq, status, due_at FROM deliveries WHERE webhook_id = ? AND ordering_key = ?"
-        f" AND ordering_key IS NOT NULL AND status IN {QUEUED} ORDER BY seq",
-        (webhook_id, key),
-    ).fetchall()
-    queue = KeyQueue("fifo")
-    for seq, status, due_at in rows:
+    queue = KeyQueue(FIFO)
+    for seq, status, due_at in key_rows(conn, webhook_id, key, all_waiting=False):
         queue.load(seq, status, due_at is not None)
     if queue.in_flight is not None or queue.head is not None or not queue.waiting:
         return None

@@ -121,12 +121,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4 -> 5: ordering keys (CONTRACT §11, relay/store/ordering.py). A delivery of an ordered webhook and a keyed
     # event keeps the key and the webhook's ordering ("fifo" or "latest") as they were at ingest; one waiting behind
-    # its key's head is pending with no due time. ``deliveries_key`` finds a key's unfinished deliveries in order.
+    # its key's head is pending with no due time. ``deliveries_key`` finds a key's head (the one entry with a due
+    # time) and its oldest waiting delivery (the first entry with none: NULLs come first, then by seq) in one seek
+    # each, however long the key's queue.
     """
     ALTER TABLE events ADD COLUMN ordering_key TEXT;
     ALTER TABLE deliveries ADD COLUMN ordering_key TEXT;
     ALTER TABLE deliveries ADD COLUMN ordering TEXT;
-    CREATE INDEX deliveries_key ON deliveries (webhook_id, ordering_key, seq)
+    CREATE INDEX deliveries_key ON deliveries (webhook_id, ordering_key, due_at)
         WHERE ordering_key IS NOT NULL AND status IN ('pending', 'failed', 'delivering');
     """,
 )
