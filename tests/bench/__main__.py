@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from tests import bench
-from tests.bench import loadgen, postgres, scenarios, tenants
+from tests.bench import loadgen, ordering, postgres, scenarios, tenants
 from tests.bench.scenarios import BENCH_DIR, Figure, Settings
 
 Scenario = Callable[[Settings], Awaitable[Figure | list[Figure]]]
@@ -53,6 +53,15 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
         tenants.tenants,
         Figure("tenants_matching", "1,000 tenants × 5 API webhooks: ingest", "events/s", "≥ 85 % of 1 tenant × 5"),
     ),
+    "ordering": (
+        ordering.ordering,
+        Figure(
+            "ordering_e2e_fifo",
+            "ordering keys: fifo end to end, hot key, claim cost",
+            "deliveries/s",
+            "see the figures",
+        ),
+    ),
     "postgres": (
         postgres.postgres,
         Figure("pg_e2e_one_webhook", "PostgreSQL: batch ingest and end to end", "events/s", "see the figures"),
@@ -63,7 +72,10 @@ SCENARIOS: dict[str, tuple[Scenario, Figure]] = {
     ),
 }
 SCENARIO_TIMEOUT = 150.0  # no scenario may hang the run
-LONGER = {"tenants": 300.0}  # ten relays, each started on a store of 5,000 webhooks
+LONGER = {
+    "tenants": 300.0,  # ten relays, each started on a store of 5,000 webhooks
+    "ordering": 480.0,  # five end-to-end runs and a million keyed deliveries ingested
+}
 
 
 def machine_busy_seconds() -> float | None:

@@ -5,7 +5,7 @@ Every mode prints one line ``BENCH_RESULT {json}`` on stdout when done.
 - ``http``: the fallback for ``wrk`` — ``--connections`` keep-alive connections POST the same body in a loop
   for ``--duration`` seconds.
 - ``batches``: ingest ``--count`` bench events into relay, ``--batch`` events a request, ``--concurrency``
-  requests at a time.
+  requests at a time; with ``--keys N``, event i carries the ordering key ``k{i % N}`` (the keys in turn).
 - ``deliver``: the end-to-end baseline — a bare aiohttp client POSTs ``--count`` webhook requests (the same
   envelope bodies and headers relay would send, Standard Webhooks signature included) to the receiver,
   ``--concurrency`` at a time.
@@ -52,7 +52,10 @@ def bench_event(i: int) -> dict[str, Any]:
     }
 
 
-def batch_body(start: int, size: int) -> bytes:
+def batch_body(start: int, size: int, keys: int = 0) -> bytes:
+    """Events ``start`` to ``start + size``; with ``keys``, event i carries the ordering key ``k{i % keys}``."""
+    if keys:
+        return orjson.dumps([{**bench_event(i), "ordering_key": f"k{i % keys}"} for i in range(start, start + size)])
     return orjson.dumps([bench_event(i) for i in range(start, start + size)])
 
 
@@ -123,9 +126,9 @@ def _pct(values: list[float], q: float) -> float:
 # -- batches: bulk ingest into relay ---------------------------------------------------------------------
 
 
-async def batches(url: str, count: int, batch: int, concurrency: int) -> None:
+async def batches(url: str, count: int, batch: int, concurrency: int, keys: int) -> None:
     starts = list(range(0, count, batch))
-    bodies = [batch_body(s, min(batch, count - s)) for s in starts]
+    bodies = [batch_body(s, min(batch, count - s), keys) for s in starts]
     headers = ingest_headers()
     accepted = 0
     failures: list[str] = []
@@ -404,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     bulk.add_argument("--count", type=int, required=True)
     bulk.add_argument("--batch", type=int, default=1000)
     bulk.add_argument("--concurrency", type=int, default=4)
+    bulk.add_argument("--keys", type=int, default=0, help="event i carries the ordering key k{i %% N}")
     dlv = sub.add_parser("deliver")
     dlv.add_argument("--url", action="append", required=True)
     dlv.add_argument("--count", type=int, required=True)
@@ -420,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
         bodies = raw.split(b"\n") if args.several else [raw]
         bench.run(http_load(args.url, bodies, ingest_headers(), args.connections, args.duration))
     elif args.mode == "batches":
-        bench.run(batches(args.url, args.count, args.batch, args.concurrency))
+        bench.run(batches(args.url, args.count, args.batch, args.concurrency, args.keys))
     elif args.mode == "deliver":
         bench.run(deliver(args.url, args.count, args.concurrency))
     else:

@@ -192,8 +192,14 @@ async def running(*servers: Server) -> AsyncIterator[None]:
 
 
 def relay_config(
-    workdir: Path, webhook_urls: list[str], rate_limit: str | None = None, storage_url: str | None = None
+    workdir: Path,
+    webhook_urls: list[str],
+    rate_limit: str | None = None,
+    storage_url: str | None = None,
+    ordering: str | None = None,
 ) -> Path:
+    """The bench's relay.toml: one webhook a URL (``w0``, ``w1``, …), each with ``rate_limit`` and ``ordering``
+    ("none", "fifo", "latest") when given."""
     lines = [
         "[server]",
         'listen = "127.0.0.1:0"',
@@ -220,6 +226,8 @@ def relay_config(
         ]
         if rate_limit is not None:
             lines.append(f'rate_limit = "{rate_limit}"')
+        if ordering is not None:
+            lines.append(f'ordering = "{ordering}"')
     path = workdir / "relay.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -227,9 +235,13 @@ def relay_config(
 
 @contextlib.asynccontextmanager
 async def relay_running(
-    workdir: Path, webhook_urls: list[str], rate_limit: str | None = None, storage_url: str | None = None
+    workdir: Path,
+    webhook_urls: list[str],
+    rate_limit: str | None = None,
+    storage_url: str | None = None,
+    ordering: str | None = None,
 ) -> AsyncIterator[RelayProcess]:
-    config = relay_config(workdir, webhook_urls, rate_limit, storage_url)
+    config = relay_config(workdir, webhook_urls, rate_limit, storage_url, ordering)
     relay = RelayProcess(config, log_path=workdir / "relay.log")
     try:
         try:
@@ -429,19 +441,24 @@ async def _relay_e2e(
     timeout: float,
     profile_to: Path | None = None,
     storage_url: str | None = None,
+    keys: int = 0,
+    ordering: str | None = None,
 ) -> dict[str, Any]:
     """Ingest ``events`` (batches of 1000, 4 at a time) into a relay with ``webhooks`` webhooks (its store SQLite in
-    ``workdir``, or the PostgreSQL database at ``storage_url``); wait for the receiver to see every delivery."""
+    ``workdir``, or the PostgreSQL database at ``storage_url``); wait for the receiver to see every delivery. With
+    ``keys``, the events carry ordering keys ``k0`` … in turn; ``ordering`` is every webhook's."""
     expected = events * webhooks
     urls = [receiver.url(f"/hook/{i}") for i in range(webhooks)]
     await receiver.reset(session)
     profiler: asyncio.Task[None] | None = None
-    async with relay_running(workdir, urls, storage_url=storage_url) as relay:
+    async with relay_running(workdir, urls, storage_url=storage_url, ordering=ordering) as relay:
         try:
             meter = CpuMeter(relay=_pid(relay), receiver=receiver.pid).start()
             began = time.time()
             ingest = await loadgen.run_process(
-                loadgen_command("batches", "--url", f"{relay.url}/v1/events", "--count", str(events)),
+                loadgen_command(
+                    "batches", "--url", f"{relay.url}/v1/events", "--count", str(events), "--keys", str(keys)
+                ),
                 timeout=timeout,
             )
             ingested = loadgen.parse_result(ingest)
@@ -617,10 +634,15 @@ def rss_mb(pid: int) -> dict[str, float]:
 
 
 async def _reload(
-    relay: RelayProcess, workdir: Path, urls: list[str], rate_limit: str | None, storage_url: str | None = None
+    relay: RelayProcess,
+    workdir: Path,
+    urls: list[str],
+    rate_limit: str | None,
+    storage_url: str | None = None,
+    ordering: str | None = None,
 ) -> None:
     """Rewrite the config and SIGHUP; wait for ``config_reloaded``."""
-    relay_config(workdir, urls, rate_limit, storage_url)
+    relay_config(workdir, urls, rate_limit, storage_url, ordering)
     before = len(relay.events("config_reloaded"))
     await relay.signal(signal.SIGHUP)
     async with asyncio.timeout(30):
@@ -630,9 +652,10 @@ async def _reload(
             await asyncio.sleep(0.05)
 
 
-async def _ingest(relay: RelayProcess, events: int, timeout: float) -> dict[str, Any]:
+async def _ingest(relay: RelayProcess, events: int, timeout: float, keys: int = 0) -> dict[str, Any]:
     out = await loadgen.run_process(
-        loadgen_command("batches", "--url", f"{relay.url}/v1/events", "--count", str(events)), timeout=timeout
+        loadgen_command("batches", "--url", f"{relay.url}/v1/events", "--count", str(events), "--keys", str(keys)),
+        timeout=timeout,
     )
     result = loadgen.parse_result(out)
     if result["accepted"] != events:
@@ -649,10 +672,11 @@ async def _drain_rate(
     until: int,
     window: float,
     storage_url: str | None = None,
+    ordering: str | None = None,
 ) -> dict[str, Any]:
     """Lift the rate limit and measure deliveries/s at the receiver until ``until`` arrived or ``window`` s."""
     await receiver.reset(session)
-    await _reload(relay, workdir, urls, None, storage_url)
+    await _reload(relay, workdir, urls, None, storage_url, ordering)
     stats, complete = await receiver.wait_for(session, until, timeout=window)
     return {"received": stats["count"], "complete": complete, "rate": _rate(stats)}
 
@@ -660,30 +684,42 @@ async def _drain_rate(
 HELD = "1/h"  # keeps the deliveries pending while they pile up; lifted by a SIGHUP reload
 
 
-async def claim_cost(workdir: Path, storage_url: str | None = None) -> dict[str, Any]:
+async def claim_cost(
+    workdir: Path,
+    storage_url: str | None = None,
+    *,
+    webhooks: int = 10,
+    per_key: int = 0,
+    ordering: str | None = None,
+    ingest_timeout: float = 90,
+) -> dict[str, Any]:
     """One relay process (its store SQLite in ``workdir``, or the PostgreSQL database at ``storage_url``): its RSS
     idle, deliveries/s with 10,000 pending, then with 1,000,000 pending (ingested while ``rate_limit`` held them),
-    and its RSS then."""
-    webhooks, small, large = 10, 1_000, 100_000  # events; x10 webhooks = 10,000 and 1,000,000 deliveries
+    and its RSS then. The deliveries spread over ``webhooks`` webhooks (each with ``ordering``); with ``per_key``,
+    the events carry ordering keys, ``per_key`` events a key (1,000 keys at 10 k, 100,000 at 1 M for 10)."""
+    small, large = 10_000 // webhooks, 1_000_000 // webhooks  # events; x webhooks = 10,000 and 1,000,000 deliveries
+    keys_small, keys_large = (small // per_key, large // per_key) if per_key else (0, 0)
     store: Path | str = storage_url or workdir / "relay.db"
     receiver = Receiver(workdir / "receiver.log")
     async with running(receiver), aiohttp.ClientSession() as session:
         urls = [receiver.url(f"/hook/{i}") for i in range(webhooks)]
-        async with relay_running(workdir, urls, rate_limit=HELD, storage_url=storage_url) as relay:
+        async with relay_running(workdir, urls, rate_limit=HELD, storage_url=storage_url, ordering=ordering) as relay:
             pid = _pid(relay)
             idle = rss_mb(pid)
-            await _ingest(relay, small, 60)
+            await _ingest(relay, small, 60, keys_small)
             # The windows start empty: one delivery per webhook went out already.
             waiting = (await _counts(store)).get("pending", 0)
-            at_10k = await _drain_rate(relay, workdir, receiver, session, urls, waiting, 20, storage_url)
-            await _reload(relay, workdir, urls, HELD, storage_url)
+            at_10k = await _drain_rate(relay, workdir, receiver, session, urls, waiting, 20, storage_url, ordering)
+            await _reload(relay, workdir, urls, HELD, storage_url, ordering)
             began = time.monotonic()
-            ingest = await _ingest(relay, large, 90)
+            ingest = await _ingest(relay, large, ingest_timeout, keys_large)
             ingest_s = time.monotonic() - began
             await asyncio.sleep(1.0)
             pending = rss_mb(pid)
             counts = await _counts(store)
-            at_1m = await _drain_rate(relay, workdir, receiver, session, urls, large * webhooks, 10, storage_url)
+            at_1m = await _drain_rate(
+                relay, workdir, receiver, session, urls, large * webhooks, 10, storage_url, ordering
+            )
             after = rss_mb(pid)
     return {
         "idle": idle,

@@ -111,6 +111,7 @@ ALTERNATIVES = _alternatives()
 def test_the_profiles_offer_the_expected_alternatives() -> None:
     assert sorted((platform, label) for platform, label, _ in ALTERNATIVES) == [
         ("consentproof", "# [delivery]"),
+        ("consentproof", "# ordering"),
         ("dataguard", "# [delivery]"),
         ("dataguard", "# [webhooks.auth] 1"),
         ("dataguard", "# [webhooks.auth] 2"),
