@@ -132,8 +132,16 @@ async def _claim_cost() -> Figure:
     return figure
 
 
-async def ordering(settings: Settings) -> list[Figure]:
-    return [await _e2e(settings), await _hot_key(settings), await _claim_cost()]
+async def e2e(settings: Settings) -> Figure:
+    return await _e2e(settings)
+
+
+async def hot_key(settings: Settings) -> Figure:
+    return await _hot_key(settings)
+
+
+async def claim_cost_figure(settings: Settings) -> Figure:
+    return await _claim_cost()
 
 
 def _rates(values: list[float]) -> str:
