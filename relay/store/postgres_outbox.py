@@ -12,6 +12,8 @@ Several relays write here at once; the database decides what one relay alone cou
 - **Leases and fencing** as in ``sqlite_outbox``: a lease's ``ref`` is the delivery's seq, its ``until`` the
   delivery's ``due_at`` while it is ``delivering``, and ``lease_owner`` names the relay that holds it. A result or a
   release counts only while the delivery still holds that lease (seq, id, status, ``due_at`` and owner unchanged).
+- **Ordering keys** (``postgres_keys``): a transaction that decides a key's head holds the key's advisory lock, so
+  two relays never both make a head of one key; a claim takes only due rows, and only a head is due.
 - **Prune against replay and results.** Prune locks the events it removes (``FOR UPDATE``) and checks again, in a
   later statement, that none got a new delivery; a replay holds its event (``FOR KEY SHARE``) and a result its
   delivery, so each waits for the other instead of leaving a delivery without its event or an attempt without its

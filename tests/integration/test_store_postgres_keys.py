@@ -62,6 +62,18 @@ async def test_two_relays_ingesting_one_key_at_once_make_one_head(
         await conn.close()
 
 
+async def test_two_relays_claiming_at_once_never_take_two_of_one_key(store_pair: list[PostgresStore]) -> None:
+    a, b = store_pair
+    await a.ingest([keyed(f"e{k}-{n}", f"k{k}", f="fifo") for n in range(3) for k in range(20)], T0)
+    for round_ in range(3):
+        now = T0 + round_
+        found = await asyncio.gather(*(store.claim("f", 7, now, now + 60) for store in (a, b, a, b)))
+        claims = [c for claims, _ in found for c in claims]
+        assert sorted(c.event.id.split("-")[0] for c in claims) == [f"e{k}" for k in sorted(range(20), key=str)]
+        assert {c.event.id.split("-")[1] for c in claims} == {str(round_)}, "in each key's order"
+        await a.record([result(c, attempt(1, now, ok=True), S.SUCCEEDED) for c in claims])
+
+
 async def test_a_cancel_and_a_result_of_one_key_at_once_promote_one(store_pair: list[PostgresStore]) -> None:
     """The head's attempt ends on one relay while the waiting one behind it is cancelled on the other: the key
     moves on once, to the third."""
