@@ -74,24 +74,28 @@ class _Table:
 
 _EVENTS = _Table(
     "events",
-    "SELECT seq, id, type, created_at, data, ingested_at, delivery_count, tenant FROM events ORDER BY seq",
+    "SELECT seq, id, type, created_at, data, ingested_at, delivery_count, tenant, ordering_key FROM events"
+    " ORDER BY seq",
     # created_us as the PostgreSQL store's ingest computes it (postgres_outbox._INSERT_EVENTS).
     """
-    INSERT INTO events (seq, id, type, created_at, created_us, data, ingested_at, delivery_count, tenant)
+    INSERT INTO events (seq, id, type, created_at, created_us, data, ingested_at, delivery_count, tenant,
+                        ordering_key)
     SELECT v.seq, v.id, v.type, v.created_at, (extract(epoch FROM v.created_at::timestamptz) * 1000000)::bigint,
-           v.data, v.ingested_at, v.delivery_count, v.tenant
-    FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::float8[], $7::int4[], $8::text[])
-         AS v(seq, id, type, created_at, data, ingested_at, delivery_count, tenant)
+           v.data, v.ingested_at, v.delivery_count, v.tenant, v.ordering_key
+    FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::float8[], $7::int4[], $8::text[],
+                $9::text[])
+         AS v(seq, id, type, created_at, data, ingested_at, delivery_count, tenant, ordering_key)
     """,
 )
 _DELIVERIES = _Table(
     "deliveries",
-    "SELECT seq, id, event_seq, webhook_id, status, attempt_count, due_at, created_at, updated_at"
-    " FROM deliveries ORDER BY seq",
+    "SELECT seq, id, event_seq, webhook_id, status, attempt_count, due_at, created_at, updated_at, ordering_key,"
+    " ordering FROM deliveries ORDER BY seq",
     """
-    INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, attempt_count, due_at, created_at, updated_at)
+    INSERT INTO deliveries (seq, id, event_seq, webhook_id, status, attempt_count, due_at, created_at, updated_at,
+                            ordering_key, ordering)
     SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int4[], $7::float8[],
-                         $8::float8[], $9::float8[])
+                         $8::float8[], $9::float8[], $10::text[], $11::text[])
     """,
 )
 _ATTEMPTS = _Table(
@@ -247,12 +251,13 @@ async def _copy(conn: Conn, reader: sqlite3.Connection, now: float, batch: int) 
     requeued = 0
 
     def requeue(row: Row) -> Row:
-        """A delivery that was being attempted is due again at once (its lease ends with the source relay)."""
+        """A delivery that was being attempted is due again at once (its lease ends with the source relay); one of an
+        ordering key stays its key's head."""
         nonlocal requeued
         if row[4] != "delivering":
             return row
         requeued += 1
-        return (*row[:4], "pending", row[5], now, row[7], now)
+        return (*row[:4], "pending", row[5], now, row[7], now, *row[9:])
 
     counts = {
         "events": await _copy_table(conn, reader, _EVENTS, batch, _event_row),

@@ -70,3 +70,20 @@ def supersedes_on_failure(mode: str, waiting: bool) -> bool:
     """Whether a head whose attempt failed (a retry or a park decided) ends ``superseded`` instead: a ``latest``
     key with a newer delivery waiting behind it."""
     return mode == LATEST and waiting
+
+
+def move_on(queue: KeyQueue, ref: Hashable, status: str) -> tuple[Hashable | None, Hashable | None]:
+    """After a result (or a cancellation) of ``ref``, the head of ``queue`` (loaded after it was written, so an ended
+    ``ref`` is no longer in it): the head it supersedes (``ref`` itself: a ``latest`` head whose attempt failed with
+    a newer delivery waiting), and the waiting delivery that becomes the head (due at once), each None when none."""
+    superseded: Hashable | None = None
+    if status in ("pending", "failed"):
+        if queue.head != ref or not supersedes_on_failure(queue.mode, bool(queue.waiting)):
+            return None, None
+        superseded, queue.head = ref, None
+    elif status not in ENDED:
+        return None, None
+    if queue.in_flight is not None or queue.head is not None or not queue.waiting:
+        return superseded, None
+    queue.head = queue.waiting.pop(0)
+    return superseded, queue.head

@@ -39,10 +39,10 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 import structlog
 
-from relay.errors import StoreError
+from relay.errors import Conflict, StoreError
 from relay.models import Claim, Delivery, Scope, Secret
 from relay.ratelimit import RateWindow
-from relay.store import postgres_config
+from relay.store import postgres_config, postgres_keys
 from relay.store import postgres_outbox as outbox
 from relay.store.base import AttemptResult, IngestResult, NewEvent, RefreshTokenSession, Room
 from relay.store.postgres_schema import DRIVER_ERRORS, migrate, translate
@@ -303,13 +303,34 @@ class PostgresStore(PostgresTenants):
         return webhook_ids
 
     async def replay(
-        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+        self,
+        event_id: str,
+        webhook_ids: Sequence[str],
+        now: float,
+        *,
+        scope: Scope,
+        orderings: Sequence[str] = (),
     ) -> list[Delivery] | None:
         async with self._transaction() as conn:
-            seqs = await outbox.replay(conn, event_id, webhook_ids, now, scope.tenant)
+            seqs = await outbox.replay(conn, event_id, webhook_ids, now, scope.tenant, orderings)
             if seqs:
                 await notify_due(conn, self.owner, webhook_ids)
         return None if seqs is None else await self._deliveries_by_seq(seqs)
+
+    async def cancel(self, delivery_id: str, now: float, *, scope: Scope) -> Delivery | None:
+        async with self._transaction() as conn:
+            found = await postgres_keys.cancel(conn, delivery_id, now, scope.tenant)
+            if found is not None and found[2]:
+                await notify_due(conn, self.owner, found[2])
+        if found is None:
+            return None
+        seq, before, _ = found
+        if before not in ("pending", "failed"):
+            if before == "delivering":
+                raise Conflict(f"delivery {delivery_id!r} is being attempted right now; cancel it once it ends")
+            raise Conflict(f"delivery {delivery_id!r} has already ended ({before})")
+        deliveries = await self._deliveries_by_seq([seq])
+        return deliveries[0] if deliveries else None
 
     async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
         statuses = ("failed", "dead") if include_dead else ("failed",)

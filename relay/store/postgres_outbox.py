@@ -12,6 +12,8 @@ Several relays write here at once; the database decides what one relay alone cou
 - **Leases and fencing** as in ``sqlite_outbox``: a lease's ``ref`` is the delivery's seq, its ``until`` the
   delivery's ``due_at`` while it is ``delivering``, and ``lease_owner`` names the relay that holds it. A result or a
   release counts only while the delivery still holds that lease (seq, id, status, ``due_at`` and owner unchanged).
+- **Ordering keys** (``postgres_keys``): a transaction that decides a key's head holds the key's advisory lock, so
+  two relays never both make a head of one key; a claim takes only due rows, and only a head is due.
 - **Prune against replay and results.** Prune locks the events it removes (``FOR UPDATE``) and checks again, in a
   later statement, that none got a new delivery; a replay holds its event (``FOR KEY SHARE``) and a result its
   delivery, so each waits for the other instead of leaving a delivery without its event or an attempt without its
@@ -23,13 +25,24 @@ keeps on the database's: ``PostgresStore.clock_offset``), as a lease one relay s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from relay.errors import StoreUnavailable
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent
+from relay.store.ordering import ORDERED, KeyQueue
+from relay.store.postgres_keys import (
+    LOCK_KEYS_OF,
+    load_queues,
+    lock_keys,
+    move_keys_on,
+    ordered,
+    ordered_keys,
+    redrive_dead_keyed,
+    supersede,
+)
 from relay.store.postgres_schema import QUEUED
 from relay.store.postgres_writer import Job
 from relay.store.rows import foreign_ids
@@ -38,23 +51,26 @@ Conn = Any  # an asyncpg connection (asyncpg has no types)
 ID_ROUNDS = 5  # rounds of inserts whose ids keep colliding with other relays' before a group gives up
 
 _INSERT_EVENTS = """
-INSERT INTO events (id, type, created_at, created_us, data, ingested_at, delivery_count, tenant)
+INSERT INTO events (id, type, created_at, created_us, data, ingested_at, delivery_count, tenant, ordering_key)
 SELECT v.id, v.type, v.created_at, (extract(epoch FROM v.created_at::timestamptz) * 1000000)::bigint,
-       v.data, v.ingested_at, v.delivery_count, v.tenant
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[], $6::int4[], $7::text[])
-     WITH ORDINALITY AS v(id, type, created_at, data, ingested_at, delivery_count, tenant, n)
+       v.data, v.ingested_at, v.delivery_count, v.tenant, v.ordering_key
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[], $6::int4[], $7::text[], $8::text[])
+     WITH ORDINALITY AS v(id, type, created_at, data, ingested_at, delivery_count, tenant, ordering_key, n)
 ORDER BY v.n
 ON CONFLICT (id) DO NOTHING
 RETURNING id, seq
 """
 
-# Only the leased ones come back: their seq is their lease's ref.
+# Only the leased ones come back: their seq is their lease's ref. A delivery of an ordering key keeps the key and
+# its webhook's ordering (NULL for every other).
 _INSERT_DELIVERIES = """
 WITH made AS (
-    INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, lease_owner, created_at, updated_at)
-    SELECT v.id, v.event_seq, v.webhook_id, v.status, v.due_at, v.lease_owner, v.at, v.at
-    FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::float8[])
-         WITH ORDINALITY AS v(id, event_seq, webhook_id, status, due_at, lease_owner, at, n)
+    INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, lease_owner, created_at, updated_at,
+                            ordering_key, ordering)
+    SELECT v.id, v.event_seq, v.webhook_id, v.status, v.due_at, v.lease_owner, v.at, v.at, v.ordering_key, v.ordering
+    FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::float8[], $8::text[],
+                $9::text[])
+         WITH ORDINALITY AS v(id, event_seq, webhook_id, status, due_at, lease_owner, at, ordering_key, ordering, n)
     ORDER BY v.n
     RETURNING id, seq, status
 )
@@ -88,6 +104,8 @@ async def apply_ingest(conn: Conn, jobs: list[Job], owner: str) -> list[list[Ing
     (``IngestResult.taken``). Whose each id is is known before anything is inserted: the producers' ids are looked
     up first, and the jobs decided one after another, as on SQLite. One that another relay stores meanwhile makes
     the group run again (``GroupRetry``)."""
+    # One head per (webhook, key) in the whole group: the keys this group may decide are locked before anything.
+    await lock_keys(conn, [key for job in jobs for e in job.events for key in ordered_keys(e)])
     producer_ids = list({e.id for job in jobs for e in job.events if not e.generated})
     known: dict[str, tuple[int, str | None]] = {}
     if producer_ids:  # a round trip only when producers gave ids (ids relay makes up are new)
@@ -143,6 +161,7 @@ async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str]) -> 
             [x.now for x in pending],
             [len(x.event.webhook_ids) for x in pending],
             [x.event.tenant for x in pending],
+            [x.event.ordering_key for x in pending],
         )
         seqs: dict[str, int] = {r[0]: r[1] for r in rows}
         missed = []
@@ -163,36 +182,89 @@ async def _insert_events(conn: Conn, entries: list[_Entry], taken: set[str]) -> 
 
 async def _insert_deliveries(conn: Conn, jobs: list[Job], per_job: list[list[_Entry]], owner: str) -> None:
     """One delivery per webhook of each event this group stored; within each job's rooms, committed leased to
-    ``owner`` (the claims go into their entries' ``leased``)."""
-    rows: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-    leases: dict[str, tuple[_Entry, str, float]] = {}  # delivery id -> (entry, webhook id, lease end)
+    ``owner`` (the claims go into their entries' ``leased``). A delivery of an ordering key takes its place in its
+    key's queue (``relay.store.ordering``; the caller holds the keys' locks)."""
+    rows = _Rows()
+    leases: dict[str, tuple[_Entry, str, float, bool]] = {}  # delivery id -> (entry, webhook id, lease end, keyed)
+    keys = {key: mode for entries in per_job for x in entries if x.seq is not None for key, mode in ordered(x.event)}
+    queues = await load_queues(conn, keys) if keys else {}
     for job, entries in zip(jobs, per_job, strict=True):
         rooms = job.rooms or {}
         budget = {webhook_id: room.count for webhook_id, room in rooms.items()}
         for x in entries:
             if x.seq is None:
                 continue
-            for webhook_id in x.event.webhook_ids:
+            key = x.event.ordering_key
+            for index, webhook_id in enumerate(x.event.webhook_ids):
                 delivery_id = new_id("dlv", x.now)
-                if budget.get(webhook_id, 0) > 0:
+                orderings = x.event.orderings
+                mode = orderings[index] if index < len(orderings) else None
+                queue = queues.get((webhook_id, key)) if key is not None and mode in ORDERED else None
+                holds = True
+                if queue is not None:
+                    holds, superseded = queue.arrive(delivery_id)
+                    rows.supersede(superseded, x.now)
+                if holds and budget.get(webhook_id, 0) > 0:
                     budget[webhook_id] -= 1
                     until = rooms[webhook_id].until
-                    leases[delivery_id] = (x, webhook_id, until)
-                    row: tuple[Any, ...] = (delivery_id, x.seq, webhook_id, "delivering", until, owner, x.now)
+                    leases[delivery_id] = (x, webhook_id, until, queue is not None)
+                    if queue is not None:
+                        queue.started(delivery_id)
+                    rows.add(delivery_id, x.seq, webhook_id, "delivering", until, owner, x.now, key, queue)
                 else:
-                    row = (delivery_id, x.seq, webhook_id, "pending", x.now, None, x.now)
-                for column, value in zip(rows, row, strict=True):
-                    column.append(value)
-    if not rows[0]:
+                    due = x.now if holds else None
+                    rows.add(delivery_id, x.seq, webhook_id, "pending", due, None, x.now, key, queue)
+    if rows.stored_superseded:
+        await supersede(conn, rows.stored_superseded)
+    if not rows.columns[0]:
         return
     events: dict[str, Event] = {}
-    for r in await conn.fetch(_INSERT_DELIVERIES, *rows):
-        x, webhook_id, until = leases[r[0]]
+    for r in await conn.fetch(_INSERT_DELIVERIES, *rows.columns):
+        x, webhook_id, until, keyed = leases[r[0]]
         e = x.event
         event = events.setdefault(x.id, Event(x.id, e.type, e.created_at, e.data, x.now))
-        x.leased.append(Claim(r[0], webhook_id, 1, x.now, event, Lease(owner, until, r[1])))
-    for x, _, _ in leases.values():
+        x.leased.append(Claim(r[0], webhook_id, 1, x.now, event, Lease(owner, until, r[1], keyed)))
+    for x, _, _, _ in leases.values():
         x.leased.sort(key=lambda claim: claim.lease.ref)  # in the order they were stored (RETURNING has none)
+
+
+class _Rows:
+    """New deliveries as one list per column of ``_INSERT_DELIVERIES``; those of ordering keys named in their key's
+    queue by their delivery id (stored ones by their seq), so that a later event of the group may supersede one."""
+
+    def __init__(self) -> None:
+        self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        self.index: dict[str, int] = {}  # delivery id of an ordering key's new delivery -> its row
+        self.stored_superseded: list[tuple[int, float]] = []  # (seq, when)
+
+    def add(
+        self,
+        delivery_id: str,
+        event_seq: int,
+        webhook_id: str,
+        status: str,
+        due_at: float | None,
+        lease_owner: str | None,
+        now: float,
+        key: str | None,
+        queue: KeyQueue | None,
+    ) -> None:
+        if queue is not None:
+            self.index[delivery_id] = len(self.columns[0])
+        else:
+            key = None
+        mode = None if queue is None else queue.mode
+        row = (delivery_id, event_seq, webhook_id, status, due_at, lease_owner, now, key, mode)
+        for column, value in zip(self.columns, row, strict=True):
+            column.append(value)
+
+    def supersede(self, refs: Iterable[Any], now: float) -> None:
+        for ref in refs:
+            if isinstance(ref, str):  # a new one of this group
+                self.columns[3][self.index[ref]] = "superseded"
+                self.columns[4][self.index[ref]] = None
+            else:
+                self.stored_superseded.append((ref, now))
 
 
 def _unused_event_id(taken: set[str], now: float) -> str:
@@ -215,15 +287,15 @@ WITH due AS (
 ), leased AS (
     UPDATE deliveries d SET status = 'delivering', due_at = $4, lease_owner = $5, updated_at = $2
     FROM due WHERE d.seq = due.seq
-    RETURNING d.seq, d.id, d.attempt_count, d.created_at, d.event_seq
+    RETURNING d.seq, d.id, d.attempt_count, d.created_at, d.event_seq, d.ordering_key IS NOT NULL AS keyed
 ), rest AS (
     SELECT min(due_at) AS next_due FROM deliveries
     WHERE webhook_id = $1 AND status IN {QUEUED} AND seq NOT IN (SELECT seq FROM due)
 )
 SELECT rest.next_due, c.seq, c.id, c.attempt_count, c.created_at,
-       c.event_id, c.type, c.event_created_at, c.data, c.ingested_at
+       c.event_id, c.type, c.event_created_at, c.data, c.ingested_at, c.keyed
 FROM rest LEFT JOIN (
-    SELECT l.seq, l.id, l.attempt_count, l.created_at,
+    SELECT l.seq, l.id, l.attempt_count, l.created_at, l.keyed,
            e.id AS event_id, e.type, e.created_at AS event_created_at, e.data, e.ingested_at
     FROM leased l JOIN events e ON e.seq = l.event_seq
 ) c ON true
@@ -238,7 +310,14 @@ async def claim(
     order they were created); and the earliest due time of the webhook's deliveries still queued after the claim."""
     rows = await conn.fetch(_CLAIM, webhook_id, now, limit, lease_until, owner)
     claims = [
-        Claim(r[2], webhook_id, r[3] + 1, r[4], Event(r[5], r[6], r[7], r[8], r[9]), Lease(owner, lease_until, r[1]))
+        Claim(
+            r[2],
+            webhook_id,
+            r[3] + 1,
+            r[4],
+            Event(r[5], r[6], r[7], r[8], r[9]),
+            Lease(owner, lease_until, r[1], bool(r[10])),
+        )
         for r in rows
         if r[1] is not None
     ]
@@ -286,6 +365,13 @@ async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
     decisions: dict[int, AttemptResult] = {}
     for r in results:
         decisions.setdefault(r.lease.ref, r)
+    # Results of deliveries holding their ordering keys: the keys' locks first (before any row's), then the key
+    # moves on once the decisions are written.
+    keyed = {
+        r.lease.ref: r.attempt.started_at + r.attempt.duration_ms / 1000 for r in decisions.values() if r.lease.keyed
+    }
+    if keyed:
+        await conn.execute(LOCK_KEYS_OF, sorted(keyed))
     kept = sorted(attempts.values(), key=lambda r: r.lease.ref)  # rows locked in seq order: fewer deadlocks
     await conn.execute(
         _RECORD_ATTEMPTS,
@@ -312,6 +398,8 @@ async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
         [r.lease.until for r in moved],
         [r.lease.owner for r in moved],
     )
+    if keyed:
+        await move_keys_on(conn, keyed)
 
 
 async def release(conn: Conn, claims: Sequence[Claim], now: float) -> None:
@@ -376,47 +464,95 @@ async def _free_abandoned(conn: Conn, now: float, alive_within: float) -> list[s
     return [r[0] for r in rows]
 
 
+_REPLAY = """
+INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at, ordering_key, ordering)
+SELECT v.id, $1::int8, v.webhook_id, 'pending', v.due_at, $2::float8, $2::float8, v.ordering_key, v.ordering
+FROM unnest($3::text[], $4::text[], $5::float8[], $6::text[], $7::text[])
+     WITH ORDINALITY AS v(id, webhook_id, due_at, ordering_key, ordering, n)
+ORDER BY v.n
+RETURNING seq
+"""
+
+
 async def replay(
-    conn: Conn, event_id: str, webhook_ids: Sequence[str], now: float, tenant: str | None
+    conn: Conn,
+    event_id: str,
+    webhook_ids: Sequence[str],
+    now: float,
+    tenant: str | None,
+    orderings: Sequence[str] = (),
 ) -> list[int] | None:
     """New deliveries of a stored event, due now: their seqs; None when there is no such event (of ``tenant``, when
-    given). The event is held (``FOR KEY SHARE``) until the transaction ends, so a prune cannot take it away from
-    under them."""
-    event_seq = await conn.fetchval(
-        "SELECT seq FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) FOR KEY SHARE", event_id, tenant
+    given). To an ordered webhook (``orderings``, in the order of ``webhook_ids``), an event with an ordering key
+    takes a new place at the end of its key's queue, under the key's lock. The event is held (``FOR KEY SHARE``)
+    until the transaction ends, so a prune cannot take it away from under them."""
+    row = await conn.fetchrow(
+        "SELECT seq, ordering_key FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) FOR KEY SHARE",
+        event_id,
+        tenant,
     )
-    if event_seq is None:
+    if row is None:
         return None
+    event_seq, key = row[0], row[1]
+    modes = [orderings[i] if i < len(orderings) and key is not None else None for i in range(len(webhook_ids))]
+    keys = {(w, key): m for w, m in zip(webhook_ids, modes, strict=True) if m in ORDERED}
+    queues: dict[tuple[str, str], KeyQueue] = {}
+    if keys:
+        await lock_keys(conn, keys)
+        queues = await load_queues(conn, keys)
+    ids = [new_id("dlv", now) for _ in webhook_ids]
+    due: list[float | None] = []
+    superseded: list[tuple[int, float]] = []
+    for delivery_id, webhook_id, mode in zip(ids, webhook_ids, modes, strict=True):
+        queue = queues.get((webhook_id, key)) if mode in ORDERED else None
+        if queue is None:
+            due.append(now)
+            continue
+        holds, gone = queue.arrive(delivery_id)
+        superseded.extend((seq, now) for seq in gone if isinstance(seq, int))
+        due.append(now if holds else None)
+    if superseded:
+        await supersede(conn, superseded)
     rows = await conn.fetch(
-        "INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at)"
-        " SELECT v.id, $1::int8, v.webhook_id, 'pending', $2::float8, $2::float8, $2::float8"
-        " FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS v(id, webhook_id, n) ORDER BY v.n RETURNING seq",
+        _REPLAY,
         event_seq,
         now,
-        [new_id("dlv", now) for _ in webhook_ids],
+        ids,
         list(webhook_ids),
+        due,
+        [key if mode in ORDERED else None for mode in modes],
+        [mode if mode in ORDERED else None for mode in modes],
     )
     return [int(r[0]) for r in rows]
 
 
 async def redrive(conn: Conn, now: float, webhook_ids: Sequence[str], statuses: Sequence[str]) -> dict[str, int]:
-    """Deliveries of these webhooks in ``statuses`` are due again now; how many per webhook."""
+    """Deliveries of these webhooks in ``statuses`` are due again now; how many per webhook. A dead delivery of an
+    ordering key goes back into its key's queue (``redrive_dead_keyed``)."""
     rows = await conn.fetch(
         "WITH moved AS (UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1"
-        " WHERE status = ANY($2::text[]) AND webhook_id = ANY($3::text[]) RETURNING webhook_id)"
+        " WHERE status = ANY($2::text[]) AND webhook_id = ANY($3::text[])"
+        " AND (ordering_key IS NULL OR status = 'failed') RETURNING webhook_id)"
         " SELECT webhook_id, count(*) FROM moved GROUP BY webhook_id",
         now,
         list(statuses),
         list(webhook_ids),
     )
-    return {r[0]: int(r[1]) for r in rows}
+    counts = {r[0]: int(r[1]) for r in rows}
+    if "dead" in statuses:
+        for webhook_id in await redrive_dead_keyed(conn, now, webhook_ids):
+            counts[webhook_id] = counts.get(webhook_id, 0) + 1
+    return counts
 
 
-_UNDONE = "SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status NOT IN ('succeeded', 'cancelled')"
+_UNDONE = (
+    "SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status NOT IN ('succeeded', 'cancelled', 'superseded')"
+)
 
 
 async def prune(conn: Conn, cutoff: float, batch: int) -> int:
-    """Delete up to ``batch`` events ingested before ``cutoff`` whose deliveries all ended delivered or cancelled,
+    """Delete up to ``batch`` events ingested before ``cutoff`` whose deliveries all ended delivered, cancelled or
+    superseded,
     with their deliveries and attempts, inside the caller's transaction; how many events."""
     locked = await conn.fetch(
         f"SELECT seq FROM events e WHERE ingested_at < $1 AND NOT EXISTS ({_UNDONE}) LIMIT $2 FOR UPDATE SKIP LOCKED",

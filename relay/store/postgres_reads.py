@@ -84,13 +84,14 @@ class PostgresReads:
         where = _Terms().events_in(scope)
         where.add("e.id = {}", event_id)
         rows = await self._fetch(
-            f"SELECT e.seq, e.id, e.type, e.created_at, e.data, e.ingested_at, e.tenant FROM events e{where.where()}",
+            "SELECT e.seq, e.id, e.type, e.created_at, e.data, e.ingested_at, e.tenant, e.ordering_key"
+            f" FROM events e{where.where()}",
             *where.args,
         )
         if not rows:
             return None
         r = rows[0]
-        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]), r[6])
+        event = Event(r[1], r[2], r[3], bytes(r[4]), float(r[5]), r[6], r[7])
         where = _Terms().deliveries_in(scope)
         where.add("d.event_seq = {}", r[0])
         deliveries = await self._deliveries(f"{where.where()} ORDER BY d.seq", where.args)
@@ -215,6 +216,7 @@ class PostgresReads:
             SELECT min((
                 SELECT due_at FROM deliveries
                 WHERE status IN {QUEUED} AND webhook_id = hooks.id AND status <> 'delivering'
+                AND due_at IS NOT NULL
                 ORDER BY due_at LIMIT 1
             )) FROM hooks WHERE hooks.id IS NOT NULL
             """
@@ -225,7 +227,7 @@ class PostgresReads:
         rows = await self._fetch(
             f"SELECT webhook_id, min(due_at) FROM deliveries WHERE status IN {QUEUED} GROUP BY webhook_id"
         )
-        return {r[0]: float(r[1]) for r in rows}
+        return {r[0]: float(r[1]) for r in rows if r[1] is not None}  # None: only deliveries waiting on their keys
 
     # -- webhooks and refresh tokens ---------------------------------------------------------------------
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from relay.errors import Conflict, StoreUnavailable, ValidationError
-from relay.models import EVERYTHING, Attempt, Claim, DeliveryStatus, ErrorKind, Scope
+from relay.models import EVERYTHING, Attempt, Claim, Delivery, DeliveryStatus, ErrorKind, Scope
 from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store, TenantKey
 
 T0 = 1_700_000_000.0
@@ -26,6 +27,19 @@ S = DeliveryStatus
 
 def event(event_id: str, *webhooks: str, event_type: str = "t", created_at: str = "2024-01-15T10:35:00Z") -> NewEvent:
     return NewEvent(event_id, event_type, created_at, b'{"n":1}', tuple(webhooks))
+
+
+def keyed(event_id: str, key: str, **orderings: str) -> NewEvent:
+    """An event with ordering key ``key`` to the webhooks named, each with its ordering ("fifo", "latest", "none")."""
+    return NewEvent(
+        event_id,
+        "t",
+        "2024-01-15T10:35:00Z",
+        b'{"n":1}',
+        tuple(orderings),
+        ordering_key=key,
+        orderings=tuple(orderings.values()),
+    )
 
 
 def tenant_event(event_id: str, tenant: str | None, *webhooks: str) -> NewEvent:
@@ -54,6 +68,11 @@ def at(text: str) -> datetime:
 
 def attempt(number: int, at: float, *, ok: bool, next_at: float | None = None) -> Attempt:
     return Attempt(number, at, 12.5, 200 if ok else 500, None if ok else ErrorKind.HTTP_ERROR, None, "body", next_at)
+
+
+def instant(number: int, at: float, *, ok: bool, next_at: float | None = None) -> Attempt:
+    """``attempt`` taking no time: it ends when it starts (the time its key moves on)."""
+    return replace(attempt(number, at, ok=ok, next_at=next_at), duration_ms=0.0)
 
 
 def result(claim: Claim, tried: Attempt, status: DeliveryStatus) -> AttemptResult:
@@ -119,6 +138,21 @@ async def delivery_pages(store: Store, limit: int, **filters: Any) -> list[list[
 
 def flat(found: list[list[str]]) -> list[str]:
     return [item for page in found for item in page]
+
+
+async def delivery_of(store: Store, event_id: str, webhook_id: str) -> Delivery:
+    """The last delivery of ``event_id`` to ``webhook_id`` (a replay adds one)."""
+    found = await store.get_event(event_id, scope=EVERYTHING)
+    assert found is not None
+    return [d for d in found[1] if d.webhook_id == webhook_id][-1]
+
+
+async def claimed(store: Store, webhook_id: str, now: float, limit: int = 10) -> list[Claim]:
+    return (await store.claim(webhook_id, limit, now, now + 60))[0]
+
+
+async def succeed(store: Store, claim: Claim, at: float) -> None:
+    await store.record([result(claim, instant(claim.attempt_number, at, ok=True), S.SUCCEEDED)])
 
 
 async def status_of(store: Store, event_id: str) -> dict[str, DeliveryStatus]:
@@ -850,6 +884,162 @@ class StoreContract:
         [c3], _ = await store.claim("c", 1, T0 + 600, T0 + 700)
         await store.record([result(c3, attempt(2, T0 + 600, ok=True), S.SUCCEEDED)])
         assert await store.earliest_due() is None
+
+    # -- ordering keys (CONTRACT §11) --------------------------------------------------------------------
+
+    async def test_fifo_keeps_one_head_per_key_and_the_rest_wait_unclaimable(self, store: Store) -> None:
+        await store.ingest([keyed("e1", "k", f="fifo"), keyed("e2", "k", f="fifo"), keyed("e3", "k", f="fifo")], T0)
+        await store.ingest([keyed("e4", "k2", f="fifo"), keyed("e5", "k", f="none"), event("e6", "f")], T0)
+        waiting = await delivery_of(store, "e2", "f")
+        assert (waiting.status, waiting.next_attempt_at) == (S.PENDING, None)
+        claims = await claimed(store, "f", T0)
+        assert [c.event.id for c in claims] == ["e1", "e4", "e5", "e6"]  # one head per key; "none" is not ordered
+        assert [c.lease.keyed for c in claims] == [True, True, False, False]
+        for other in claims[1:]:
+            await succeed(store, other, T0)
+        assert await claimed(store, "f", T0 + 30) == []  # never a second delivery of a key in flight
+        await succeed(store, claims[0], T0 + 1)
+        [second] = await claimed(store, "f", T0 + 1)
+        assert second.event.id == "e2" and second.lease.keyed
+        await store.record([result(second, instant(1, T0 + 2, ok=False, next_at=T0 + 100), S.PENDING)])
+        assert await claimed(store, "f", T0 + 50) == []  # e3 waits behind e2's retry
+        [again] = await claimed(store, "f", T0 + 100)
+        assert (again.event.id, again.attempt_number) == ("e2", 2)
+        await succeed(store, again, T0 + 101)
+        assert [c.event.id for c in await claimed(store, "f", T0 + 101)] == ["e3"]
+
+    async def test_a_batch_keeps_its_array_order_and_a_leased_head_holds_its_key(self, store: Store) -> None:
+        results = await store.ingest([keyed(f"e{n}", "k", f="fifo") for n in range(1, 5)], T0, {"f": Room(3, T0 + 60)})
+        leased = [c for r in results for c in r.leased]
+        assert [(c.event.id, c.lease.keyed) for c in leased] == [("e1", True)]  # the head alone, room or not
+        order = []
+        claim = leased[0]
+        for n in range(1, 5):
+            order.append(claim.event.id)
+            await succeed(store, claim, T0 + n)
+            found = await claimed(store, "f", T0 + n)
+            assert len(found) <= 1
+            claim = found[0] if found else claim
+        assert order == ["e1", "e2", "e3", "e4"]
+
+    async def test_a_parked_head_blocks_its_key_until_cancelled_other_keys_flow(self, store: Store) -> None:
+        await store.ingest([keyed("e1", "k", f="fifo"), keyed("e2", "k", f="fifo")], T0)
+        [head] = await claimed(store, "f", T0)
+        await store.record([result(head, instant(1, T0, ok=False, next_at=T0 + 3600), S.FAILED)])
+        assert await claimed(store, "f", T0 + 10) == []
+        await store.ingest([keyed("o1", "other", f="fifo")], T0 + 10)
+        assert [c.event.id for c in await claimed(store, "f", T0 + 10)] == ["o1"]
+        cancelled = await store.cancel(head.delivery_id, T0 + 20, scope=EVERYTHING)
+        assert cancelled is not None and (cancelled.id, cancelled.status) == (head.delivery_id, S.CANCELLED)
+        assert (await delivery_of(store, "e2", "f")).next_attempt_at == T0 + 20
+        [nxt] = await claimed(store, "f", T0 + 20)
+        assert nxt.event.id == "e2"
+
+    async def test_a_dead_head_lets_its_key_move_on_and_its_redrive_waits_behind_the_new_head(
+        self, store: Store
+    ) -> None:
+        await store.ingest([keyed("e1", "k", f="fifo"), keyed("e2", "k", f="fifo"), keyed("e3", "k", f="fifo")], T0)
+        [head] = await claimed(store, "f", T0)
+        await store.record([result(head, instant(1, T0 + 1, ok=False), S.DEAD)])
+        assert (await delivery_of(store, "e2", "f")).next_attempt_at == T0 + 1  # the key moved on
+        assert await store.redrive(T0 + 2, ["f"], include_dead=True) == {"f": 1}
+        dead = await delivery_of(store, "e1", "f")
+        assert (dead.status, dead.next_attempt_at) == (S.PENDING, None)  # back in its key's queue, waiting
+        [second] = await claimed(store, "f", T0 + 2)
+        assert second.event.id == "e2"
+        await succeed(store, second, T0 + 3)
+        [again] = await claimed(store, "f", T0 + 3)  # the oldest waiting: the re-driven one, before e3
+        assert (again.event.id, again.attempt_number) == ("e1", 2)
+
+    async def test_replay_of_a_keyed_event_goes_to_the_end_of_its_keys_queue(self, store: Store) -> None:
+        await store.ingest([keyed("e1", "k", f="fifo", n="none")], T0)
+        [first] = await claimed(store, "f", T0)
+        await succeed(store, first, T0 + 1)
+        await store.ingest([keyed("e2", "k", f="fifo")], T0 + 2)
+        replayed = await store.replay("e1", ["f", "n"], T0 + 3, scope=EVERYTHING, orderings=("fifo", "none"))
+        assert replayed is not None
+        assert [(d.webhook_id, d.next_attempt_at) for d in replayed] == [("f", None), ("n", T0 + 3)]
+        found = await store.get_event("e1", scope=EVERYTHING)
+        assert found is not None and found[0].ordering_key == "k"
+        [second] = await claimed(store, "f", T0 + 3)
+        assert second.event.id == "e2"
+        await succeed(store, second, T0 + 4)
+        [last] = await claimed(store, "f", T0 + 4)
+        assert (last.event.id, last.delivery_id) == ("e1", replayed[0].id)
+        # A replay to a key with no head is the head, due now.
+        await succeed(store, last, T0 + 5)
+        [again] = await store.replay("e1", ["f"], T0 + 6, scope=EVERYTHING, orderings=("fifo",)) or []
+        assert again.next_attempt_at == T0 + 6
+
+    async def test_latest_supersedes_older_pending_and_parked_deliveries(self, store: Store) -> None:
+        await store.ingest([keyed("e1", "k", l="latest"), keyed("e2", "k", l="latest")], T0)  # one batch
+        await store.ingest([keyed("e3", "k", l="latest")], T0 + 1)
+        assert [(await delivery_of(store, e, "l")).status for e in ("e1", "e2", "e3")] == [
+            S.SUPERSEDED,
+            S.SUPERSEDED,
+            S.PENDING,
+        ]
+        [head] = await claimed(store, "l", T0 + 1)
+        assert head.event.id == "e3"
+        await store.record([result(head, instant(1, T0 + 2, ok=False, next_at=T0 + 3600), S.FAILED)])
+        await store.ingest([keyed("e4", "k", l="latest")], T0 + 3)
+        assert (await delivery_of(store, "e3", "l")).status is S.SUPERSEDED
+        newest = await delivery_of(store, "e4", "l")
+        assert (newest.status, newest.next_attempt_at) == (S.PENDING, T0 + 3)
+        assert [c.event.id for c in await claimed(store, "l", T0 + 3)] == ["e4"]
+
+    async def test_latest_waits_behind_an_attempt_in_flight_and_supersedes_it_if_it_fails(self, store: Store) -> None:
+        await store.ingest([keyed("e1", "k", l="latest")], T0)
+        [first] = await claimed(store, "l", T0)
+        await store.ingest([keyed("e2", "k", l="latest")], T0 + 1)
+        waiting = await delivery_of(store, "e2", "l")
+        assert (waiting.status, waiting.next_attempt_at) == (S.PENDING, None)
+        assert await claimed(store, "l", T0 + 1) == []
+        await succeed(store, first, T0 + 2)  # the older one succeeded first: then the newer one goes
+        [second] = await claimed(store, "l", T0 + 2)
+        assert second.event.id == "e2"
+        await store.ingest([keyed("e3", "k", l="latest")], T0 + 3)
+        await store.ingest([keyed("e4", "k", l="latest")], T0 + 4)  # supersedes e3, waiting; waits behind e2
+        assert (await delivery_of(store, "e3", "l")).status is S.SUPERSEDED
+        await store.record([result(second, instant(1, T0 + 5, ok=False, next_at=T0 + 60), S.PENDING)])
+        assert (await delivery_of(store, "e2", "l")).status is S.SUPERSEDED  # no retry: e4 replaces it
+        [last] = await claimed(store, "l", T0 + 5)
+        assert last.event.id == "e4"
+        await store.record([result(last, instant(1, T0 + 6, ok=False, next_at=T0 + 60), S.PENDING)])
+        assert (await delivery_of(store, "e4", "l")).status is S.PENDING  # nothing newer: retried
+
+    async def test_cancel_of_a_delivery_in_flight_or_ended_is_a_conflict(self, store: Store) -> None:
+        await tenants_ab(store)
+        await store.ingest([keyed("k1", "k", p="fifo"), keyed("k2", "k", p="fifo")], T0)
+        [ea, *_] = await claimed(store, "p", T0)
+        with pytest.raises(Conflict, match="being attempted right now"):
+            await store.cancel(ea.delivery_id, T0, scope=EVERYTHING)
+        await succeed(store, ea, T0 + 1)
+        with pytest.raises(Conflict, match=r"has already ended \(succeeded\)"):
+            await store.cancel(ea.delivery_id, T0 + 2, scope=EVERYTHING)
+        assert await store.cancel("dlv_missing", T0, scope=EVERYTHING) is None
+        waiting = await delivery_of(store, "k2", "p")
+        assert await store.cancel(waiting.id, T0, scope=Scope("a")) is None  # "p" is platform-wide: not a's
+        wa = await delivery_of(store, "ea", "wa")
+        assert await store.cancel(wa.id, T0, scope=Scope("b")) is None
+        done = await store.cancel(wa.id, T0 + 3, scope=Scope("a"))
+        assert done is not None and done.status is S.CANCELLED and done.next_attempt_at is None
+        plain = await store.cancel((await delivery_of(store, "k2", "p")).id, T0 + 4, scope=EVERYTHING)
+        assert plain is not None and plain.status is S.CANCELLED  # a waiting one leaves its key as it was
+
+    async def test_earliest_due_and_due_by_webhook_ignore_deliveries_waiting_on_their_keys(self, store: Store) -> None:
+        await store.ingest([keyed("e1", "k", f="fifo"), keyed("e2", "k", f="fifo")], T0)
+        [head] = await claimed(store, "f", T0)
+        assert await store.earliest_due() is None
+        assert await store.due_by_webhook() == {"f": T0 + 60}  # the lease's end; e2 has no due time
+        await store.record([result(head, instant(1, T0, ok=False), S.DEAD)])
+        assert await store.earliest_due() == T0 and await store.due_by_webhook() == {"f": T0}
+
+    async def test_prune_treats_superseded_as_ended(self, store: Store) -> None:
+        await store.ingest([keyed("e1", "k", l="latest"), keyed("e2", "k", l="latest")], T0)
+        [claim] = await claimed(store, "l", T0)
+        await succeed(store, claim, T0 + 1)
+        assert await store.prune(T0 + 10) == 2
 
     # -- pruning -----------------------------------------------------------------------------------------
 

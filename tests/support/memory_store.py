@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
-from relay.errors import Problem, StoreUnavailable, ValidationError
+from relay.errors import Conflict, Problem, StoreUnavailable, ValidationError
 from relay.models import (
     Attempt,
     Claim,
@@ -50,11 +50,12 @@ from relay.store.base import (
     TenantSummary,
     local_refresh_session,
 )
+from relay.store.ordering import ORDERED, KeyQueue, move_on
 from relay.store.rows import check_quota, foreign_ids, spec_tenant
 
 S = DeliveryStatus
 QUEUED = (S.PENDING, S.FAILED, S.DELIVERING)  # still owed an attempt (a delivering one, when its lease runs out)
-ENDED_FOR_PRUNE = (S.SUCCEEDED, S.CANCELLED)
+ENDED_FOR_PRUNE = (S.SUCCEEDED, S.CANCELLED, S.SUPERSEDED)
 Moment = TypeVar("Moment", float, datetime)  # a list's bound: a delivery's unix time, an event's created_at
 
 
@@ -70,6 +71,8 @@ class StoredDelivery:
     updated_at: float
     attempt_count: int = 0
     attempts: dict[int, Attempt] = field(default_factory=dict)  # by number: a later one of a number replaces it
+    ordering_key: str | None = None  # set for a delivery of an ordered webhook and a keyed event ...
+    ordering: str | None = None  # ... with the webhook's ordering then ("fifo", "latest")
 
     def shown(self) -> Delivery:
         due = self.due_at if self.status in (S.PENDING, S.FAILED) else None
@@ -189,11 +192,52 @@ class MemoryStore:
             raise StoreUnavailable("the store is closed")
         return self.data
 
-    def _add_delivery(self, event_id: str, webhook_id: str, now: float, due_at: float, status: S) -> StoredDelivery:
+    def _add_delivery(
+        self, event_id: str, webhook_id: str, now: float, due_at: float | None, status: S
+    ) -> StoredDelivery:
         ref = next(self.data.refs)
         delivery = StoredDelivery(ref, new_id("dlv", now), event_id, webhook_id, status, due_at, now, now)
         self.data.deliveries[ref] = delivery
         return delivery
+
+    # -- ordering keys (relay.store.ordering), as the SQL backends keep them --------------------------------
+
+    def _queue(self, webhook_id: str, key: str, mode: str) -> KeyQueue:
+        """The key's unfinished deliveries, in creation order."""
+        queue = KeyQueue(mode)
+        for d in self.data.deliveries.values():
+            if d.webhook_id == webhook_id and d.ordering_key == key and d.status in QUEUED:
+                queue.load(d.ref, d.status, d.due_at is not None)
+        return queue
+
+    def _arrive(self, event_id: str, webhook_id: str, key: str, mode: str, now: float) -> tuple[StoredDelivery, bool]:
+        """A new delivery of an ordering key, waiting at first: whether it is its key's head; the ones it
+        supersedes end so."""
+        queue = self._queue(webhook_id, key, mode)
+        d = self._add_delivery(event_id, webhook_id, now, None, S.PENDING)
+        d.ordering_key, d.ordering = key, mode
+        holds, superseded = queue.arrive(d.ref)
+        for ref in superseded:
+            self._end(ref, S.SUPERSEDED, now)
+        if holds:
+            d.due_at = now
+        return d, holds
+
+    def _end(self, ref: object, status: S, now: float) -> None:
+        d = self.data.deliveries[ref] if isinstance(ref, int) else None
+        if d is not None and d.status in (S.PENDING, S.FAILED):
+            d.status, d.due_at, d.updated_at = status, None, now
+
+    def _move_on(self, d: StoredDelivery, at: float) -> None:
+        """After a result or a cancellation of ``d``, which holds its key: the key moves on."""
+        if d.ordering_key is None or d.ordering is None:
+            return
+        superseded, head = move_on(self._queue(d.webhook_id, d.ordering_key, d.ordering), d.ref, d.status)
+        if superseded is not None:
+            self._end(superseded, S.SUPERSEDED, at)
+        if isinstance(head, int):
+            promoted = self.data.deliveries[head]
+            promoted.due_at = promoted.updated_at = at
 
     # -- the outbox --------------------------------------------------------------------------------------
 
@@ -233,10 +277,19 @@ class MemoryStore:
             if known is not None:
                 results.append(IngestResult(event_id, known.delivery_count, False))
                 continue
-            event = Event(event_id, e.type, e.created_at, e.data, now, e.tenant)
+            event = Event(event_id, e.type, e.created_at, e.data, now, e.tenant, e.ordering_key)
             data.events[event_id] = StoredEvent(event, len(e.webhook_ids), next(data.refs))
             leased = []
-            for webhook_id in e.webhook_ids:
+            for index, webhook_id in enumerate(e.webhook_ids):
+                mode = e.orderings[index] if index < len(e.orderings) else None
+                if e.ordering_key is not None and mode in ORDERED:
+                    assert mode is not None
+                    d, holds = self._arrive(event_id, webhook_id, e.ordering_key, mode, now)
+                    if holds and budget.get(webhook_id, 0) > 0:
+                        budget[webhook_id] -= 1
+                        d.status, d.due_at = S.DELIVERING, rooms[webhook_id].until
+                        leased.append(Claim(d.id, webhook_id, 1, now, event, Lease(self.owner, d.due_at, d.ref, True)))
+                    continue
                 if budget.get(webhook_id, 0) > 0:
                     budget[webhook_id] -= 1
                     until = rooms[webhook_id].until
@@ -259,7 +312,14 @@ class MemoryStore:
             d.status, d.due_at, d.updated_at = S.DELIVERING, lease_until, now
             event = data.events[d.event_id].event
             claims.append(
-                Claim(d.id, webhook_id, d.attempt_count + 1, d.created_at, event, Lease(self.owner, lease_until, d.ref))
+                Claim(
+                    d.id,
+                    webhook_id,
+                    d.attempt_count + 1,
+                    d.created_at,
+                    event,
+                    Lease(self.owner, lease_until, d.ref, d.ordering_key is not None),
+                )
             )
         next_due = min((d.due_at for d in mine if d.due_at is not None), default=None)
         return claims, next_due
@@ -278,9 +338,12 @@ class MemoryStore:
             if d is None or d.id != r.delivery_id:
                 continue  # pruned while its attempt was in flight
             d.attempts[r.attempt.number] = r.attempt
+            ended_at = r.attempt.started_at + r.attempt.duration_ms / 1000
             if self._holds(r.lease) is d:
                 d.status, d.attempt_count, d.due_at = r.status, r.attempt.number, r.due_at
-                d.updated_at = r.attempt.started_at + r.attempt.duration_ms / 1000
+                d.updated_at = ended_at
+            if r.lease.keyed:
+                self._move_on(d, ended_at)
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:
         self._write()
@@ -315,12 +378,41 @@ class MemoryStore:
         return due
 
     async def replay(
-        self, event_id: str, webhook_ids: Sequence[str], now: float, *, scope: Scope
+        self,
+        event_id: str,
+        webhook_ids: Sequence[str],
+        now: float,
+        *,
+        scope: Scope,
+        orderings: Sequence[str] = (),
     ) -> list[Delivery] | None:
         stored = self._write().events.get(event_id)
         if stored is None or not _event_in(stored.event, scope):
             return None
-        return [self._add_delivery(event_id, w, now, now, S.PENDING).shown() for w in webhook_ids]
+        key = stored.event.ordering_key
+        made = []
+        for index, webhook_id in enumerate(webhook_ids):
+            mode = orderings[index] if index < len(orderings) else None
+            if key is not None and mode in ORDERED:
+                assert mode is not None
+                made.append(self._arrive(event_id, webhook_id, key, mode, now)[0])
+            else:
+                made.append(self._add_delivery(event_id, webhook_id, now, now, S.PENDING))
+        return [d.shown() for d in made]
+
+    async def cancel(self, delivery_id: str, now: float, *, scope: Scope) -> Delivery | None:
+        data = self._write()
+        found = [d for d in data.deliveries.values() if d.id == delivery_id and self._delivery_in(d, scope)]
+        if not found:
+            return None
+        [d] = found
+        if d.status is S.DELIVERING:
+            raise Conflict(f"delivery {delivery_id!r} is being attempted right now; cancel it once it ends")
+        if d.status not in (S.PENDING, S.FAILED):
+            raise Conflict(f"delivery {delivery_id!r} has already ended ({d.status})")
+        d.status, d.due_at, d.updated_at = S.CANCELLED, None, now
+        self._move_on(d, now)
+        return d.shown()
 
     async def redrive(self, now: float, webhook_ids: Sequence[str], *, include_dead: bool) -> dict[str, int]:
         data = self._write()
@@ -328,7 +420,13 @@ class MemoryStore:
         counts: dict[str, int] = {}
         for d in data.deliveries.values():
             if d.webhook_id in webhook_ids and d.status in statuses:
-                d.status, d.due_at, d.updated_at = S.PENDING, now, now
+                if d.status is S.DEAD and d.ordering_key is not None and d.ordering is not None:
+                    # Back into its key's queue (oldest first): the head when the key has none, else waiting.
+                    queue = self._queue(d.webhook_id, d.ordering_key, d.ordering)
+                    holds = queue.in_flight is None and queue.head is None
+                    d.status, d.due_at, d.updated_at = S.PENDING, now if holds else None, now
+                else:
+                    d.status, d.due_at, d.updated_at = S.PENDING, now, now
                 counts[d.webhook_id] = counts.get(d.webhook_id, 0) + 1
         return counts
 
@@ -510,7 +608,8 @@ class MemoryStore:
 
     async def earliest_due(self) -> float | None:
         waiting = (S.PENDING, S.FAILED)
-        return min((d.due_at for d in self._read().deliveries.values() if d.status in waiting), default=None)
+        deliveries = self._read().deliveries.values()
+        return min((d.due_at for d in deliveries if d.status in waiting and d.due_at is not None), default=None)
 
     # -- tenants -----------------------------------------------------------------------------------------
 
