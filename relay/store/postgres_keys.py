@@ -45,14 +45,23 @@ LOCK_KEYS_OF = _LOCK.format(
     "webhook_id", "ordering_key", "FROM deliveries WHERE seq = ANY($1::int8[]) AND ordering_key IS NOT NULL"
 )
 
-# A set of keys' unfinished deliveries, in seq order, locked against a claim until the transaction ends.
-_KEY_QUEUES = f"""
-SELECT d.seq, d.webhook_id, d.ordering_key, d.status, d.due_at IS NOT NULL
-FROM deliveries d JOIN unnest($1::text[], $2::text[]) AS v(w, k) ON d.webhook_id = v.w AND d.ordering_key = v.k
-WHERE d.ordering_key IS NOT NULL AND d.status IN {QUEUED}
-ORDER BY d.seq
-FOR UPDATE OF d
+# What ``KeyQueue.load`` needs of a set of keys, locked against a claim until the transaction ends, in two
+# statements of one index seek per key each (``deliveries_key``), however long a hot key's queue: each key's head
+# (its rows with a due time: one, unless a bug broke the rule), and its waiting deliveries, all of them for a
+# ``latest`` key (it supersedes them) or the oldest for a ``fifo`` one.
+_KEY_ROWS = f"""
+SELECT d.seq, v.w, v.k, d.status, d.due_at IS NOT NULL
+FROM unnest($1::text[], $2::text[], $3::text[]) AS v(w, k, mode)
+CROSS JOIN LATERAL (
+    SELECT seq, status, due_at FROM deliveries
+    WHERE webhook_id = v.w AND ordering_key = v.k AND ordering_key IS NOT NULL AND status IN {QUEUED}
+      AND {{}}
+    ORDER BY seq {{}}
+    FOR UPDATE
+) d
 """
+_HEADS = _KEY_ROWS.format("due_at IS NOT NULL", "")
+_WAITING = _KEY_ROWS.format("due_at IS NULL", "LIMIT CASE WHEN v.mode = 'latest' THEN NULL ELSE 1 END")
 
 
 async def lock_keys(conn: Conn, keys: Iterable[tuple[str, str]]) -> None:
@@ -65,7 +74,8 @@ async def lock_keys(conn: Conn, keys: Iterable[tuple[str, str]]) -> None:
 async def load_queues(conn: Conn, keys: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], KeyQueue]:
     """The queues of these ``(webhook, ordering key)`` (each with its ordering), as stored; their rows locked."""
     queues = {key: KeyQueue(mode) for key, mode in keys.items()}
-    rows = await conn.fetch(_KEY_QUEUES, [w for w, _ in keys], [k for _, k in keys])
+    args = ([w for w, _ in keys], [k for _, k in keys], [keys[key] for key in keys])
+    rows = sorted([*await conn.fetch(_HEADS, *args), *await conn.fetch(_WAITING, *args)], key=lambda r: r[0])
     for seq, webhook_id, key, status, due in rows:
         queues[(webhook_id, key)].load(int(seq), status, due)
     return queues

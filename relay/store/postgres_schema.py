@@ -150,13 +150,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- Ordering keys (CONTRACT §11, relay/store/ordering.py), as on SQLite (4 -> 5): a delivery of an ordered webhook
     -- and a keyed event keeps the key and the webhook's ordering ("fifo" or "latest") as they were at ingest; one
-    -- waiting behind its key's head is pending with no due time. ``deliveries_key`` finds a key's unfinished
-    -- deliveries in order. Every transaction that decides a key's head holds the key's advisory lock
-    -- (postgres_outbox.lock_keys).
+    -- waiting behind its key's head is pending with no due time. ``deliveries_key`` finds a key's head (the entries
+    -- with a due time) and its oldest waiting deliveries (due time NULL, by seq) in one seek each, however long the
+    -- key's queue. Every transaction that decides a key's head holds the key's advisory lock
+    -- (postgres_keys.lock_keys).
     ALTER TABLE events ADD COLUMN ordering_key text;
     ALTER TABLE deliveries ADD COLUMN ordering_key text;
     ALTER TABLE deliveries ADD COLUMN ordering text;
-    CREATE INDEX deliveries_key ON deliveries (webhook_id, ordering_key, seq)
+    CREATE INDEX deliveries_key ON deliveries (webhook_id, ordering_key, due_at, seq)
         WHERE ordering_key IS NOT NULL AND status IN ('pending', 'failed', 'delivering');
     """,
 )
