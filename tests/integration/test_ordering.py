@@ -318,3 +318,13 @@ async def test_a_bad_ordering_in_the_api_is_a_validation_error_naming_it(tmp_pat
         assert status == 400 and error_of(answer) == ("validation_error", ["ordering"]), answer
         status, answer = await call(relay, "PATCH", path, {"ordering": None})
         assert status == 200 and answer["data"]["ordering"] == "none", answer
+
+
+async def test_latest_a_batch_of_one_key_delivers_its_newest_last(tmp_path: Path) -> None:
+    async with receiving(tmp_path, lambda key, n, seen: Reply(200, delay=0.05), Ordering.LATEST) as (receiver, relay):
+        await post(relay, [event("k", n) for n in range(5)])
+        await receiver.wait_until(lambda: 4 in receiver.delivered("k"), tick=lambda: relay.advance(0.5))
+        ended = await statuses(relay, *(f"k.{n}" for n in range(5)))
+        assert ended[1:] == ["superseded", "superseded", "superseded", "succeeded"], ended
+        assert receiver.delivered("k")[-1] == 4 and receiver.violations == []
+
