@@ -66,6 +66,12 @@ class KeyQueue:
         self.head, self.in_flight = None, ref
 
 
+def superseded_on_redrive(mode: str, newer: bool) -> bool:
+    """Whether a dead delivery of a key, re-driven, ends ``superseded`` instead: a ``latest`` key with a newer
+    delivery (whatever became of it), so that an older event never follows a newer one of its key."""
+    return mode == LATEST and newer
+
+
 def supersedes_on_failure(mode: str, waiting: bool) -> bool:
     """Whether a head whose attempt failed (a retry or a park decided) ends ``superseded`` instead: a ``latest``
     key with a newer delivery waiting behind it."""

@@ -19,7 +19,7 @@ import orjson
 
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
-from relay.store.ordering import ENDED, ORDERED, KeyQueue, supersedes_on_failure
+from relay.store.ordering import ENDED, ORDERED, KeyQueue, superseded_on_redrive, supersedes_on_failure
 from relay.store.rows import foreign_ids
 from relay.store.sqlite_schema import QUEUED
 from relay.store.sqlite_writer import Job
@@ -219,21 +219,33 @@ def replay(
 
 def redrive_dead_keyed(conn: sqlite3.Connection, webhook_ids: Sequence[str], now: float) -> list[tuple[str]]:
     """Dead deliveries of ordering keys, re-driven: oldest first, each the head of its key (due now) when the key has
-    none, else waiting behind it. One row (the webhook id) for each."""
+    none, else waiting behind it; one of a ``latest`` key with a newer delivery ends superseded instead
+    (``superseded_on_redrive``). One row (the webhook id) for each re-driven."""
     marks = ",".join("?" * len(webhook_ids))
     dead = conn.execute(
         f"SELECT seq, webhook_id, ordering_key, ordering FROM deliveries WHERE status = 'dead'"
         f" AND ordering_key IS NOT NULL AND webhook_id IN ({marks}) ORDER BY seq",
         list(webhook_ids),
     ).fetchall()
+    redriven: list[tuple[str]] = []
     for seq, webhook_id, key, mode in dead:
+        newer = conn.execute(
+            "SELECT 1 FROM deliveries WHERE webhook_id = ? AND ordering_key = ? AND seq > ? LIMIT 1",
+            (webhook_id, key, seq),
+        ).fetchone()
+        if superseded_on_redrive(mode, newer is not None):
+            conn.execute(
+                "UPDATE deliveries SET status = 'superseded', due_at = NULL, updated_at = ? WHERE seq = ?", (now, seq)
+            )
+            continue
         queue = _KeyedRows(conn).queue(webhook_id, key, mode)
         holds = queue.in_flight is None and queue.head is None
         conn.execute(
             "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ? WHERE seq = ?",
             (now if holds else None, now, seq),
         )
-    return [(r[1],) for r in dead]
+        redriven.append((webhook_id,))
+    return redriven
 
 
 def cancel(conn: sqlite3.Connection, seq: int, now: float) -> str:

@@ -328,3 +328,23 @@ async def test_latest_a_batch_of_one_key_delivers_its_newest_last(tmp_path: Path
         assert ended[1:] == ["superseded", "superseded", "superseded", "succeeded"], ended
         assert receiver.delivered("k")[-1] == 4 and receiver.violations == []
 
+
+async def test_latest_a_dead_delivery_redriven_after_a_newer_success_is_not_delivered(tmp_path: Path) -> None:
+    """CONTRACT §11: an older event is never delivered after a newer one of its key succeeded, re-drives included."""
+
+    def decide(key: str, n: int, seen: int) -> Reply:
+        return Reply(503) if n == 0 and seen <= 2 else Reply(200)
+
+    hour = 3600.0
+    async with receiving(tmp_path, decide, Ordering.LATEST, retry_schedule=(0.0,)) as (receiver, relay):
+        await post(relay, event("k", 0))
+        await settled(relay, {"k.0": "failed"})
+        relay.advance(8 * 24 * hour)  # past redrive_max_age: the next re-drive finds it dead
+        await settled(relay, {"k.0": "dead"}, tick=hour)
+        await post(relay, event("k", 1))
+        await settled(relay, {"k.1": "succeeded"}, tick=0.5)
+        status, answer = await call(relay, "POST", "/v1/failures/redrive", {"include_dead": True})
+        assert status == 200, answer
+        relay.advance(60)
+        await settled(relay, {"k.0": "superseded"}, tick=0.5)
+        assert receiver.delivered("k") == [1], receiver.arrivals
