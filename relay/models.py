@@ -226,8 +226,8 @@ class Webhook:
     description: str | None = None
     is_active: bool = True
     source: str = "config"  # "config" | "api"
-    tenant: str | None = None
-    ordering: Ordering = Ordering.NONE  # the customer it belongs to (CONTRACT §9); None: platform-wide
+    tenant: str | None = None  # the customer it belongs to (CONTRACT §9); None: platform-wide
+    ordering: Ordering = Ordering.NONE  # what it does with events' ordering_key (CONTRACT §11)
     created_at: float | None = None
     # During a secret rotation the previous secret keeps signing until this time.
     previous_secret: Secret | None = None
