@@ -265,7 +265,7 @@ async def test_latest_a_failed_attempt_is_superseded_by_the_newer_event_waiting(
 # -- bad input ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["x" * 257, 12, "a\x01b", "tab\there", "", "del\x7f"])
+@pytest.mark.parametrize("bad", ["x" * 257, 12, "a\x01b", "tab\there", "", "del\x7f", "c1\x85", "csi\x9b"])
 async def test_a_bad_ordering_key_is_a_validation_error_naming_it(tmp_path: Path, bad: Any) -> None:
     async with relay_for(tmp_path, [webhook("http://127.0.0.1:9/none")]) as relay:
         status, answer = await call(relay, "POST", "/v1/events", {"type": "t", "data": {}, "ordering_key": bad})
