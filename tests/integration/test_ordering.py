@@ -324,8 +324,10 @@ async def test_latest_a_batch_of_one_key_delivers_its_newest_last(tmp_path: Path
     async with receiving(tmp_path, lambda key, n, seen: Reply(200, delay=0.05), Ordering.LATEST) as (receiver, relay):
         await post(relay, [event("k", n) for n in range(5)])
         await receiver.wait_until(lambda: 4 in receiver.delivered("k"), tick=lambda: relay.advance(0.5))
+        await settled(relay, {"k.4": "succeeded"})
         ended = await statuses(relay, *(f"k.{n}" for n in range(5)))
-        assert ended[1:] == ["superseded", "superseded", "superseded", "succeeded"], ended
+        # The first may have been leased at ingest (then it is delivered first) or superseded with the others.
+        assert ended[0] in ("succeeded", "superseded") and ended[1:4] == ["superseded"] * 3, ended
         assert receiver.delivered("k")[-1] == 4 and receiver.violations == []
 
 
