@@ -141,6 +141,7 @@ async def test_stats_count_by_status_and_webhook(tmp_path: Path, receiver: Recei
             "failed": 2,
             "dead": 0,
             "cancelled": 0,
+            "superseded": 0,
         }
         assert stats["webhooks"]["good"]["succeeded"] == 2 and stats["webhooks"]["good"]["failed"] == 0
         assert stats["webhooks"]["bad"]["failed"] == 2
