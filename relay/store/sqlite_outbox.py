@@ -19,7 +19,14 @@ import orjson
 
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
-from relay.store.ordering import ENDED, ORDERED, KeyQueue, superseded_on_redrive, supersedes_on_failure
+from relay.store.ordering import (
+    ENDED,
+    ORDERED,
+    KeyQueue,
+    superseded_on_redrive,
+    superseded_on_replay,
+    supersedes_on_failure,
+)
 from relay.store.rows import foreign_ids
 from relay.store.sqlite_schema import QUEUED
 from relay.store.sqlite_writer import Job
@@ -191,7 +198,8 @@ def replay(
     now: float,
 ) -> list[int]:
     """New deliveries of a stored event (``event_seq``, its ordering ``key``), due now; to an ordered webhook
-    (``orderings``, in the order of ``webhook_ids``), at the end of its key's queue. Their seqs."""
+    (``orderings``, in the order of ``webhook_ids``), at the end of its key's queue, or superseded at once for a
+    ``latest`` key with a newer event (``superseded_on_replay``). Their seqs."""
     seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM deliveries").fetchone()[0]
     plain: list[tuple[Any, ...]] = []
     keyed = _KeyedRows(conn)
@@ -202,6 +210,13 @@ def replay(
         mode = orderings[index] if index < len(orderings) else "none"
         if key is None or mode not in ORDERED:
             plain.append((seq, new_id("dlv", now), event_seq, webhook_id, "pending", now, now, now))
+            continue
+        newer = conn.execute(
+            "SELECT 1 FROM deliveries WHERE webhook_id = ? AND ordering_key = ? AND event_seq > ? LIMIT 1",
+            (webhook_id, key, event_seq),
+        ).fetchone()
+        if superseded_on_replay(mode, newer is not None):
+            keyed.add(key, mode, (seq, new_id("dlv", now), event_seq, webhook_id, "superseded", None, now))
             continue
         queue = keyed.queue(webhook_id, key, mode)
         holds, superseded = queue.arrive(seq)

@@ -350,3 +350,23 @@ async def test_latest_a_dead_delivery_redriven_after_a_newer_success_is_not_deli
         relay.advance(60)
         await settled(relay, {"k.0": "superseded"}, tick=0.5)
         assert receiver.delivered("k") == [1], receiver.arrivals
+
+
+async def test_latest_a_replay_of_an_older_event_does_not_replace_the_newest(tmp_path: Path) -> None:
+    """CONTRACT §11: an older event is never delivered after a newer one of its key succeeded, replays included;
+    and a replayed older event must not supersede the newest one waiting."""
+
+    def decide(key: str, n: int, seen: int) -> Reply:
+        return Reply(200, delay=0.3) if n == 1 and seen == 1 else Reply(200)
+
+    async with receiving(tmp_path, decide, Ordering.LATEST) as (receiver, relay):
+        await post(relay, event("k", 0))
+        await settled(relay, {"k.0": "succeeded"}, tick=0.5)
+        await post(relay, event("k", 1))
+        await receiver.wait_until(lambda: ("k", 1) in receiver.arrivals)
+        await post(relay, event("k", 2))  # waits behind k.1 in flight
+        status, answer = await call(relay, "POST", "/v1/events/k.0/replay", {})
+        assert status == 202 and [d["status"] for d in answer["data"]["deliveries"]] == ["superseded"]
+        await settled(relay, {"k.1": "succeeded", "k.2": "succeeded"}, tick=0.5)
+        assert await statuses(relay, "k.0") == ["succeeded", "superseded"]
+        assert receiver.arrivals == [("k", 0), ("k", 1), ("k", 2)]
