@@ -41,12 +41,19 @@ async def keyed(receiver: KeyedReceiver) -> AsyncIterator[KeyedReceiver]:
 
 @contextlib.asynccontextmanager
 async def receiving(
-    tmp_path: Path, decide: Decide, ordering: Ordering | None, *, strict: bool = False, **fields: Any
+    tmp_path: Path,
+    decide: Decide,
+    ordering: Ordering | None,
+    *,
+    strict: bool = False,
+    delivery: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> AsyncIterator[tuple[KeyedReceiver, RunningRelay]]:
-    """A keyed receiver and a relay whose one webhook ``hook`` (with ``ordering``, or none: no webhook) sends to it."""
+    """A keyed receiver and a relay whose one webhook ``hook`` (with ``ordering``, or none: no webhook) sends to it;
+    ``delivery``: ``[delivery]`` settings."""
     async with keyed(KeyedReceiver(decide, strict=strict)) as receiver:
         hooks = [] if ordering is None else [ordered(receiver.url(), ordering, **fields)]
-        async with relay_for(tmp_path, hooks) as relay:
+        async with relay_for(tmp_path, hooks, **(delivery or {})) as relay:
             yield receiver, relay
 
 
@@ -335,13 +342,13 @@ async def test_latest_a_dead_delivery_redriven_after_a_newer_success_is_not_deli
     """CONTRACT §11: an older event is never delivered after a newer one of its key succeeded, re-drives included."""
 
     def decide(key: str, n: int, seen: int) -> Reply:
-        return Reply(503) if n == 0 and seen <= 2 else Reply(200)
+        return Reply(503) if n == 0 and seen <= 3 else Reply(200)
 
     hour = 3600.0
-    async with receiving(tmp_path, decide, Ordering.LATEST, retry_schedule=(0.0,)) as (receiver, relay):
+    dies = {"redrive_interval": hour, "redrive_max_age": 2 * hour + 1}  # the re-drive at 3 h finds it dead
+    async with receiving(tmp_path, decide, Ordering.LATEST, delivery=dies, retry_schedule=(0.0,)) as (receiver, relay):
         await post(relay, event("k", 0))
         await settled(relay, {"k.0": "failed"})
-        relay.advance(8 * 24 * hour)  # past redrive_max_age: the next re-drive finds it dead
         await settled(relay, {"k.0": "dead"}, tick=hour)
         await post(relay, event("k", 1))
         await settled(relay, {"k.1": "succeeded"}, tick=0.5)
@@ -370,3 +377,70 @@ async def test_latest_a_replay_of_an_older_event_does_not_replace_the_newest(tmp
         await settled(relay, {"k.1": "succeeded", "k.2": "succeeded"}, tick=0.5)
         assert await statuses(relay, "k.0") == ["succeeded", "superseded"]
         assert receiver.arrivals == [("k", 0), ("k", 1), ("k", 2)]
+
+
+async def test_fifo_a_head_that_dies_lets_its_key_move_on_and_a_redrive_puts_it_back_in_the_queue(
+    tmp_path: Path,
+) -> None:
+    hour = 3600.0
+
+    def decide(key: str, n: int, seen: int) -> Reply:
+        return Reply(503) if n == 0 and seen <= 3 else Reply(200, delay=0.3 if n == 2 else 0.0)
+
+    dies = {"redrive_interval": hour, "redrive_max_age": 2 * hour + 1}  # the re-drive at 3 h finds it dead
+    async with receiving(tmp_path, decide, Ordering.FIFO, delivery=dies, retry_schedule=(0.0,)) as (receiver, relay):
+        await post(relay, [event("k", 0), event("k", 1)])
+        await settled(relay, {"k.0": "failed", "k.1": "pending"})
+        await settled(relay, {"k.0": "dead", "k.1": "succeeded"}, tick=hour)
+        await post(relay, event("k", 2))
+        await receiver.wait_until(lambda: ("k", 2) in receiver.arrivals)
+        status, answer = await call(relay, "POST", "/v1/failures/redrive", {"include_dead": True})
+        assert status == 200 and answer["data"] == {"redriven": 1}
+        [dead] = await deliveries(relay, "k.0")
+        assert dead["status"] == "pending" and dead["next_attempt_at"] is None  # behind k.2 in flight
+        await settled(relay, {"k.0": "succeeded", "k.2": "succeeded"}, tick=0.5)
+        assert receiver.arrivals == [("k", 0)] * 3 + [("k", 1), ("k", 2), ("k", 0)]
+        assert receiver.violations == []
+
+
+async def test_a_delivery_being_attempted_cannot_be_cancelled(tmp_path: Path) -> None:
+    async with receiving(tmp_path, lambda key, n, seen: Reply(200, delay=0.3), Ordering.FIFO) as (receiver, relay):
+        await post(relay, event("k", 0))
+        await receiver.wait_until(lambda: receiver.arrivals == [("k", 0)])
+        [delivery] = await deliveries(relay, "k.0")
+        status, answer = await call(relay, "POST", f"/v1/deliveries/{delivery['id']}/cancel")
+        assert status == 409 and answer["error"]["code"] == "conflict", answer
+        await settled(relay, {"k.0": "succeeded"}, tick=0.5)
+
+
+async def test_latest_a_parked_head_is_superseded_by_a_newer_event(tmp_path: Path) -> None:
+    def decide(key: str, n: int, seen: int) -> Reply:
+        return Reply(503) if n == 0 else Reply(200)
+
+    async with receiving(tmp_path, decide, Ordering.LATEST, retry_schedule=(0.0,)) as (receiver, relay):
+        await post(relay, event("k", 0))
+        await settled(relay, {"k.0": "failed"})
+        await post(relay, event("k", 1))
+        await settled(relay, {"k.0": "superseded", "k.1": "succeeded"}, tick=0.5)
+        relay.advance(3 * 3600)  # the re-drive interval passes: nothing of k.0 again
+        await settled(relay, {"k.0": "superseded"})
+        assert receiver.arrivals == [("k", 0), ("k", 1)]
+
+
+async def test_keys_are_per_webhook_and_events_without_a_key_are_not_held(tmp_path: Path) -> None:
+    def decide(key: str, n: int, seen: int) -> Reply:
+        return Reply(503) if (key, n) == ("k", 0) else Reply(200)
+
+    async with keyed(KeyedReceiver(decide, strict=False)) as receiver:
+        hooks = [
+            ordered(receiver.url("/fifo"), Ordering.FIFO, id="fifo", retry_schedule=(0.0,)),
+            ordered(receiver.url("/plain"), Ordering.NONE, id="plain", retry_schedule=(0.0,)),
+        ]
+        async with relay_for(tmp_path, hooks) as relay:
+            unkeyed = {"id": "free.0", "type": "t", "data": {"key": "free", "n": 0}}
+            await post(relay, [event("k", 0), event("k", 1), unkeyed])
+            await relay.wait_until(
+                lambda: _statuses_are(relay, "k.1", ["pending", "succeeded"]), timeout=5
+            )  # held behind k.0 for "fifo", not for "plain"
+            await relay.wait_until(lambda: _statuses_are(relay, "free.0", ["succeeded", "succeeded"]))
+            assert await statuses(relay, "k.0") == ["failed", "failed"]
