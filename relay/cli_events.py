@@ -1,10 +1,13 @@
 """The management commands about events and deliveries: ``relay events send|list|show`` and ``relay deliveries
-list`` (CONTRACT §2, §12), registered by ``relay.cli_manage``, whose client resolution, errors and output they share.
+list|cancel`` (CONTRACT §2, §11, §12), registered by ``relay.cli_manage``, whose client resolution, errors and
+output they share.
 
 ``--data`` takes JSON or ``@FILE`` (``@-`` for standard input); JSON that does not parse is a usage error (exit 2),
 a payload the API refuses is its one-line error (exit 1). A list prints the command for its next page on stderr,
 with the same filters and ``--limit``. ``--tenant T`` (CONTRACT §9) gives a sent event its tenant, and narrows a list
-to one tenant's (``?tenant=``, for admin keys; a tenant key lists only its own anyway).
+to one tenant's (``?tenant=``, for admin keys; a tenant key lists only its own anyway). ``--ordering-key K``
+(CONTRACT §11) gives a sent event its ordering key; ``relay deliveries cancel ID`` cancels a pending or parked
+delivery, so that its ordering key moves on.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def add_event_commands(commands: Any, command: AddCommand) -> None:
     listing.add_argument("--status", choices=[str(s) for s in DeliveryStatus], help="only this status")
     _tenant_option(listing)
     _list_options(listing, "created")
+    about = "cancel a pending or parked delivery; its ordering key moves on"
+    cancel = command(deliveries_actions, "cancel", deliveries_cancel, about)
+    cancel.add_argument("id", help="the delivery's id (dlv_…)")
 
     events = commands.add_parser("events", help="send, list and inspect events", epilog=COMMON_OPTIONS)
     events_actions = events.add_subparsers(dest="events_command", metavar="ACTION")
@@ -55,6 +61,9 @@ def add_event_commands(commands: Any, command: AddCommand) -> None:
     send.add_argument("--data", required=True, metavar="JSON|@FILE", help="the payload, or @FILE to read it (@- stdin)")
     send.add_argument("--id", help="the event's id (default: one the relay makes); posting it again is a no-op")
     send.add_argument("--tenant", metavar="T", help="the tenant it belongs to (default: none; a tenant key's own)")
+    send.add_argument(
+        "--ordering-key", metavar="K", help='its ordering key: "fifo" and "latest" webhooks keep this key\'s order'
+    )
     listing = command(events_actions, "list", events_list, "events newest first, as ingested")
     listing.add_argument("--type", help="only events of this type (exact)")
     _tenant_option(listing)
@@ -89,10 +98,21 @@ def deliveries_list(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def deliveries_cancel(client: Client, args: argparse.Namespace) -> int:
+    answer = _ok(client.call("POST", f"/v1/deliveries/{quoted(args.id)}/cancel"))
+    if args.json:
+        _print_json(answer)
+    else:
+        delivery = answer["data"]
+        print(f"cancelled delivery {delivery['id']} of event {delivery['event_id']} to {delivery['webhook_id']}")
+    return EXIT_OK
+
+
 def events_send(client: Client, args: argparse.Namespace) -> int:
     # Client.send makes the event's id before the first try, so its retries (a refused connection, a timeout, a
     # 503) can never post the event twice.
-    accepted = client.send(args.type, _json_data(args.data), id=args.id, tenant=args.tenant)
+    data = _json_data(args.data)
+    accepted = client.send(args.type, data, id=args.id, tenant=args.tenant, ordering_key=args.ordering_key)
     if args.json:
         _print_json({"success": True, "data": {"id": accepted.id, "deliveries": accepted.deliveries}})
     else:
@@ -124,6 +144,7 @@ def events_show(client: Client, args: argparse.Namespace) -> int:
             ("id", event["id"]),
             ("type", event["type"]),
             *([("tenant", event["tenant"])] if event.get("tenant") else []),
+            *([("ordering_key", event["ordering_key"])] if event.get("ordering_key") else []),
             ("created_at", event["created_at"]),
             ("ingested_at", event.get("ingested_at")),
             ("data", json.dumps(event["data"], separators=(",", ":"))),

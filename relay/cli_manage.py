@@ -1,8 +1,8 @@
 """The management commands of ``relay`` (CONTRACT §2), talking to the running daemon's API.
 
 ``relay webhooks list|show|add|update|rm|test|rotate-secret``, ``relay replay``, ``relay redrive``, and, in
-``relay.cli_events``, ``relay deliveries list`` and ``relay events send|list|show``, and, in ``relay.cli_tenants``,
-``relay tenants …``. Where the daemon is: ``--url``,
+``relay.cli_events``, ``relay deliveries list|cancel`` and ``relay events send|list|show``, and, in
+``relay.cli_tenants``, ``relay tenants …``. Where the daemon is: ``--url``,
 else the ``server.listen`` of the file named by ``--config`` or ``$RELAY_CONFIG``, else http://127.0.0.1:8080. The
 key: ``--api-key``, ``$RELAY_API_KEY``, or the file's first ``server.api_keys`` entry. Human tables by default;
 ``--json`` prints the API's answer unchanged. Exit status: 0 ok, 1 the API refused or could not be reached (or a
@@ -22,7 +22,7 @@ from typing import Any
 from relay.client import DEFAULT_URL, Client, RejectedError, RelayClientError, ServerError, quoted, url_for
 from relay.config import load_client_settings
 from relay.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
-from relay.models import BodyFormat
+from relay.models import BodyFormat, Ordering
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -113,6 +113,11 @@ def _webhook_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-schedule", metavar="0s,1m,5m", help="comma-separated delays")
     parser.add_argument("--timeout", metavar="DURATION", help='per attempt, e.g. "5s"')
     parser.add_argument("--rate-limit", metavar="RATE", help='e.g. "50/s"')
+    parser.add_argument(
+        "--ordering",
+        choices=[str(o) for o in Ordering],
+        help="per event ordering_key: none (default), fifo (one at a time, in order) or latest (only the newest)",
+    )
     parser.add_argument("--body", metavar="JSON", help="more fields as a JSON object (e.g. auth); flags win")
 
 
@@ -325,7 +330,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         body["headers"] = headers
     if args.retry_schedule:
         body["retry_schedule"] = [step.strip() for step in args.retry_schedule.split(",")]
-    for name in ("description", "signature", "format", "timeout", "rate_limit"):
+    for name in ("description", "signature", "format", "timeout", "rate_limit", "ordering"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     return body
@@ -342,6 +347,7 @@ def _print_webhook(webhook: dict[str, Any]) -> None:
         ("source", webhook["source"]),
         ("tenant", webhook.get("tenant")),
         ("url", webhook["url"]),
+        ("ordering", webhook.get("ordering") if webhook.get("ordering") != "none" else None),
         ("active", "yes" if webhook["is_active"] else "no"),
         ("events", ", ".join(webhook["events"]) or "* (every type)"),
         ("description", webhook.get("description")),

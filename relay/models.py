@@ -245,8 +245,8 @@ class Webhook:
 
 # An event type or event id: 1–128 characters of ``[A-Za-z0-9_.:-]`` (CONTRACT §4), matched with ``fullmatch``.
 EVENT_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-# An ordering key: 1-256 characters, no control characters (CONTRACT §11).
-ORDERING_KEY = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+# An ordering key: 1-256 characters, no control characters (Unicode Cc: C0, DEL and C1; CONTRACT §11).
+ORDERING_KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,256}")
 ORDERING_KEY_RULE = "must be a string of 1-256 characters without control characters"
 # A tenant id: 1-64 characters of ``[A-Za-z0-9_.:-]`` (CONTRACT §9), matched with ``fullmatch``.
 TENANT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")

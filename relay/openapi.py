@@ -29,7 +29,7 @@ def _errors(*statuses: int) -> dict[str, Schema]:
         403: "A tenant key on a route for admin keys only",
         404: "No such object (or one of another tenant, for a tenant key)",
         409: "A conflict: the webhook is declared in the configuration file, a tenant's quota is reached, an event "
-        "id is another tenant's, or the dashboard is off",
+        "id is another tenant's, the dashboard is off, or the delivery to cancel has ended or is being attempted",
         413: "Body larger than server.max_body_size, or batch over server.max_batch",
         415: "The body is not JSON",
         503: "Shutting down, or the store cannot write",
@@ -53,6 +53,7 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
 
 _WEBHOOK_ID = _path("webhook_id", "A webhook's id")
 _EVENT_ID = _path("event_id", "An event's id")
+_DELIVERY_ID = _path("delivery_id", "A delivery's id")
 _TENANT = {**_path("tenant", "A tenant's id"), "schema": {"type": "string", "pattern": TENANT}}
 _KEY_ID = _path("key_id", "A tenant key's id")
 _TENANT_FILTER = _query(
@@ -216,6 +217,17 @@ def _paths() -> dict[str, Schema]:
                     *_PAGE,
                 ],
                 "responses": {"200": _list("A page of deliveries", "Delivery"), **_errors(400)},
+            }
+        },
+        "/v1/deliveries/{delivery_id}/cancel": {
+            "post": {
+                "operationId": "cancelDelivery",
+                "summary": "Cancel a pending or parked delivery (kept, as cancelled); an ordering key it held moves on",
+                "parameters": [_DELIVERY_ID],
+                "responses": {
+                    "200": _answer("The delivery, now cancelled", _envelope(ref("Delivery"))),
+                    **_errors(404, 409),
+                },
             }
         },
         "/v1/failures/redrive": {

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.models import EVENT_TOKEN, TENANT_ID, BodyFormat, DeliveryStatus, ErrorKind, SignatureScheme
+from relay.models import (
+    EVENT_TOKEN,
+    ORDERING_KEY,
+    TENANT_ID,
+    BodyFormat,
+    DeliveryStatus,
+    ErrorKind,
+    Ordering,
+    SignatureScheme,
+)
 
 Schema = dict[str, Any]
 
 ID = f"^{EVENT_TOKEN.pattern}$"  # an event type or id
 TENANT = f"^{TENANT_ID.pattern}$"  # a tenant id (CONTRACT §9)
+ORDERING_KEY_PATTERN = f"^{ORDERING_KEY.pattern}$"  # an ordering key (CONTRACT §11)
+_ORDERING: Schema = {
+    "enum": list(Ordering),
+    "description": 'Per event ordering_key: "none" (default), "fifo" (one at a time, in ingest order) or "latest" '
+    "(only the newest event of a key matters; older unfinished deliveries end superseded)",
+}
 
 
 def ref(name: str) -> Schema:
@@ -96,6 +111,7 @@ def webhook_fields(*, nullable: bool) -> dict[str, Schema]:
         "timeout": _DURATION,
         "rate_limit": _RATE,
         "is_active": {"type": "boolean"},
+        "ordering": _ORDERING,
     }
     if nullable:
         return {name: or_null(schema) for name, schema in fields.items()}
@@ -154,6 +170,7 @@ def schemas() -> dict[str, Schema]:
                 "created_at": TIME,
                 "ingested_at": TIME,
                 "tenant": tenant_or_null,
+                "ordering_key": {"type": ["string", "null"], "description": "Its ordering key (CONTRACT §11)"},
                 "data": {"type": ["object", "array"]},
                 "deliveries": {"type": "array", "items": ref("Delivery")},
             },
@@ -180,6 +197,12 @@ def schemas() -> dict[str, Schema]:
                     "type": "string",
                     "pattern": TENANT,
                     "description": "The tenant it belongs to; with a tenant key, that key's tenant (or absent)",
+                },
+                "ordering_key": {
+                    "type": "string",
+                    "pattern": ORDERING_KEY_PATTERN,
+                    "description": '1-256 characters without control characters; ordered webhooks ("fifo", '
+                    '"latest") keep this key\'s order',
                 },
             },
             ("type", "data"),
@@ -209,6 +232,7 @@ def schemas() -> dict[str, Schema]:
                 "is_active": {"type": "boolean"},
                 "source": {"enum": ["config", "api"]},
                 "tenant": tenant_or_null,
+                "ordering": {"enum": list(Ordering)},
                 "created_at": or_null(TIME),
                 "previous_secret_until": or_null(TIME),
                 "public_key": {

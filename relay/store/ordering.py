@@ -66,6 +66,18 @@ class KeyQueue:
         self.head, self.in_flight = None, ref
 
 
+def superseded_on_replay(mode: str, newer_event: bool) -> bool:
+    """Whether a replayed event's new delivery ends ``superseded`` at once: a ``latest`` key that has a delivery
+    of a newer event (ingested later), so that the replay neither follows its success nor replaces it."""
+    return mode == LATEST and newer_event
+
+
+def superseded_on_redrive(mode: str, newer: bool) -> bool:
+    """Whether a dead delivery of a key, re-driven, ends ``superseded`` instead: a ``latest`` key with a newer
+    delivery (whatever became of it), so that an older event never follows a newer one of its key."""
+    return mode == LATEST and newer
+
+
 def supersedes_on_failure(mode: str, waiting: bool) -> bool:
     """Whether a head whose attempt failed (a retry or a park decided) ends ``superseded`` instead: a ``latest``
     key with a newer delivery waiting behind it."""

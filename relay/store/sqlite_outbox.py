@@ -19,7 +19,16 @@ import orjson
 
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
-from relay.store.ordering import ENDED, FIFO, LATEST, ORDERED, KeyQueue, supersedes_on_failure
+from relay.store.ordering import (
+    ENDED,
+    FIFO,
+    LATEST,
+    ORDERED,
+    KeyQueue,
+    superseded_on_redrive,
+    superseded_on_replay,
+    supersedes_on_failure,
+)
 from relay.store.rows import foreign_ids
 from relay.store.sqlite_schema import QUEUED
 from relay.store.sqlite_writer import Job
@@ -187,7 +196,8 @@ def replay(
     now: float,
 ) -> list[int]:
     """New deliveries of a stored event (``event_seq``, its ordering ``key``), due now; to an ordered webhook
-    (``orderings``, in the order of ``webhook_ids``), at the end of its key's queue. Their seqs."""
+    (``orderings``, in the order of ``webhook_ids``), at the end of its key's queue, or superseded at once for a
+    ``latest`` key with a newer event (``superseded_on_replay``). Their seqs."""
     seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM deliveries").fetchone()[0]
     plain: list[tuple[Any, ...]] = []
     keyed = _KeyedRows(conn)
@@ -198,6 +208,13 @@ def replay(
         mode = orderings[index] if index < len(orderings) else "none"
         if key is None or mode not in ORDERED:
             plain.append((seq, new_id("dlv", now), event_seq, webhook_id, "pending", now, now, now))
+            continue
+        newer = conn.execute(
+            "SELECT 1 FROM deliveries WHERE webhook_id = ? AND ordering_key = ? AND event_seq > ? LIMIT 1",
+            (webhook_id, key, event_seq),
+        ).fetchone()
+        if superseded_on_replay(mode, newer is not None):
+            keyed.add(key, mode, (seq, new_id("dlv", now), event_seq, webhook_id, "superseded", None, now))
             continue
         queue = keyed.queue(webhook_id, key, mode)
         holds, superseded = queue.arrive(seq)
@@ -215,21 +232,33 @@ def replay(
 
 def redrive_dead_keyed(conn: sqlite3.Connection, webhook_ids: Sequence[str], now: float) -> list[tuple[str]]:
     """Dead deliveries of ordering keys, re-driven: oldest first, each the head of its key (due now) when the key has
-    none, else waiting behind it. One row (the webhook id) for each."""
+    none, else waiting behind it; one of a ``latest`` key with a newer delivery ends superseded instead
+    (``superseded_on_redrive``). One row (the webhook id) for each re-driven."""
     marks = ",".join("?" * len(webhook_ids))
     dead = conn.execute(
         f"SELECT seq, webhook_id, ordering_key, ordering FROM deliveries WHERE status = 'dead'"
         f" AND ordering_key IS NOT NULL AND webhook_id IN ({marks}) ORDER BY seq",
         list(webhook_ids),
     ).fetchall()
+    redriven: list[tuple[str]] = []
     for seq, webhook_id, key, mode in dead:
+        newer = conn.execute(
+            "SELECT 1 FROM deliveries WHERE webhook_id = ? AND ordering_key = ? AND seq > ? LIMIT 1",
+            (webhook_id, key, seq),
+        ).fetchone()
+        if superseded_on_redrive(mode, newer is not None):
+            conn.execute(
+                "UPDATE deliveries SET status = 'superseded', due_at = NULL, updated_at = ? WHERE seq = ?", (now, seq)
+            )
+            continue
         queue = _KeyedRows(conn).queue(webhook_id, key, mode)
         holds = queue.in_flight is None and queue.head is None
         conn.execute(
             "UPDATE deliveries SET status = 'pending', due_at = ?, updated_at = ? WHERE seq = ?",
             (now if holds else None, now, seq),
         )
-    return [(r[1],) for r in dead]
+        redriven.append((webhook_id,))
+    return redriven
 
 
 def cancel(conn: sqlite3.Connection, seq: int, now: float) -> str:

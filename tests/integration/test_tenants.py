@@ -439,7 +439,13 @@ class Objects:
     delivery_ids: list[str]
 
     def path_values(self) -> dict[str, str]:
-        return {"webhook_id": self.webhook_id, "event_id": self.event_id, "key_id": self.key_id, "tenant": A}
+        return {
+            "webhook_id": self.webhook_id,
+            "event_id": self.event_id,
+            "key_id": self.key_id,
+            "tenant": A,
+            "delivery_id": self.delivery_ids[0],
+        }
 
     def secrets(self) -> list[str]:
         return [self.webhook_id, self.event_id, self.key_id, self.key, A, *self.delivery_ids]
