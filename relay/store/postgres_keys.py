@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from relay.store.base import NewEvent
-from relay.store.ordering import ORDERED, KeyQueue, move_on
+from relay.store.ordering import ORDERED, KeyQueue, move_on, superseded_on_redrive
 from relay.store.postgres_schema import QUEUED
 
 Conn = Any  # an asyncpg connection (asyncpg has no types)
@@ -147,20 +147,40 @@ async def redrive_dead_keyed(conn: Conn, now: float, webhook_ids: Sequence[str])
     dead = [r for r in await conn.fetch(f"{_DEAD_KEYED} FOR UPDATE", list(webhook_ids)) if (r[1], r[2]) in locked]
     queues = await load_queues(conn, {(r[1], r[2]): r[3] for r in dead})
     due: list[float | None] = []
-    for seq, webhook_id, key, _ in dead:
+    superseded: list[tuple[int, float]] = []
+    for seq, webhook_id, key, mode in dead:
+        newer = await conn.fetchval(
+            "SELECT 1 FROM deliveries WHERE webhook_id = $1 AND ordering_key = $2 AND seq > $3 LIMIT 1",
+            webhook_id,
+            key,
+            seq,
+        )
+        if superseded_on_redrive(mode, newer is not None):  # an older event never follows a newer one of its key
+            superseded.append((int(seq), now))
+            due.append(None)
+            continue
         queue = queues[(webhook_id, key)]
         holds = queue.in_flight is None and queue.head is None
         if holds:
             queue.head = int(seq)
         due.append(now if holds else None)
+    gone = {seq for seq, _ in superseded}
+    redriven = [(r, at) for r, at in zip(dead, due, strict=True) if r[0] not in gone]
     await conn.execute(
         "UPDATE deliveries d SET status = 'pending', due_at = v.due_at, updated_at = $1"
         " FROM unnest($2::int8[], $3::float8[]) AS v(seq, due_at) WHERE d.seq = v.seq AND d.status = 'dead'",
         now,
-        [r[0] for r in dead],
-        due,
+        [r[0] for r, _ in redriven],
+        [at for _, at in redriven],
     )
-    return [r[1] for r in dead]
+    if superseded:
+        await conn.execute(
+            "UPDATE deliveries SET status = 'superseded', due_at = NULL, updated_at = $1"
+            " WHERE seq = ANY($2::int8[]) AND status = 'dead'",
+            now,
+            [seq for seq, _ in superseded],
+        )
+    return [r[1] for r, _ in redriven]
 
 
 async def cancel(conn: Conn, delivery_id: str, now: float, tenant: str | None) -> tuple[int, str, list[str]] | None:

@@ -32,7 +32,7 @@ from typing import Any
 from relay.errors import StoreUnavailable
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent
-from relay.store.ordering import ORDERED, KeyQueue
+from relay.store.ordering import ORDERED, KeyQueue, superseded_on_replay
 from relay.store.postgres_keys import (
     LOCK_KEYS_OF,
     load_queues,
@@ -466,9 +466,9 @@ async def _free_abandoned(conn: Conn, now: float, alive_within: float) -> list[s
 
 _REPLAY = """
 INSERT INTO deliveries (id, event_seq, webhook_id, status, due_at, created_at, updated_at, ordering_key, ordering)
-SELECT v.id, $1::int8, v.webhook_id, 'pending', v.due_at, $2::float8, $2::float8, v.ordering_key, v.ordering
-FROM unnest($3::text[], $4::text[], $5::float8[], $6::text[], $7::text[])
-     WITH ORDINALITY AS v(id, webhook_id, due_at, ordering_key, ordering, n)
+SELECT v.id, $1::int8, v.webhook_id, v.status, v.due_at, $2::float8, $2::float8, v.ordering_key, v.ordering
+FROM unnest($3::text[], $4::text[], $5::float8[], $6::text[], $7::text[], $8::text[])
+     WITH ORDINALITY AS v(id, webhook_id, due_at, ordering_key, ordering, status, n)
 ORDER BY v.n
 RETURNING seq
 """
@@ -502,11 +502,18 @@ async def replay(
         queues = await load_queues(conn, keys)
     ids = [new_id("dlv", now) for _ in webhook_ids]
     due: list[float | None] = []
+    statuses: list[str] = []
     superseded: list[tuple[int, float]] = []
     for delivery_id, webhook_id, mode in zip(ids, webhook_ids, modes, strict=True):
         queue = queues.get((webhook_id, key)) if mode in ORDERED else None
+        statuses.append("pending")
         if queue is None:
             due.append(now)
+            continue
+        newer = await conn.fetchval(_NEWER_EVENT, webhook_id, key, event_seq)
+        if superseded_on_replay(str(mode), newer is not None):  # a replay never follows, nor replaces, a newer one
+            statuses[-1] = "superseded"
+            due.append(None)
             continue
         holds, gone = queue.arrive(delivery_id)
         superseded.extend((seq, now) for seq in gone if isinstance(seq, int))
@@ -522,8 +529,13 @@ async def replay(
         due,
         [key if mode in ORDERED else None for mode in modes],
         [mode if mode in ORDERED else None for mode in modes],
+        statuses,
     )
     return [int(r[0]) for r in rows]
+
+
+# A delivery of a (webhook, key) of an event ingested after the one at $3 (whatever became of it).
+_NEWER_EVENT = "SELECT 1 FROM deliveries WHERE webhook_id = $1 AND ordering_key = $2 AND event_seq > $3 LIMIT 1"
 
 
 async def redrive(conn: Conn, now: float, webhook_ids: Sequence[str], statuses: Sequence[str]) -> dict[str, int]:

@@ -1008,6 +1008,26 @@ class StoreContract:
         await store.record([result(last, instant(1, T0 + 6, ok=False, next_at=T0 + 60), S.PENDING)])
         assert (await delivery_of(store, "e4", "l")).status is S.PENDING  # nothing newer: retried
 
+    async def test_latest_never_delivers_a_replayed_or_redriven_older_event_after_a_newer_one(
+        self, store: Store
+    ) -> None:
+        await store.ingest([keyed("old", "k", l="latest")], T0)
+        [first] = await claimed(store, "l", T0)
+        await store.record([result(first, instant(1, T0 + 1, ok=False), S.DEAD)])
+        await store.ingest([keyed("new", "k", l="latest")], T0 + 2)
+        [newest] = await claimed(store, "l", T0 + 2)
+        await succeed(store, newest, T0 + 3)
+        # Re-driving the dead older one would deliver it after the newer success: it ends superseded instead.
+        assert await store.redrive(T0 + 4, ["l"], include_dead=True) == {}
+        assert (await delivery_of(store, "old", "l")).status is S.SUPERSEDED
+        # Replaying the older event neither follows the newer success nor replaces a newer one waiting.
+        [replayed] = await store.replay("old", ["l"], T0 + 5, scope=EVERYTHING, orderings=("latest",)) or []
+        assert replayed.status is S.SUPERSEDED
+        assert await claimed(store, "l", T0 + 5) == []
+        # Replaying the newest is delivered again.
+        [again] = await store.replay("new", ["l"], T0 + 6, scope=EVERYTHING, orderings=("latest",)) or []
+        assert (again.status, again.next_attempt_at) == (S.PENDING, T0 + 6)
+
     async def test_cancel_of_a_delivery_in_flight_or_ended_is_a_conflict(self, store: Store) -> None:
         await tenants_ab(store)
         await store.ingest([keyed("k1", "k", p="fifo"), keyed("k2", "k", p="fifo")], T0)

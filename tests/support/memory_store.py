@@ -50,7 +50,7 @@ from relay.store.base import (
     TenantSummary,
     local_refresh_session,
 )
-from relay.store.ordering import ORDERED, KeyQueue, move_on
+from relay.store.ordering import ORDERED, KeyQueue, move_on, superseded_on_redrive, superseded_on_replay
 from relay.store.rows import check_quota, foreign_ids, spec_tenant
 
 S = DeliveryStatus
@@ -395,6 +395,16 @@ class MemoryStore:
             mode = orderings[index] if index < len(orderings) else None
             if key is not None and mode in ORDERED:
                 assert mode is not None
+                events = self.data.events
+                newer = any(
+                    d.webhook_id == webhook_id and d.ordering_key == key and events[d.event_id].ref > stored.ref
+                    for d in self.data.deliveries.values()
+                    if d.event_id in events
+                )
+                if superseded_on_replay(mode, newer):  # never follows, nor replaces, a newer event of its key
+                    made.append(self._add_delivery(event_id, webhook_id, now, now, S.SUPERSEDED))
+                    made[-1].due_at, made[-1].ordering_key, made[-1].ordering = None, key, mode
+                    continue
                 made.append(self._arrive(event_id, webhook_id, key, mode, now)[0])
             else:
                 made.append(self._add_delivery(event_id, webhook_id, now, now, S.PENDING))
@@ -421,6 +431,13 @@ class MemoryStore:
         for d in data.deliveries.values():
             if d.webhook_id in webhook_ids and d.status in statuses:
                 if d.status is S.DEAD and d.ordering_key is not None and d.ordering is not None:
+                    newer = any(
+                        o.webhook_id == d.webhook_id and o.ordering_key == d.ordering_key and o.ref > d.ref
+                        for o in data.deliveries.values()
+                    )
+                    if superseded_on_redrive(d.ordering, newer):  # an older event never follows a newer one
+                        d.status, d.due_at, d.updated_at = S.SUPERSEDED, None, now
+                        continue
                     # Back into its key's queue (oldest first): the head when the key has none, else waiting.
                     queue = self._queue(d.webhook_id, d.ordering_key, d.ordering)
                     holds = queue.in_flight is None and queue.head is None
