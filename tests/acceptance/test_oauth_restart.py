@@ -51,7 +51,9 @@ refresh_token = "file:{tmp_path / "refresh_token"}"
     relay = await RelayProcess(config, env=env).start()
     try:
         assert (await post_events(relay.url, KEY, {"type": "user.updated", "data": {}}))[0] == 202
-        await _until(lambda: oauth_server.resource_answers[200] == 2)
+        # >= 2: when the kill came before the first result was recorded, that delivery goes again (at least once),
+        # and both can land between two polls.
+        await _until(lambda: oauth_server.resource_answers[200] >= 2)
     finally:
         assert await relay.stop() == 0
     assert oauth_server.token_requests["refresh_token"] == 2
