@@ -327,14 +327,15 @@ class Scheduler:
 
     async def _attempt(self, lane: _Lane, webhook: Webhook, entry: _InFlight) -> None:
         claim = entry.claim
+        # A delivery holding its ordering key keeps its slot until its result is recorded: the key's next delivery,
+        # leased in the same commit, takes it over (``next_of_key``).
+        holding = claim.lease.keyed
         try:
             try:
                 report = await self._guarded_attempt(webhook, claim)
             finally:
-                # The slot is free once the HTTP attempt ends; the lease covers the wait for the commit.
-                lane.inflight -= 1
-                self._attempting -= 1
-                self._wake.set()
+                if not holding:  # the slot is free once the HTTP attempt ends; the lease covers the commit's wait
+                    self._free_slot(lane)
             now = self.clock.now()
             policy = RetryPolicy(
                 schedule=webhook.retry_schedule or self.config.retry_schedule,
@@ -353,15 +354,20 @@ class Scheduler:
             attempt = report.to_attempt(claim.attempt_number, decision.next_attempt_at)
             async with self._renewing:  # a renewal under way ends first: the result goes under the lease it set
                 entry.recording = True
+            lease_next = self._lease_until(webhook, now) if holding else None
+            result = AttemptResult(
+                claim.lease, claim.delivery_id, attempt, decision.status, decision.next_attempt_at, lease_next
+            )
             try:
-                await self.store.record(
-                    [AttemptResult(claim.lease, claim.delivery_id, attempt, decision.status, decision.next_attempt_at)]
-                )
+                leased = await self.store.record([result])
             except StoreError as exc:
                 # The lease runs out and the delivery is attempted again: at least once, never lost.
                 log.error("attempt_not_recorded", delivery_id=claim.delivery_id, error=str(exc))
                 self.notify([lane.webhook_id], claim.lease.until)
                 return
+            if holding:
+                holding = False
+                await self._next_of_key(lane, webhook, leased, now)
             self._log(webhook, claim, report, decision)
             if self.on_attempt is not None:
                 self.on_attempt(webhook, claim, report, decision)
@@ -370,7 +376,28 @@ class Scheduler:
             if claim.lease.keyed:  # its key may have moved on: the next delivery of the key is due now
                 self.notify([lane.webhook_id], now)
         finally:
+            if holding:
+                self._free_slot(lane)
             self._in_flight.pop(claim.delivery_id, None)
+
+    def _free_slot(self, lane: _Lane) -> None:
+        lane.inflight -= 1
+        self._attempting -= 1
+        self._wake.set()
+
+    async def _next_of_key(self, lane: _Lane, webhook: Webhook, leased: list[Claim], now: float) -> None:
+        """The slot of a keyed attempt whose result is recorded: to the key's next delivery when the store leased
+        it in the same commit (no claim, no second commit: a hot key goes one delivery a round trip and a commit),
+        else free. One leased while the scheduler stops, or for a webhook switched off, is given back."""
+        current = self.registry.get(webhook.id)
+        given_back = list(leased)
+        if given_back and not self._stopping and current is not None and current.is_active:
+            self._launch(lane, current, given_back.pop(0))  # takes over the slot: inflight and attempting stay
+        else:
+            self._free_slot(lane)
+        if given_back:
+            with contextlib.suppress(StoreError):
+                await self.store.release(given_back, now)
 
     async def _guarded_attempt(self, webhook: Webhook, claim: Claim) -> AttemptReport:
         """The attempt; a fault of relay's own becomes a failed attempt that follows the schedule.

@@ -69,6 +69,9 @@ class AttemptResult:
     attempt: Attempt
     status: DeliveryStatus
     due_at: float | None
+    # A keyed lease's result: when it lets its key's next delivery be due, the store may lease that one to the
+    # caller until then, in the same commit, and hand it back from ``record`` (no claim, no second commit).
+    lease_next_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +164,11 @@ class Outbox(Protocol):
         also the earliest due time of its deliveries still queued after the claim (None when none are)."""
         ...
 
-    async def record(self, results: Sequence[AttemptResult]) -> None:
+    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
         """Record finished attempts and the decisions after them. A result whose lease the delivery no longer
-        holds (it ran out and was claimed again, or the delivery was cancelled) changes nothing."""
+        holds (it ran out and was claimed again, or the delivery was cancelled) changes nothing. The deliveries
+        leased to the caller as results asked (``lease_next_until``): a backend may lease none, and those are then
+        due at once like any other."""
         ...
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:

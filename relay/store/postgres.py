@@ -242,12 +242,14 @@ class PostgresStore(PostgresTenants):
         self.commits += 1
         return found
 
-    async def record(self, results: Sequence[AttemptResult]) -> None:
-        """Queue the results for the results writer's next group; return once it committed."""
+    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
+        """Queue the results for the results writer's next group; return once it committed. A key's next delivery
+        is made due, not leased (``lease_next_until`` is not taken up here): a claim of the group takes it."""
         if results:
             job = ResultJob(list(results), len(results))
             self._results.submit(job)
             await job.future
+        return []
 
     async def _commit_results(self, jobs: list[ResultJob]) -> list[None]:
         """The results writer's group: every job's results in one transaction, as one ``record`` of them all

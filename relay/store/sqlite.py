@@ -222,8 +222,9 @@ class SqliteStore(SqliteTenants):
             lambda conn: outbox.claim(conn, owner, webhook_id, limit, now, lease_until), bounded=True
         )
 
-    async def record(self, results: Sequence[AttemptResult]) -> None:
-        await self._writer.submit(Job(outbox.apply_results, list(results), rows=2 * len(results)))
+    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
+        leased: list[Claim] = await self._writer.submit(Job(outbox.apply_results, list(results), rows=2 * len(results)))
+        return leased
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:
         await self._writer.run(lambda conn: outbox.release(conn, claims, now), bounded=len(claims) <= GROUP_ROWS)

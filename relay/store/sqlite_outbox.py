@@ -313,8 +313,9 @@ def claim(
     return claims, next_due
 
 
-def apply_results(conn: sqlite3.Connection, jobs: list[Job]) -> list[None]:
-    """Record the group's finished attempts and the decisions taken after them."""
+def apply_results(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[Claim]]:
+    """Record the group's finished attempts and the decisions taken after them; for each job, the deliveries its
+    results' keys moved on to that it asked to have leased (``AttemptResult.lease_next_until``)."""
     results: list[AttemptResult] = [r for job in jobs for r in job.payload]
     # A delivery pruned while its attempt was in flight leaves no attempt behind, and its seq, if reused by a
     # newer delivery, is not mistaken for it (column1 is the seq, column10 the delivery id).
@@ -365,16 +366,26 @@ def apply_results(conn: sqlite3.Connection, jobs: list[Job]) -> list[None]:
         ],
     )
     keyed = {r.lease.ref: r.attempt.started_at + r.attempt.duration_ms / 1000 for r in first.values() if r.lease.keyed}
-    if keyed:
-        move_keys_on(conn, keyed)
-    return [None] * len(jobs)
+    if not keyed:
+        return [[] for _ in jobs]
+    leases = {
+        r.lease.ref: (r.lease.owner, r.lease_next_until)
+        for r in first.values()
+        if r.lease.keyed and r.lease_next_until is not None
+    }
+    leased = move_keys_on(conn, keyed, leases)
+    return [[leased[r.lease.ref] for r in job.payload if r.lease.ref in leased] for job in jobs]
 
 
-def move_keys_on(conn: sqlite3.Connection, ended_at: dict[int, float]) -> None:
+def move_keys_on(
+    conn: sqlite3.Connection, ended_at: dict[int, float], leases: dict[int, tuple[str, float]] | None = None
+) -> dict[int, Claim]:
     """After results (or a cancellation) of deliveries holding their ordering keys (seq -> when): a head that ended
     lets its key's oldest waiting delivery become the head, due then; a ``latest`` head whose attempt failed while a
     newer one waits is superseded by it (``relay.store.ordering``). A delivery whose result did not count (another
-    lease holds it) is left as it is."""
+    lease holds it) is left as it is. Where ``leases`` asks (ended seq -> owner and lease end), the new head is
+    leased instead, and comes back as a claim (by the ended seq)."""
+    claims: dict[int, Claim] = {}
     rows = conn.execute(
         "SELECT seq, webhook_id, ordering_key, ordering, status FROM deliveries"
         " WHERE seq IN (SELECT value FROM json_each(?)) AND ordering_key IS NOT NULL",
@@ -391,8 +402,24 @@ def move_keys_on(conn: sqlite3.Connection, ended_at: dict[int, float]) -> None:
             )
         elif status not in ENDED:
             continue
-        if (waiting := _next_waiting(conn, webhook_id, key)) is not None:
+        if (waiting := _next_waiting(conn, webhook_id, key)) is None:
+            continue
+        if leases is not None and seq in leases:
+            owner, until = leases[seq]
+            conn.execute(
+                "UPDATE deliveries SET status = 'delivering', due_at = ?, updated_at = ? WHERE seq = ?",
+                (until, at, waiting),
+            )
+            r = conn.execute(
+                "SELECT d.id, d.attempt_count, d.created_at, e.id, e.type, e.created_at, e.data, e.ingested_at"
+                " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.seq = ?",
+                (waiting,),
+            ).fetchone()
+            event = Event(r[3], r[4], r[5], bytes(r[6]), float(r[7]))
+            claims[seq] = Claim(r[0], webhook_id, r[1] + 1, float(r[2]), event, Lease(owner, until, waiting, True))
+        else:
             conn.execute("UPDATE deliveries SET due_at = ?, updated_at = ? WHERE seq = ?", (at, at, waiting))
+    return claims
 
 
 _KEY_ROWS = (

@@ -1008,6 +1008,29 @@ class StoreContract:
         await store.record([result(last, instant(1, T0 + 6, ok=False, next_at=T0 + 60), S.PENDING)])
         assert (await delivery_of(store, "e4", "l")).status is S.PENDING  # nothing newer: retried
 
+    async def test_a_result_may_lease_its_keys_next_delivery_in_the_same_commit(self, store: Store) -> None:
+        """``lease_next_until``: the key's next delivery comes back leased (SQLite), or is due at once (a backend
+        that leases none); either way it is the only one of its key out, and its own result moves the key on."""
+        await store.ingest([keyed(f"e{n}", "k", f="fifo") for n in range(1, 4)], T0)
+        [head] = await claimed(store, "f", T0)
+        done = instant(1, T0 + 1, ok=True)
+        asked = AttemptResult(head.lease, head.delivery_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61)
+        leased = await store.record([asked])
+        if leased:
+            [second] = leased
+            assert (second.event.id, second.lease.until, second.lease.keyed) == ("e2", T0 + 61, True)
+            assert (await delivery_of(store, "e2", "f")).status is S.DELIVERING
+            assert await claimed(store, "f", T0 + 1) == []  # held: no claim hands out its key
+        else:
+            [second] = await claimed(store, "f", T0 + 1)
+            assert second.event.id == "e2"
+        await succeed(store, second, T0 + 2)
+        [third] = await claimed(store, "f", T0 + 2)
+        assert third.event.id == "e3"
+        # A result that asks for a lease when its key has no next delivery gets none.
+        last = AttemptResult(third.lease, third.delivery_id, instant(1, T0 + 3, ok=True), S.SUCCEEDED, None, T0 + 90)
+        assert await store.record([last]) == []
+
     async def test_latest_never_delivers_a_replayed_or_redriven_older_event_after_a_newer_one(
         self, store: Store
     ) -> None:

@@ -331,7 +331,7 @@ class MemoryStore:
             return None
         return d
 
-    async def record(self, results: Sequence[AttemptResult]) -> None:
+    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
         data = self._write()
         for r in results:
             d = data.deliveries.get(r.lease.ref)
@@ -344,6 +344,7 @@ class MemoryStore:
                 d.updated_at = ended_at
             if r.lease.keyed:
                 self._move_on(d, ended_at)
+        return []  # a key's next delivery is made due, not leased: a claim takes it
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:
         self._write()
