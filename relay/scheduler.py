@@ -358,16 +358,23 @@ class Scheduler:
             result = AttemptResult(
                 claim.lease, claim.delivery_id, attempt, decision.status, decision.next_attempt_at, lease_next
             )
+
+            def hand_over(leased: list[Claim]) -> None:
+                nonlocal holding
+                if holding:
+                    holding = False
+                    self._next_of_key(lane, webhook, leased)
+
             try:
-                leased = await self.store.record([result])
+                # The key's next delivery starts as soon as the store decided it, before the commit's fsync
+                # (``Outbox.record``): one attempt and one commit's statements apart, not one commit.
+                leased = await self.store.record([result], on_leased=hand_over if holding else None)
             except StoreError as exc:
                 # The lease runs out and the delivery is attempted again: at least once, never lost.
                 log.error("attempt_not_recorded", delivery_id=claim.delivery_id, error=str(exc))
                 self.notify([lane.webhook_id], claim.lease.until)
                 return
-            if holding:
-                holding = False
-                await self._next_of_key(lane, webhook, leased, now)
+            hand_over(leased)
             self._log(webhook, claim, report, decision)
             if self.on_attempt is not None:
                 self.on_attempt(webhook, claim, report, decision)
@@ -385,19 +392,15 @@ class Scheduler:
         self._attempting -= 1
         self._wake.set()
 
-    async def _next_of_key(self, lane: _Lane, webhook: Webhook, leased: list[Claim], now: float) -> None:
-        """The slot of a keyed attempt whose result is recorded: to the key's next delivery when the store leased
-        it in the same commit (no claim, no second commit: a hot key goes one delivery a round trip and a commit),
-        else free. One leased while the scheduler stops, or for a webhook switched off, is given back."""
+    def _next_of_key(self, lane: _Lane, webhook: Webhook, leased: list[Claim]) -> None:
+        """The slot of a keyed attempt whose result the store took: to the key's next delivery when the store leased
+        it with the result (no claim, no second commit), else free. One leased while the scheduler stops, or for a
+        webhook switched off, is not started: it is due again when its lease runs out (or at the next start)."""
         current = self.registry.get(webhook.id)
-        given_back = list(leased)
-        if given_back and not self._stopping and current is not None and current.is_active:
-            self._launch(lane, current, given_back.pop(0))  # takes over the slot: inflight and attempting stay
+        if leased and not self._stopping and current is not None and current.is_active:
+            self._launch(lane, current, leased[0])  # takes over the slot: inflight and attempting stay
         else:
             self._free_slot(lane)
-        if given_back:
-            with contextlib.suppress(StoreError):
-                await self.store.release(given_back, now)
 
     async def _guarded_attempt(self, webhook: Webhook, claim: Claim) -> AttemptReport:
         """The attempt; a fault of relay's own becomes a failed attempt that follows the schedule.

@@ -164,11 +164,18 @@ class Outbox(Protocol):
         also the earliest due time of its deliveries still queued after the claim (None when none are)."""
         ...
 
-    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
+    async def record(
+        self, results: Sequence[AttemptResult], on_leased: Callable[[list[Claim]], None] | None = None
+    ) -> list[Claim]:
         """Record finished attempts and the decisions after them. A result whose lease the delivery no longer
         holds (it ran out and was claimed again, or the delivery was cancelled) changes nothing. The deliveries
         leased to the caller as results asked (``lease_next_until``): a backend may lease none, and those are then
-        due at once like any other."""
+        due at once like any other.
+
+        ``on_leased`` hears them as soon as the store decided, possibly before the commit is durable, so that the
+        caller may start them at once: a crash before the commit undoes the lease with the result, the earlier
+        delivery of the key is attempted again first (at least once, first deliveries still in order), and the
+        attempt of a lease that never committed records nothing."""
         ...
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:

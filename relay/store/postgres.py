@@ -242,7 +242,9 @@ class PostgresStore(PostgresTenants):
         self.commits += 1
         return found
 
-    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
+    async def record(
+        self, results: Sequence[AttemptResult], on_leased: Callable[[list[Claim]], None] | None = None
+    ) -> list[Claim]:
         """Queue the results for the results writer's next group; return once it committed. A key's next delivery
         is made due, not leased (``lease_next_until`` is not taken up here): a claim of the group takes it."""
         if results:

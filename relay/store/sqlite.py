@@ -222,8 +222,11 @@ class SqliteStore(SqliteTenants):
             lambda conn: outbox.claim(conn, owner, webhook_id, limit, now, lease_until), bounded=True
         )
 
-    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
-        leased: list[Claim] = await self._writer.submit(Job(outbox.apply_results, list(results), rows=2 * len(results)))
+    async def record(
+        self, results: Sequence[AttemptResult], on_leased: Callable[[list[Claim]], None] | None = None
+    ) -> list[Claim]:
+        job = Job(outbox.apply_results, list(results), rows=2 * len(results), on_applied=on_leased)
+        leased: list[Claim] = await self._writer.submit(job)
         return leased
 
     async def release(self, claims: Sequence[Claim], now: float) -> None:

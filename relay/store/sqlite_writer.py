@@ -55,6 +55,10 @@ class Job:
     # Called on the loop with the outcome the moment the group committed (None when it failed), before ``future``
     # resolves, and even when nobody awaits ``future`` any more (its caller was cancelled).
     on_commit: Callable[[Any], None] | None = None
+    # Called on the loop with the outcome as soon as the group's statements ran, before its COMMIT is durable (or,
+    # for a group run on the writer thread, once it committed); once. For work that may start early because a crash
+    # before the commit undoes it harmlessly (a lease the commit would have given: see ``SqliteStore.record``).
+    on_applied: Callable[[Any], None] | None = None
 
 
 def apply_each(conn: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
@@ -179,6 +183,7 @@ class GroupWriter:
             _fail(jobs, StoreUnavailable(self._lost))
             return
         self.commits += 1
+        _applied(jobs, outcomes)  # a group run on the thread: now (each job's hook runs once)
         for job, outcome in zip(jobs, outcomes, strict=True):
             _committed(job, outcome)
             if not job.future.done():
@@ -197,6 +202,7 @@ class GroupWriter:
             raise
         try:
             outcomes = _statements(conn, jobs)
+            _applied(jobs, outcomes)
             await self.on_thread(lambda: self._commit(conn))
         except asyncio.CancelledError:
             raise  # the COMMIT may still be running on the thread: the connection is not ours to touch
@@ -260,6 +266,17 @@ def _file_ids(paths: list[str]) -> dict[str, tuple[int, int]]:
             found = os.stat(path)
             ids[path] = (found.st_dev, found.st_ino)
     return ids
+
+
+def _applied(jobs: list[Job], outcomes: list[Any]) -> None:
+    """Run each job's ``on_applied`` (once: it is cleared); a fault is logged, never the writer's."""
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if (hook := job.on_applied) is not None:
+            job.on_applied = None
+            try:
+                hook(outcome)
+            except Exception:
+                log.exception("store_applied_hook_failed")
 
 
 def _committed(job: Job, outcome: Any) -> None:

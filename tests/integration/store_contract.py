@@ -1031,6 +1031,18 @@ class StoreContract:
         last = AttemptResult(third.lease, third.delivery_id, instant(1, T0 + 3, ok=True), S.SUCCEEDED, None, T0 + 90)
         assert await store.record([last]) == []
 
+    async def test_on_leased_hears_the_leased_deliveries_once(self, store: Store) -> None:
+        """A backend that hands the key's next delivery over early (before its commit is durable) does it once,
+        with what ``record`` then returns; one that leases none never calls it."""
+        await store.ingest([keyed("e1", "k", f="fifo"), keyed("e2", "k", f="fifo")], T0)
+        [head] = await claimed(store, "f", T0)
+        heard: list[list[Claim]] = []
+        done = instant(1, T0 + 1, ok=True)
+        asked = AttemptResult(head.lease, head.delivery_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61)
+        leased = await store.record([asked], on_leased=heard.append)
+        assert heard in ([], [leased])
+        assert bool(heard) == bool(leased)
+
     async def test_latest_never_delivers_a_replayed_or_redriven_older_event_after_a_newer_one(
         self, store: Store
     ) -> None:

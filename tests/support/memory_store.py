@@ -331,7 +331,9 @@ class MemoryStore:
             return None
         return d
 
-    async def record(self, results: Sequence[AttemptResult]) -> list[Claim]:
+    async def record(
+        self, results: Sequence[AttemptResult], on_leased: Callable[[list[Claim]], None] | None = None
+    ) -> list[Claim]:
         data = self._write()
         for r in results:
             d = data.deliveries.get(r.lease.ref)
