@@ -368,7 +368,9 @@ class Scheduler:
             try:
                 # The key's next delivery starts as soon as the store decided it, before the commit's fsync
                 # (``Outbox.record``): one attempt and one commit's statements apart, not one commit.
-                leased = await self.store.record([result], on_leased=hand_over if holding else None)
+                leased = await (
+                    self.store.record([result], on_leased=hand_over) if holding else self.store.record([result])
+                )
             except StoreError as exc:
                 # The lease runs out and the delivery is attempted again: at least once, never lost.
                 log.error("attempt_not_recorded", delivery_id=claim.delivery_id, error=str(exc))

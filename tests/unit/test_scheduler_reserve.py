@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 from relay.clock import FakeClock
@@ -29,8 +30,11 @@ class Stubs:
         await self.release.wait()
         return AttemptReport(T0, 1.0, 200, None, None, "", None)
 
-    async def record(self, results: list[AttemptResult]) -> None:
+    async def record(
+        self, results: list[AttemptResult], on_leased: Callable[[list[Claim]], None] | None = None
+    ) -> list[Claim]:
         self.recorded.extend(results)
+        return []
 
 
 def scheduler(stubs: Stubs, *webhooks: Webhook, **config: Any) -> Scheduler:
