@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 import structlog
 
-from relay.errors import Conflict, StoreError
+from relay.errors import StoreError
 from relay.models import Claim, Delivery, Scope, Secret
 from relay.ratelimit import RateWindow
 from relay.store import postgres_config, postgres_keys
@@ -49,7 +49,7 @@ from relay.store.postgres_schema import DRIVER_ERRORS, migrate, translate
 from relay.store.postgres_signals import Listener, notify_due, notify_webhooks_changed, queued_webhooks
 from relay.store.postgres_tenants import PostgresTenants
 from relay.store.postgres_writer import GroupWriter, Job, ResultJob
-from relay.store.rows import check_quota, spec_tenant
+from relay.store.rows import check_cancellable, check_quota, spec_tenant
 
 log = structlog.get_logger()
 
@@ -329,10 +329,7 @@ class PostgresStore(PostgresTenants):
         if found is None:
             return None
         seq, before, _ = found
-        if before not in ("pending", "failed"):
-            if before == "delivering":
-                raise Conflict(f"delivery {delivery_id!r} is being attempted right now; cancel it once it ends")
-            raise Conflict(f"delivery {delivery_id!r} has already ended ({before})")
+        check_cancellable(delivery_id, before)
         deliveries = await self._deliveries_by_seq([seq])
         return deliveries[0] if deliveries else None
 

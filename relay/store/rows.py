@@ -101,3 +101,11 @@ def summaries(
         TenantSummary(tenant, c.get("webhooks", 0), c.get("keys", 0), c["deliveries"])
         for tenant, c in sorted(counted.items())
     ]
+
+
+def check_cancellable(delivery_id: str, status: str) -> None:
+    """Raise ``Conflict`` unless a delivery in ``status`` may be cancelled (pending or parked, CONTRACT §11)."""
+    if status == "delivering":
+        raise Conflict(f"delivery {delivery_id!r} is being attempted right now; cancel it once it ends")
+    if status not in ("pending", "failed"):
+        raise Conflict(f"delivery {delivery_id!r} has already ended ({status})")

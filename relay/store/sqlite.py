@@ -26,7 +26,7 @@ from typing import IO, Any, TypeVar
 import aiosqlite
 import structlog
 
-from relay.errors import Conflict, StoreError, StoreUnavailable
+from relay.errors import StoreError, StoreUnavailable
 from relay.models import Claim, Delivery, Durability, Scope
 from relay.store import sqlite_outbox as outbox
 from relay.store.base import (
@@ -37,7 +37,7 @@ from relay.store.base import (
     Room,
     local_refresh_session,
 )
-from relay.store.rows import check_quota, spec_tenant
+from relay.store.rows import check_cancellable, check_quota, spec_tenant
 from relay.store.sqlite_reads import chunks, delivery_scope, event_scope
 from relay.store.sqlite_schema import migrate, translate
 from relay.store.sqlite_tenants import SqliteTenants
@@ -286,10 +286,7 @@ class SqliteStore(SqliteTenants):
         before = await self._writer.run(lambda conn: outbox.cancel(conn, seq, now))
         if before == "missing":
             return None
-        if before not in ("pending", "failed"):
-            if before == "delivering":
-                raise Conflict(f"delivery {delivery_id!r} is being attempted right now; cancel it once it ends")
-            raise Conflict(f"delivery {delivery_id!r} has already ended ({before})")
+        check_cancellable(delivery_id, before)
         found = await self._deliveries_by_seq([seq])
         return found[0] if found else None
 

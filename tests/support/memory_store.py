@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
-from relay.errors import Conflict, Problem, StoreUnavailable, ValidationError
+from relay.errors import Problem, StoreUnavailable, ValidationError
 from relay.models import (
     Attempt,
     Claim,
@@ -51,7 +51,7 @@ from relay.store.base import (
     local_refresh_session,
 )
 from relay.store.ordering import ORDERED, KeyQueue, move_on, superseded_on_redrive, superseded_on_replay
-from relay.store.rows import check_quota, foreign_ids, spec_tenant
+from relay.store.rows import check_cancellable, check_quota, foreign_ids, spec_tenant
 
 S = DeliveryStatus
 QUEUED = (S.PENDING, S.FAILED, S.DELIVERING)  # still owed an attempt (a delivering one, when its lease runs out)
@@ -419,10 +419,7 @@ class MemoryStore:
         if not found:
             return None
         [d] = found
-        if d.status is S.DELIVERING:
-            raise Conflict(f"delivery {delivery_id!r} is being attempted right now; cancel it once it ends")
-        if d.status not in (S.PENDING, S.FAILED):
-            raise Conflict(f"delivery {delivery_id!r} has already ended ({d.status})")
+        check_cancellable(delivery_id, d.status)
         d.status, d.due_at, d.updated_at = S.CANCELLED, None, now
         self._move_on(d, now)
         return d.shown()
