@@ -20,14 +20,12 @@ import orjson
 from relay.models import Claim, Event, Lease, new_event_id, new_id
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
 from relay.store.ordering import (
-    ENDED,
-    FIFO,
     LATEST,
     ORDERED,
     KeyQueue,
+    move_on,
     superseded_on_redrive,
     superseded_on_replay,
-    supersedes_on_failure,
 )
 from relay.store.rows import foreign_ids
 from relay.store.sqlite_schema import QUEUED
@@ -393,32 +391,31 @@ def move_keys_on(
     ).fetchall()
     for seq, webhook_id, key, mode, status in rows:
         at = ended_at[seq]
-        if status in ("pending", "failed"):
-            waiting = conn.execute(f"{_KEY_ROWS} AND due_at IS NULL LIMIT 1", (webhook_id, key)).fetchone()
-            if not supersedes_on_failure(mode, waiting is not None):
-                continue
+        queue = KeyQueue(mode)
+        for ref, state, due_at in key_rows(conn, webhook_id, key, all_waiting=False):
+            queue.load(ref, state, due_at is not None)
+        superseded, head = move_on(queue, seq, status)
+        if superseded is not None:
             conn.execute(
                 "UPDATE deliveries SET status = 'superseded', due_at = NULL, updated_at = ? WHERE seq = ?", (at, seq)
             )
-        elif status not in ENDED:
-            continue
-        if (waiting := _next_waiting(conn, webhook_id, key)) is None:
+        if not isinstance(head, int):  # no delivery of the key becomes the head (refs are seqs)
             continue
         if leases is not None and seq in leases:
             owner, until = leases[seq]
             conn.execute(
                 "UPDATE deliveries SET status = 'delivering', due_at = ?, updated_at = ? WHERE seq = ?",
-                (until, at, waiting),
+                (until, at, head),
             )
             r = conn.execute(
                 "SELECT d.id, d.attempt_count, d.created_at, e.id, e.type, e.created_at, e.data, e.ingested_at"
                 " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.seq = ?",
-                (waiting,),
+                (head,),
             ).fetchone()
             event = Event(r[3], r[4], r[5], bytes(r[6]), float(r[7]))
-            claims[seq] = Claim(r[0], webhook_id, r[1] + 1, float(r[2]), event, Lease(owner, until, waiting, True))
+            claims[seq] = Claim(r[0], webhook_id, r[1] + 1, float(r[2]), event, Lease(owner, until, head, True))
         else:
-            conn.execute("UPDATE deliveries SET due_at = ?, updated_at = ? WHERE seq = ?", (at, at, waiting))
+            conn.execute("UPDATE deliveries SET due_at = ?, updated_at = ? WHERE seq = ?", (at, at, head))
     return claims
 
 
@@ -436,18 +433,6 @@ def key_rows(conn: sqlite3.Connection, webhook_id: str, key: str, *, all_waiting
     limit = "" if all_waiting else " LIMIT 1"
     waiting = conn.execute(f"{_KEY_ROWS} AND due_at IS NULL ORDER BY seq{limit}", (webhook_id, key)).fetchall()
     return sorted([*heads, *waiting])
-
-
-def _next_waiting(conn: sqlite3.Connection, webhook_id: str, key: str) -> int | None:
-    """The oldest delivery waiting behind its key's head, if the key has no head left (None otherwise)."""
-    queue = KeyQueue(FIFO)
-    for seq, status, due_at in key_rows(conn, webhook_id, key, all_waiting=False):
-        queue.load(seq, status, due_at is not None)
-    if queue.in_flight is not None or queue.head is not None or not queue.waiting:
-        return None
-    first = queue.waiting[0]
-    assert isinstance(first, int)
-    return first
 
 
 def release(conn: sqlite3.Connection, claims: Sequence[Claim], now: float) -> None:
