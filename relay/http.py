@@ -62,10 +62,9 @@ SERVICES = web.AppKey("services", Services)
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a request comes from: an admin key (every tenant, ``tenant`` None) or a tenant key (``key_id``)."""
+    """Who a request comes from: an admin key (every tenant, ``tenant`` None) or a tenant key (its tenant)."""
 
     tenant: str | None = None
-    key_id: str | None = None
 
     @property
     def admin(self) -> bool:
@@ -257,7 +256,7 @@ async def _authenticate(request: web.Request, services: Services) -> Caller:
             now = services.clock.now()
             if found.last_used_at is None or now - found.last_used_at >= TOUCH_EVERY:
                 await services.store.touch_tenant_key(found.id, now)
-            return Caller(found.tenant, found.id)
+            return Caller(found.tenant)
     raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
 
 

@@ -51,10 +51,6 @@ class Registry:
             return self.all()
         return list(self._by_tenant.get(scope.tenant, ()))
 
-    def tenants(self) -> dict[str, int]:
-        """Each tenant that has webhooks, and how many."""
-        return {tenant: len(hooks) for tenant, hooks in self._by_tenant.items() if tenant is not None}
-
     def orderings(self, webhook_ids: tuple[str, ...]) -> tuple[str, ...]:
         """Each webhook's ``ordering``, for an event with an ordering key ("none" for one no longer here)."""
         webhooks = self._webhooks

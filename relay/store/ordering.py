@@ -10,7 +10,7 @@ A delivery of an ordered webhook (``ordering`` "fifo" or "latest") and a keyed e
 - **waiting**: ``pending`` with no due time (``due_at`` NULL), so no claim ever takes it.
 
 At most one delivery of a key is the head. When the head ends (``succeeded``, ``dead``, ``cancelled``,
-``superseded``), the oldest waiting one (lowest seq: ingest order) becomes the head, due at once (``promote``). A
+``superseded``), the oldest waiting one (lowest seq: ingest order) becomes the head, due at once (``move_on``). A
 claim hands out only due rows, so it never hands out a second delivery of a key while one is in flight.
 
 ``latest``: a new delivery of a key supersedes the key's head when it is not in flight, and every waiting one
