@@ -96,6 +96,9 @@ class PostgresTenants(PostgresReads):
         return float(rows[0][0]) if rows else None
 
     async def signing_key(self) -> bytes:
+        # Read first: made once, then every portal link and dashboard page only reads it (no write per request).
+        if rows := await self._fetch("SELECT value FROM settings WHERE name = 'signing_key'"):
+            return bytes(rows[0][0])
         async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO settings (name, value) VALUES ('signing_key', $1) ON CONFLICT (name) DO NOTHING",

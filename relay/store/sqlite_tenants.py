@@ -94,6 +94,10 @@ class SqliteTenants(SqliteReads):
         return float(rows[0][0]) if rows else None
 
     async def signing_key(self) -> bytes:
+        # Read first: made once, then every portal link and dashboard page only reads it (no write per request).
+        if rows := await self._read("SELECT value FROM settings WHERE name = 'signing_key'"):
+            return bytes(rows[0][0])
+
         def run(conn: sqlite3.Connection) -> bytes:
             conn.execute(
                 "INSERT INTO settings (name, value) VALUES ('signing_key', ?) ON CONFLICT (name) DO NOTHING",
