@@ -28,20 +28,15 @@ import orjson
 import structlog
 from aiohttp import web
 
+from relay import actions
 from relay.config_fields import Fields, as_bool, as_nonempty_str, choices
-from relay.errors import NotFound, Problem, ValidationError
+from relay.errors import Problem, ValidationError
 from relay.http import CALLER, SERVICES, ApiError, list_scope, ok, require_json
 from relay.models import (
     EVENT_TOKEN,
-    Claim,
     DeliveryStatus,
-    Event,
-    Lease,
     Scope,
     Webhook,
-    format_time,
-    new_event_id,
-    new_id,
     parse_datetime,
 )
 from relay.openapi import openapi_document
@@ -134,22 +129,8 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 async def test_webhook(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    webhook = _webhook(request)
-    now = services.clock.now()
-    data = {"webhook_id": webhook.id, "message": "A test event sent by relay."}
-    event = Event(new_event_id(now), "webhook.test", format_time(now) or "", orjson.dumps(data), now)
-    claim = Claim(new_id("dlv", now), webhook.id, 1, now, event, Lease("test", now, 0))  # not in the outbox
-    report = await services.scheduler.deliverer.attempt(webhook, claim)
-    attempt = report.to_attempt(1, None)
-    log.info(
-        "webhook_test_sent",
-        webhook_id=webhook.id,
-        event_id=event.id,
-        status_code=report.status_code,
-        error=report.error,
-    )
-    return ok({**attempt_view(attempt), "event_id": event.id, "succeeded": report.succeeded})
+    sent = await actions.send_test(request.app[SERVICES], _webhook(request))
+    return ok({**attempt_view(sent.attempt), "event_id": sent.event_id, "succeeded": sent.succeeded})
 
 
 # -- deliveries, replay, re-drive, stats ---------------------------------------------------------------------
@@ -207,43 +188,18 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 async def replay_event(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
     problems: list[Problem] = []
     f = Fields(await object_body(request), "", problems, known=("webhook_id",), table_noun="an object")
     webhook_id = f.get("webhook_id", as_nonempty_str)
     if problems:
         raise ValidationError(problems)
-    event_id = request.match_info["event_id"]
-    scope = request[CALLER].scope
-    found = await services.store.get_event(event_id, scope=scope)
-    if found is None:
-        raise NotFound(f"no event with id {event_id!r}")
-    event = found[0]
-    if webhook_id is not None:
-        webhook = services.registry.find(webhook_id, scope)
-        if webhook is None:
-            raise NotFound(f"no webhook with id {webhook_id!r}")
-        if webhook.tenant is not None and webhook.tenant != event.tenant:  # another customer's endpoint: never
-            raise ValidationError(
-                [Problem("webhook_id", "is a webhook of another tenant than the event's: it never gets the event")]
-            )
-        webhook_ids: tuple[str, ...] = (webhook_id,)
-    else:  # inside a tenant, its own webhooks only: a tenant key never sends to the platform's
-        subscribed = services.registry.subscribers(event.type, event.tenant)
-        webhook_ids = tuple(w for w in subscribed if services.registry.find(w, scope) is not None)
-    now = services.clock.now()
-    orderings = services.registry.orderings(webhook_ids) if event.ordering_key is not None else ()
-    deliveries = await services.store.replay(event_id, webhook_ids, now, scope=scope, orderings=orderings)
-    if deliveries is None:
-        raise NotFound(f"no event with id {event_id!r}")
-    if webhook_ids:
-        services.scheduler.notify(webhook_ids, now)
-    log.info("event_replayed", event_id=event_id, deliveries=len(deliveries), webhook_ids=list(webhook_ids))
+    deliveries = await actions.replay(
+        request.app[SERVICES], request.match_info["event_id"], webhook_id, scope=request[CALLER].scope
+    )
     return ok({"deliveries": [delivery_view(d) for d in deliveries]}, status=202)
 
 
 async def redrive_failures(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
     problems: list[Problem] = []
     body = await object_body(request)
     f = Fields(body, "", problems, known=("webhook_id", "include_dead"), table_noun="an object")
@@ -251,33 +207,18 @@ async def redrive_failures(request: web.Request) -> web.Response:
     include_dead = f.get("include_dead", as_bool) or False
     if problems:
         raise ValidationError(problems)
-    scope = request[CALLER].scope
-    if webhook_id is not None:
-        if services.registry.find(webhook_id, scope) is None:
-            raise NotFound(f"no webhook with id {webhook_id!r}")
-        webhook_ids = [webhook_id]
-    else:
-        webhook_ids = [w.id for w in services.registry.visible(scope)]
-    now = services.clock.now()
-    counts = await services.store.redrive(now, webhook_ids, include_dead=include_dead)
-    if counts:
-        services.scheduler.notify(counts, now)
-    total = sum(counts.values())
-    log.info("failures_redriven", count=total, webhook_id=webhook_id, include_dead=include_dead)
+    total = await actions.redrive(
+        request.app[SERVICES], webhook_id, include_dead=include_dead, scope=request[CALLER].scope
+    )
     return ok({"redriven": total})
 
 
 async def cancel_delivery(request: web.Request) -> web.Response:
     """``POST /v1/deliveries/{id}/cancel``: a pending or parked delivery ends ``cancelled``; an ordering key it held
     moves on (CONTRACT §11). 409 when it has ended, or is being attempted right now."""
-    services = request.app[SERVICES]
-    delivery_id = request.match_info["delivery_id"]
-    now = services.clock.now()
-    delivery = await services.store.cancel(delivery_id, now, scope=request[CALLER].scope)
-    if delivery is None:
-        raise NotFound(f"no delivery with id {delivery_id!r}")
-    services.scheduler.notify([delivery.webhook_id], now)  # the next delivery of its key may be due
-    log.info("delivery_cancelled", delivery_id=delivery_id, webhook_id=delivery.webhook_id)
+    delivery = await actions.cancel(
+        request.app[SERVICES], request.match_info["delivery_id"], scope=request[CALLER].scope
+    )
     return ok(delivery_view(delivery))
 
 

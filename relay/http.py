@@ -241,9 +241,16 @@ PUBLIC_PATHS = frozenset({"/v1/openapi.json"})  # describes the API, holds no da
 
 
 async def _authenticate(request: web.Request, services: Services) -> Caller:
-    """The caller the presented key makes: an admin key (``server.api_keys``), or a tenant key found in the store
-    by its SHA-256 (never cached: a revoked key is refused from the next request on, by every relay)."""
-    presented = _presented_key(request)
+    caller = await caller_of_key(services, _presented_key(request))
+    if caller is None:
+        raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
+    return caller
+
+
+async def caller_of_key(services: Services, presented: bytes) -> Caller | None:
+    """The caller a key makes (the API's header, the dashboard's sign-in form): an admin key (``server.api_keys``),
+    or a tenant key found in the store by its SHA-256 (never cached: a revoked key is refused from the next request
+    on, by every relay); None for anything else."""
     # Compare against every admin key, always, so timing says nothing about which (if any) matched.
     matched = False
     for key in services.api_keys:
@@ -257,7 +264,7 @@ async def _authenticate(request: web.Request, services: Services) -> Caller:
             if found.last_used_at is None or now - found.last_used_at >= TOUCH_EVERY:
                 await services.store.touch_tenant_key(found.id, now)
             return Caller(found.tenant)
-    raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
+    return None
 
 
 def require_json(request: web.Request) -> None:
