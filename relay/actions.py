@@ -5,6 +5,7 @@ raises the project's errors (``NotFound``, ``ValidationError``, ``Conflict``), w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import structlog
@@ -100,3 +101,11 @@ async def cancel(services: Services, delivery_id: str, *, scope: Scope) -> Deliv
     services.scheduler.notify([delivery.webhook_id], now)  # the next delivery of its key may be due
     log.info("delivery_cancelled", delivery_id=delivery_id, webhook_id=delivery.webhook_id)
     return delivery
+
+
+async def patch_webhook(services: Services, webhook_id: str, body: Any, *, scope: Scope) -> Webhook:
+    """Change an API webhook (``PATCH`` semantics: the fields given); one switched back on resumes what it held."""
+    webhook = await services.webhooks.patch(webhook_id, body, services.config.delivery, scope=scope)
+    if webhook.is_active:
+        await services.scheduler.refresh([webhook.id])
+    return webhook

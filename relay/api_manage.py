@@ -105,13 +105,10 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 
 async def patch_webhook(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
     body = await _json_body(request, optional=False)
-    webhook = await services.webhooks.patch(
-        request.match_info["webhook_id"], body, services.config.delivery, scope=request[CALLER].scope
+    webhook = await actions.patch_webhook(
+        request.app[SERVICES], request.match_info["webhook_id"], body, scope=request[CALLER].scope
     )
-    if webhook.is_active:
-        await services.scheduler.refresh([webhook.id])  # a webhook switched back on resumes what it held
     return ok(webhook_view(webhook))
 
 

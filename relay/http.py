@@ -65,6 +65,7 @@ class Caller:
     """Who a request comes from: an admin key (every tenant, ``tenant`` None) or a tenant key (its tenant)."""
 
     tenant: str | None = None
+    key_id: str | None = None  # a tenant key's id (the dashboard's session remembers which key made it)
 
     @property
     def admin(self) -> bool:
@@ -263,7 +264,7 @@ async def caller_of_key(services: Services, presented: bytes) -> Caller | None:
             now = services.clock.now()
             if found.last_used_at is None or now - found.last_used_at >= TOUCH_EVERY:
                 await services.store.touch_tenant_key(found.id, now)
-            return Caller(found.tenant)
+            return Caller(found.tenant, found.id)
     return None
 
 

@@ -1,115 +1,291 @@
-"""``/ui/``: the dashboard (CONTRACT §10). What exists so far is the tenant's door: a portal link
-(``POST /v1/tenants/{tenant}/portal``) opens ``/ui/?token=…``, which becomes a session cookie and a redirect to
-``/ui/`` (so the token leaves the address bar and never reaches a Referer), and ``/ui/`` shows the tenant's webhooks.
+"""``/ui/``: the dashboard (CONTRACT §10), server-rendered with Jinja2, for operators (an admin key) and for each
+tenant (a tenant key or a portal link).
 
-Sessions are signed tokens (``relay.ui.tokens``) in an ``HttpOnly``, ``SameSite=Strict`` cookie (``Secure`` over
-https), ending at ``[ui] session_ttl`` or at the portal link's own end, whichever is first, and when the tenant is
-deleted. Every page is sent with a Content-Security-Policy that forbids framing and any script, and is rendered by
-Jinja2 with autoescaping: whatever a webhook holds is shown as text.
+Every page goes through ``page`` and every form post through ``action``: they check ``[ui] enabled``, the session
+(``relay.ui.session``), and for a post its origin and CSRF token, before the handler runs; they turn the project's
+errors into pages (an unknown id is a 404 page, never a traceback). Every page is sent with a Content-Security-
+Policy that allows our own CSS and JS only and forbids framing. The handlers (``relay.ui.pages``) read through the
+same store, Registry and services as the API (``relay.actions``, ``relay.webhooks``), inside the session's
+``Scope``; a post answers with a redirect (Post/Redirect/Get), and what it has to say rides in the flash cookie,
+read once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hmac
+import importlib.resources
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 
-import jinja2
 import structlog
 from aiohttp import web
 
-from relay.http import SERVICES, Services
-from relay.models import Scope, format_time
-from relay.ui.tokens import PORTAL, SESSION, Claims, sign, verify
+from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
+from relay.http import SERVICES, Caller, Services, caller_of_key
+from relay.ui import pages
+from relay.ui.session import (
+    PATH,
+    SIGN_IN_COOKIE,
+    Session,
+    admin_fingerprint,
+    clear_flash,
+    csrf_token,
+    current,
+    end_session,
+    new_session,
+    read_flash,
+    same_origin,
+    set_flash,
+    set_session,
+    set_sign_in_nonce,
+    sign_in_csrf_ok,
+    sign_in_nonce,
+    still_open,
+)
+from relay.ui.tokens import PORTAL, sign, verify
+from relay.ui.view import HEADERS, ActionHandler, Done, PageHandler, Rendered, View, redirect, render
 
 log = structlog.get_logger()
 
-COOKIE = "relay_session"
-HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("relay.ui", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
-)
+STATIC = {"relay.css": "text/css", "relay.js": "text/javascript"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add_ui_routes(app: web.Application) -> None:
-    app.router.add_get("/ui", to_home)
-    app.router.add_get("/ui/", home)
+    add = app.router
+    add.add_get("/ui", to_home)
+    add.add_get("/ui/", home)
+    add.add_get("/ui/sign-in", sign_in_form)
+    add.add_post("/ui/sign-in", sign_in)
+    add.add_post("/ui/sign-out", action(sign_out))
+    add.add_post("/ui/view", action(pick_tenant))
+    add.add_get("/ui/webhooks", page(pages.webhooks))
+    add.add_get("/ui/webhooks/{webhook_id}", page(pages.webhook))
+    add.add_post("/ui/webhooks/{webhook_id}/test", action(pages.send_test))
+    add.add_post("/ui/webhooks/{webhook_id}/pause", action(pages.pause))
+    add.add_post("/ui/webhooks/{webhook_id}/resume", action(pages.resume))
+    add.add_post("/ui/webhooks/{webhook_id}/rotate-secret", action(pages.rotate_secret))
+    add.add_post("/ui/webhooks/{webhook_id}/redrive", action(pages.redrive))
+    add.add_get("/ui/events", page(pages.events))
+    add.add_get("/ui/events/{event_id}", page(pages.event))
+    add.add_post("/ui/events/{event_id}/replay", action(pages.replay))
+    add.add_get("/ui/static/{name}", static)
+    add.add_route("*", "/ui/{tail:.*}", not_found)
 
 
-async def to_home(request: web.Request) -> web.Response:
-    return _redirect("/ui/")
+# -- the frames every page and post go through ---------------------------------------------------------------
 
 
-async def home(request: web.Request) -> web.StreamResponse:
+def page(handler: PageHandler) -> Handler:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        services = _enabled(request)
+        session = await current(request, services, await services.store.signing_key())
+        if session is None:
+            return redirect("/ui/sign-in")
+        view = View(request, services, session, services.clock.now())
+        try:
+            chosen = await handler(view)
+            if not isinstance(chosen, Rendered):
+                return chosen
+            flash = read_flash(request, services, session)
+            context = {**await view.context(), **chosen.context, "flash": flash}
+            response = render(chosen.template, chosen.status, context)
+        except Exception as exc:
+            response = await _error_page(view, exc)
+        clear_flash(request, response)
+        return response
+
+    return serve
+
+
+def action(handler: ActionHandler) -> Handler:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        services = _enabled(request)
+        if not same_origin(request, services):
+            log.warning("ui_post_refused", path=request.path, reason="another origin")
+            return _refused()
+        key = await services.store.signing_key()
+        session = await current(request, services, key)
+        if session is None:
+            return redirect("/ui/sign-in")
+        form = await request.post()
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        if not _csrf_ok(fields.get("csrf", ""), session.csrf):
+            log.warning("ui_post_refused", path=request.path, reason="no CSRF token, or not this session's")
+            return _refused()
+        view = View(request, services, session, services.clock.now())
+        try:
+            done = await handler(view, fields)
+        except (ValidationError, Conflict) as exc:
+            done = Done(_back(request), {"error": _message(exc)})
+        except Exception as exc:
+            return await _error_page(view, exc)
+        response = redirect(done.location)
+        if done.signed_out:
+            end_session(response)
+            return response
+        if done.session is not None:
+            session = Session(done.session, key)
+            set_session(response, request, services, sign(key, done.session), done.session.expires_at - view.now)
+        if done.flash:
+            set_flash(response, request, services, session, done.flash)
+        return response
+
+    return serve
+
+
+async def _error_page(view: View, exc: Exception) -> web.Response:
+    if isinstance(exc, NotFound):
+        status, heading, message = 404, "Not found", str(exc)
+    elif isinstance(exc, ValidationError | Conflict):
+        status, heading, message = 400, "Not possible", _message(exc)
+    elif isinstance(exc, StoreUnavailable):
+        log.error("store_unavailable", path=view.request.path, error=str(exc))
+        status, heading, message = 503, "Unavailable", "The store cannot be read right now. Try again shortly."
+    else:
+        log.error("ui_request_failed", path=view.request.path, method=view.request.method, exc_info=exc)
+        status, heading, message = 500, "Something went wrong", "An internal error occurred; it has been logged."
+    try:
+        context = await view.context()
+    except Exception:  # the store that failed the page fails its frame too: the bare page
+        context = {}
+    return render("message.html", status, {**context, "heading": heading, "message": message})
+
+
+def _message(exc: ValidationError | Conflict) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in exc.problems)
+    return str(exc)
+
+
+def _csrf_ok(sent: str, expected: str) -> bool:
+    return bool(sent) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
+def _refused() -> web.Response:
+    return render("message.html", 403, {"heading": "Refused", "message": _CROSS_SITE})
+
+
+def _enabled(request: web.Request) -> Services:
     services = request.app[SERVICES]
     if not services.config.ui.enabled:
         raise web.HTTPNotFound()
-    now = services.clock.now()
-    key = await services.store.signing_key()
-    if (token := request.query.get("token")) is not None:
-        link = verify(key, token, PORTAL, now)
-        if link is None or not await _still_open(services, link):
-            log.info("portal_link_refused", reason="invalid, expired, or its tenant was deleted")
-            return _page("signed_out.html", 401, heading="This link does not open", message=_EXPIRED)
-        expires_at = min(link.expires_at, now + services.config.ui.session_ttl)
-        session = sign(key, Claims(SESSION, link.tenant, now, expires_at))
-        response = _redirect("/ui/")
-        secure = request.secure or (services.config.ui.public_url or "").startswith("https:")
-        response.set_cookie(
-            COOKIE,
-            session,
-            max_age=max(1, int(expires_at - now)),
-            path="/ui/",
-            httponly=True,
-            samesite="Strict",
-            secure=secure,
-        )
-        log.info("portal_link_opened", tenant=link.tenant)
-        return response
-    raw = request.cookies.get(COOKIE)
-    session_claims = verify(key, raw, SESSION, now) if raw else None
-    if session_claims is None or not await _still_open(services, session_claims):
-        return _page("signed_out.html", 401, heading="Sign in", message=_SIGN_IN)
-    tenant = session_claims.tenant
-    webhooks = sorted(services.registry.visible(Scope(tenant)), key=lambda w: (w.created_at or 0.0, w.id))
-    rows = [
-        {
-            "id": w.id,
-            "url": w.url,
-            "events": w.events,
-            "is_active": w.is_active,
-            "created_at": format_time(w.created_at),
-        }
-        for w in webhooks
-    ]
-    return _page("tenant.html", 200, tenant=tenant, webhooks=rows, expires_at=format_time(session_claims.expires_at))
+    return services
 
 
+def _back(request: web.Request) -> str:
+    """Where a refused post goes back to: the page it was posted from (``/ui/webhooks/x/pause`` → ``…/x``)."""
+    path = request.path.rsplit("/", 1)[0]
+    return path if path.startswith("/ui/") else "/ui/"
+
+
+_CROSS_SITE = (
+    "This form was not sent from a page of this dashboard, or its page is too old. Go back, reload it, and try again."
+)
 _EXPIRED = (
     "The link has expired, is not a link this relay made, or its customer account was removed. Ask for a new one."
 )
-_SIGN_IN = "Open the portal link you were given to sign in."
 
 
-async def _still_open(services: Services, claims: Claims) -> bool:
-    """A tenant's link or session made before the tenant was last deleted is over."""
-    if claims.tenant is None:
-        return True
-    removed_at = await services.store.tenant_removed_at(claims.tenant)
-    return removed_at is None or claims.issued_at > removed_at
+# -- the door: portal links, sign-in, sign-out, the tenant picker ------------------------------------------------
 
 
-def _page(template: str, status: int, **context: Any) -> web.Response:
-    context.setdefault("tenant", None)
-    body = _templates.get_template(template).render(**context)
-    return web.Response(text=body, status=status, content_type="text/html", headers=HEADERS)
+async def to_home(request: web.Request) -> web.Response:
+    return redirect("/ui/")
 
 
-def _redirect(location: str) -> web.Response:
-    return web.Response(status=303, headers={**HEADERS, "Location": location})
+async def home(request: web.Request) -> web.StreamResponse:
+    """``/ui/``: the overview; with ``?token=``, a portal link becoming a session."""
+    services = _enabled(request)
+    if (token := request.query.get("token")) is not None:
+        return await _open_portal_link(request, services, token)
+    return await _overview(request)
+
+
+_overview = page(pages.overview)
+
+
+async def _open_portal_link(request: web.Request, services: Services, token: str) -> web.StreamResponse:
+    now = services.clock.now()
+    key = await services.store.signing_key()
+    link = verify(key, token, PORTAL, now)
+    if link is None or link.tenant is None or not await still_open(services, key, link):
+        log.info("portal_link_refused", reason="invalid, expired, or its tenant was deleted")
+        return render("message.html", 401, {"heading": "This link does not open", "message": _EXPIRED})
+    expires_at = min(link.expires_at, now + services.config.ui.session_ttl)
+    claims = new_session(key, Caller(link.tenant), now, expires_at, made_with="")
+    response = redirect("/ui/")  # the token leaves the address bar, and never reaches a Referer
+    set_session(response, request, services, sign(key, claims), expires_at - now)
+    log.info("portal_link_opened", tenant=link.tenant)
+    return response
+
+
+async def sign_in_form(request: web.Request) -> web.StreamResponse:
+    services = _enabled(request)
+    key = await services.store.signing_key()
+    if await current(request, services, key) is not None:
+        return redirect("/ui/")
+    return _sign_in_page(request, services, key, 200, None)
+
+
+def _sign_in_page(request: web.Request, services: Services, key: bytes, status: int, error: str | None) -> web.Response:
+    nonce, fresh = sign_in_nonce(request)
+    response = render("sign_in.html", status, {"csrf": csrf_token(key, "sign-in", nonce), "error": error})
+    if fresh:
+        set_sign_in_nonce(response, request, services, nonce)
+    return response
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    """The sign-in form: an admin key (every tenant) or a tenant key (its tenant) becomes a session."""
+    services = _enabled(request)
+    if not same_origin(request, services):
+        return _refused()
+    key = await services.store.signing_key()
+    form = await request.post()
+    sent_csrf, presented = form.get("csrf"), form.get("key")
+    if not isinstance(sent_csrf, str) or not sign_in_csrf_ok(request, key, sent_csrf):
+        return _refused()
+    raw = (presented if isinstance(presented, str) else "").strip().encode("utf-8", "surrogateescape")
+    caller = await caller_of_key(services, raw) if raw else None
+    if caller is None:
+        log.info("ui_sign_in_refused")
+        return _sign_in_page(request, services, key, 401, "That is not a key this relay knows.")
+    now = services.clock.now()
+    ttl = services.config.ui.session_ttl
+    made_with = caller.key_id if caller.key_id is not None else admin_fingerprint(key, raw)
+    claims = new_session(key, caller, now, now + ttl, made_with=made_with)
+    response = redirect("/ui/")
+    set_session(response, request, services, sign(key, claims), ttl)
+    response.del_cookie(SIGN_IN_COOKIE, path=PATH)
+    log.info("ui_signed_in", tenant=caller.tenant, admin=caller.admin)
+    return response
+
+
+async def sign_out(view: View, form: Mapping[str, str]) -> Done:
+    log.info("ui_signed_out", tenant=view.session.tenant)
+    return Done("/ui/sign-in", signed_out=True)
+
+
+async def pick_tenant(view: View, form: Mapping[str, str]) -> Done:
+    """An admin narrows every page to one tenant ("" for every tenant): the session is signed again with it."""
+    if not view.session.admin:
+        raise NotFound("only an admin picks a tenant")
+    chosen = form.get("tenant", "")
+    if chosen and chosen not in {t.id for t in await view.services.store.tenant_summaries()}:
+        return Done("/ui/", {"error": f"There is no tenant {chosen!r}."})
+    claims = replace(view.session.claims, view=chosen or None)
+    return Done("/ui/", {"message": f"Showing {chosen}." if chosen else "Showing every tenant."}, session=claims)
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in STATIC:
+        return await not_found(request)
+    body = importlib.resources.files("relay.ui").joinpath("static", name).read_bytes()
+    return web.Response(body=body, content_type=STATIC[name], headers={**HEADERS, "Cache-Control": "max-age=300"})
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    _enabled(request)
+    return render("message.html", 404, {"heading": "Not found", "message": "There is no such page."})

@@ -29,6 +29,8 @@ class Claims:
     issued_at: float
     expires_at: float
     nonce: str = ""  # a session's own value (its CSRF token derives from it)
+    key: str = ""  # what a session was signed in with: a tenant key's id, or an admin key's fingerprint
+    view: str | None = None  # an admin session: the tenant its pages are narrowed to (None: every tenant)
 
 
 def sign(key: bytes, claims: Claims) -> str:
@@ -39,6 +41,8 @@ def sign(key: bytes, claims: Claims) -> str:
             "iat": claims.issued_at,
             "exp": claims.expires_at,
             "n": claims.nonce,
+            "k": claims.key,
+            "v": claims.view,
         }
     )
     return f"{_b64(body)}.{_b64(hmac.digest(key, body, hashlib.sha256))}"
@@ -55,12 +59,26 @@ def verify(key: bytes, token: str, use: str, now: float) -> Claims | None:
         return None
     try:
         raw: Any = orjson.loads(body)
-        claims = Claims(str(raw["use"]), raw["tenant"], float(raw["iat"]), float(raw["exp"]), str(raw["n"]))
+        claims = Claims(
+            str(raw["use"]),
+            _optional_str(raw["tenant"]),
+            float(raw["iat"]),
+            float(raw["exp"]),
+            str(raw["n"]),
+            str(raw.get("k", "")),
+            _optional_str(raw.get("v")),
+        )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
     if claims.use != use or not math.isfinite(claims.expires_at) or now >= claims.expires_at:
         return None
     return claims
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError("not a string")
 
 
 def _b64(raw: bytes) -> str:

@@ -348,9 +348,12 @@ async def _open(relay: RunningRelay, link: str) -> str:
     return set_cookie.split(";", 1)[0]
 
 
-async def _page(relay: RunningRelay, cookie: str | None) -> tuple[int, str]:
+async def _page(relay: RunningRelay, cookie: str | None, path: str = "/ui/webhooks") -> tuple[int, str]:
+    """A dashboard page with this session cookie; 401 for the sign-in page it redirects to without a good one."""
     headers = {"Cookie": cookie} if cookie else {}
-    async with relay.http.get(f"{relay.url}/ui/", headers=headers, allow_redirects=False) as response:
+    async with relay.http.get(f"{relay.url}{path}", headers=headers, allow_redirects=False) as response:
+        if response.status == 303 and response.headers["Location"] == "/ui/sign-in":
+            return 401, ""
         return response.status, await response.text()
 
 
@@ -369,7 +372,7 @@ async def test_a_portal_link_opens_the_tenants_page_and_only_its_webhooks(tmp_pa
         assert status == 200
         assert A in html and hook_a["id"] in html
         assert hook_b["id"] not in html and "bravo-only" not in html and "platform" not in html
-        assert "<script>" not in html and "&lt;script&gt;" in html
+        assert "<script>" not in html and "&lt;script&gt;" in html and "<script>alert" not in html
 
         status, html = await _page(relay, None)
         assert status == 401 and A not in html

@@ -1,0 +1,414 @@
+"""The dashboard (CONTRACT §10) over plain HTTP against a running relay on a real SQLite file with real receivers:
+sign-in and its refusals, sessions and their end, CSRF and same-origin checks on every post, a tenant's view of
+every page and button (another tenant's ids are "not found", their data never shown), escaping, the flash that
+shows a rotated secret once, bad input shown next to its field, unknown ids as 404 pages. The browser flows are in
+test_ui_browser.py."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.api import build_app
+from relay.clock import FakeClock
+from relay.config import UiConfig
+from relay.models import Secret
+from tests.support.management import call
+from tests.support.receiver import Receiver, Reply
+from tests.support.relay_harness import API_KEY, RunningRelay, make_config, poll_until, running_relay
+from tests.support.ui_client import UiClient
+
+T0 = 1_750_000_000.0
+A, B = "tenant-alpha", "tenant-bravo"
+HOSTILE = "<script>alert('x')</script>"
+
+
+@dataclass
+class World:
+    relay: RunningRelay
+    receiver: Receiver
+    keys: dict[str, str]  # tenant -> its key
+    hooks: dict[str, dict[str, Any]]  # tenant -> its webhook (as created)
+    events: dict[str, str]  # tenant -> an event id of it
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path, **changes: Any) -> AsyncIterator[World]:
+    config = replace(make_config(tmp_path, []), **changes)
+    async with Receiver() as receiver, running_relay(tmp_path, [], config=config, clock=FakeClock(T0)) as relay:
+        keys, hooks, events = {}, {}, {}
+        receiver.script("/a", [Reply(503, body=HOSTILE.encode())])
+        for tenant, path in ((A, "/a"), (B, "/b")):
+            status, answer = await call(relay, "POST", f"/v1/tenants/{tenant}/keys", {})
+            assert status == 201, answer
+            keys[tenant] = answer["data"]["key"]
+            status, answer = await call(
+                relay,
+                "POST",
+                "/v1/webhooks",
+                {"url": receiver.url(path), "description": f"{tenant} {HOSTILE}", "retry_schedule": ["0s", "1h"]},
+                key=keys[tenant],
+            )
+            assert status == 201, answer
+            hooks[tenant] = answer["data"]
+            status, answer = await call(
+                relay,
+                "POST",
+                "/v1/events",
+                {"type": "consent.created", "data": {"note": HOSTILE, "who": tenant}},
+                key=keys[tenant],
+            )
+            assert status == 202, answer
+            events[tenant] = answer["data"]["id"]
+        await poll_until(lambda: len(receiver.requests) >= 2)
+        await poll_until(lambda: _attempted(relay, events.values()))
+        yield World(relay, receiver, keys, hooks, events)
+
+
+async def _attempted(relay: RunningRelay, event_ids: Any) -> bool:
+    for event_id in event_ids:
+        event = await relay.event(event_id)
+        if any(d["attempt_count"] < 1 or d["status"] == "delivering" for d in event["deliveries"]):
+            return False
+    return True
+
+
+# -- sign-in, sessions, sign-out ----------------------------------------------------------------------------------
+
+
+async def test_sign_in_with_an_admin_key_and_out_again(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        answer = await ui.get("/ui/")
+        assert answer.status == 303 and answer.location == "/ui/sign-in"
+        page = await ui.get("/ui/sign-in")
+        assert page.status == 200 and 'type="password"' in page.text
+
+        refused = await ui.post("/ui/sign-in", {"key": "not-a-key"})
+        assert refused.status == 401 and "not a key this relay knows" in refused.text
+        assert ui.cookie("relay_session") is None
+
+        answer = await ui.sign_in(API_KEY)
+        assert answer.status == 303 and answer.location == "/ui/"
+        set_cookie = answer.headers["Set-Cookie"]
+        for flag in ("HttpOnly", "SameSite=Strict", "Path=/ui/"):
+            assert flag in set_cookie
+        assert "Secure" not in set_cookie  # plain http here: a Secure cookie would never come back
+        overview = await ui.get("/ui/")
+        assert overview.status == 200 and "Overview" in overview.text
+        assert A in overview.text and B in overview.text  # the tenant picker lists both
+        # An admin sees every tenant's webhooks.
+        listed = await ui.get("/ui/webhooks")
+        assert w.hooks[A]["id"] in listed.text and w.hooks[B]["id"] in listed.text
+
+        out = await ui.post("/ui/sign-out")
+        assert out.status == 303 and out.location == "/ui/sign-in"
+        assert ui.cookie("relay_session") is None
+        assert (await ui.get("/ui/webhooks")).location == "/ui/sign-in"
+
+
+async def test_the_sign_in_form_needs_its_own_token_and_our_origin(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.get("/ui/sign-in")
+        assert (await ui.post("/ui/sign-in", {"key": API_KEY}, csrf="")).status == 403
+        assert (await ui.post("/ui/sign-in", {"key": API_KEY}, csrf="0" * 64)).status == 403
+        assert (await ui.post("/ui/sign-in", {"key": API_KEY}, origin="http://evil.example")).status == 403
+        assert ui.cookie("relay_session") is None
+        assert (await ui.post("/ui/sign-in", {"key": API_KEY})).status == 303
+
+
+async def test_a_session_ends_at_its_ttl_and_when_its_tenant_key_is_revoked(tmp_path: Path) -> None:
+    async with world(tmp_path, ui=UiConfig(session_ttl=3600.0)) as w:
+        async with UiClient(w.relay) as ui:
+            assert (await ui.sign_in(w.keys[A])).status == 303
+            assert (await ui.get("/ui/webhooks")).status == 200
+            w.relay.advance(3600)
+            assert (await ui.get("/ui/webhooks")).location == "/ui/sign-in"
+        async with UiClient(w.relay) as ui:
+            assert (await ui.sign_in(w.keys[A])).status == 303
+            [key] = (await call(w.relay, "GET", f"/v1/tenants/{A}/keys"))[1]["data"]
+            status, _ = await call(w.relay, "DELETE", f"/v1/tenants/{A}/keys/{key['id']}")
+            assert status == 204
+            assert (await ui.get("/ui/webhooks")).location == "/ui/sign-in"
+
+
+async def test_an_admin_session_ends_when_its_key_leaves_the_config(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        assert (await ui.sign_in(API_KEY)).status == 303
+        services = w.relay.daemon.services
+        assert services is not None
+        other = replace(services.config.server, api_keys=(Secret("another-key-0123456789"),))
+        services.config = replace(services.config, server=other)
+        assert (await ui.get("/ui/")).location == "/ui/sign-in"
+
+
+async def test_the_dashboard_off_answers_404(tmp_path: Path) -> None:
+    async with world(tmp_path, ui=UiConfig(enabled=False)) as w, UiClient(w.relay) as ui:
+        for path in ("/ui/", "/ui/sign-in", "/ui/webhooks", "/ui/static/relay.css"):
+            assert (await ui.get(path)).status == 404
+
+
+# -- CSRF and origin on every post ----------------------------------------------------------------------------
+
+
+async def test_every_post_needs_the_sessions_token_and_our_origin(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        assert (await ui.sign_in(w.keys[A])).status == 303
+        hook = w.hooks[A]["id"]
+        for path in _posts(w.relay, hook, w.events[A]):
+            assert (await ui.post(path, csrf="")).status == 403, path
+            assert (await ui.post(path, csrf="f" * 64)).status == 403, path
+            assert (await ui.post(path, origin="http://evil.example")).status == 403, path
+            cross = await ui.http.post(
+                f"{w.relay.url}{path}",
+                data={"csrf": ui.csrf},
+                headers={"Sec-Fetch-Site": "cross-site"},
+                allow_redirects=False,
+            )
+            assert cross.status == 403, path
+        _, answer = await call(w.relay, "GET", f"/v1/webhooks/{hook}")
+        assert answer["data"]["is_active"] is True  # nothing was paused
+        assert len(w.receiver.requests_to("/a")) == 1  # no test sent, nothing replayed or re-driven
+        # The token of another session does not do either.
+        async with UiClient(w.relay) as other:
+            await other.sign_in(w.keys[A])
+            assert (await ui.post(f"/ui/webhooks/{hook}/pause", csrf=other.csrf)).status == 403
+
+
+def _posts(relay: RunningRelay, webhook_id: str, event_id: str) -> list[str]:
+    """Every post route of the dashboard but sign-in, with these ids filled in."""
+    services = relay.daemon.services
+    assert services is not None
+    paths = []
+    for route in build_app(services, with_health=False).router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("formatter") or info.get("path") or ""
+        if route.method == "POST" and path.startswith("/ui/") and path != "/ui/sign-in":
+            paths.append(path.replace("{webhook_id}", webhook_id).replace("{event_id}", event_id))
+    assert len(paths) >= 8, paths
+    return paths
+
+
+# -- a tenant sees only its own ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("door", ["key", "portal"])
+async def test_a_tenant_sees_and_changes_only_its_own_on_every_page(tmp_path: Path, door: str) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        if door == "key":
+            assert (await ui.sign_in(w.keys[A])).status == 303
+        else:
+            status, answer = await call(w.relay, "POST", f"/v1/tenants/{A}/portal", {})
+            assert status == 201, answer
+            link = answer["data"]["url"].removeprefix(w.relay.url)
+            assert (await ui.get(link)).location == "/ui/"
+        theirs = [w.hooks[B]["id"], w.events[B], w.receiver.url("/b"), f"{B} "]
+        for path in (
+            "/ui/",
+            "/ui/webhooks",
+            "/ui/events",
+            f"/ui/webhooks/{w.hooks[A]['id']}",
+            f"/ui/events/{w.events[A]}",
+        ):
+            page = await ui.get(path)
+            assert page.status == 200, path
+            for text in theirs:
+                assert text not in page.text, (path, text)
+        assert w.hooks[A]["id"] in (await ui.get("/ui/webhooks")).text
+        assert w.events[A] in (await ui.get("/ui/events")).text
+        # Another tenant's ids: not found on every page and every button, and nothing happens.
+        for path in (f"/ui/webhooks/{w.hooks[B]['id']}", f"/ui/events/{w.events[B]}"):
+            page = await ui.get(path)
+            assert page.status == 404 and "Not found" in page.text
+        assert (await ui.get(f"/ui/events?id={w.events[B]}")).status == 400
+        before = len(w.receiver.requests_to("/b"))
+        for path in _posts(w.relay, w.hooks[B]["id"], w.events[B]):
+            if path in ("/ui/sign-out", "/ui/view"):
+                continue
+            answer = await ui.post(path)
+            assert answer.status == 404, (path, answer.status)
+        _, hook = await call(w.relay, "GET", f"/v1/webhooks/{w.hooks[B]['id']}")
+        assert hook["data"]["is_active"] is True
+        assert len(w.receiver.requests_to("/b")) == before
+        assert len((await w.relay.event(w.events[B]))["deliveries"]) == 1  # not replayed
+        # A tenant has no tenant picker, and cannot post to it.
+        assert 'id="tenant-picker"' not in (await ui.get("/ui/")).text
+        assert (await ui.post("/ui/view", {"tenant": B})).status == 404
+
+
+async def test_an_admin_narrows_the_pages_to_one_tenant(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(API_KEY)
+        picked = await ui.post("/ui/view", {"tenant": B})
+        assert picked.status == 303
+        page = await ui.get("/ui/webhooks")
+        assert w.hooks[B]["id"] in page.text and w.hooks[A]["id"] not in page.text
+        assert "Showing tenant-bravo" in page.text
+        bad = await ui.post("/ui/view", {"tenant": "no-such-tenant"})
+        assert bad.status == 303
+        assert "There is no tenant" in (await ui.get("/ui/")).text
+        await ui.post("/ui/view", {"tenant": ""})
+        page = await ui.get("/ui/webhooks")
+        assert w.hooks[A]["id"] in page.text and w.hooks[B]["id"] in page.text
+
+
+# -- what the pages show ----------------------------------------------------------------------------------------
+
+
+async def test_pages_show_hostile_data_as_text_with_a_strict_policy(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(API_KEY)
+        for path in ("/ui/", "/ui/webhooks", f"/ui/webhooks/{w.hooks[A]['id']}", f"/ui/events/{w.events[A]}"):
+            page = await ui.get(path)
+            assert page.status == 200, path
+            assert "<script>alert" not in page.text, path
+            policy = page.headers["Content-Security-Policy"]
+            assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy
+            assert "unsafe-inline" not in policy
+            assert page.headers["X-Frame-Options"] == "DENY"
+        event = (await ui.get(f"/ui/events/{w.events[A]}")).text
+        assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in event  # the payload and the receiver's answer
+        assert event.count("&lt;script&gt;") >= 2
+        assert "503" in event
+
+
+async def test_the_overview_counts_and_charts_the_last_day(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(API_KEY)
+        page = (await ui.get("/ui/")).text
+        assert re.search(r'data-status="succeeded">1<', page) and re.search(r'data-status="failed">1<', page)
+        assert "2 attempts, 1 failed." in page
+        assert page.count('class="bar-attempts"') == 24
+        assert re.search(r"<title>[0-9]{2}:00 UTC: 2 attempts, 1 failed</title>", page)
+        assert 'id="failing-most"' in page and w.hooks[A]["id"] in page
+        listed = (await ui.get("/ui/webhooks")).text
+        assert "0.0 %" in listed and "100 %" in listed
+
+
+async def test_unknown_ids_and_bad_filters_answer_with_pages(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(API_KEY)
+        for path in ("/ui/webhooks/whk_nope", "/ui/events/evt_nope", "/ui/nowhere", "/ui/static/nope.js"):
+            page = await ui.get(path)
+            assert page.status == 404 and page.headers["Content-Type"].startswith("text/html"), path
+        page = await ui.get("/ui/events?since=yesterday&type=bad%20type")
+        assert page.status == 400
+        assert 'id="since-error"' in page.text and 'id="type-error"' in page.text
+        assert 'aria-invalid="true"' in page.text
+        page = await ui.get("/ui/events?since=2025-06-15T14:00&until=2025-06-15T13:00")
+        assert page.status == 400 and 'id="until-error"' in page.text
+        page = await ui.get(f"/ui/webhooks/{w.hooks[A]['id']}?status=exploded")
+        assert page.status == 400 and 'id="status-error"' in page.text
+        page = await ui.get(f"/ui/webhooks/{w.hooks[A]['id']}?after=garbage")
+        assert page.status == 400 and 'id="after-error"' in page.text
+        page = await ui.get("/ui/events?id=evt_nope")
+        assert page.status == 400 and 'id="id-error"' in page.text
+
+
+async def test_the_event_search_finds_by_id_type_and_time(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(API_KEY)
+        found = await ui.get(f"/ui/events?id={w.events[A]}")
+        assert found.status == 303 and found.location == f"/ui/events/{w.events[A]}"
+        listed = (await ui.get("/ui/events?type=consent.created")).text
+        assert w.events[A] in listed and w.events[B] in listed
+        assert w.events[A] not in (await ui.get("/ui/events?type=consent.withdrawn")).text
+        assert w.events[A] in (await ui.get("/ui/events?since=2025-06-15T00:00&until=2025-06-16T00:00")).text
+        assert w.events[A] not in (await ui.get("/ui/events?since=2025-06-16T00:00:00Z")).text
+
+
+async def test_the_filtered_deliveries_page_by_page(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        hook = w.hooks[B]["id"]
+        for _ in range(30):
+            await call(w.relay, "POST", "/v1/events", {"type": "consent.created", "data": {}}, key=w.keys[B])
+        await poll_until(lambda: len(w.receiver.requests_to("/b")) >= 31)
+        await ui.sign_in(API_KEY)
+        await poll_until(lambda: _count_status(w.relay, hook, "succeeded", 31))
+        first = await ui.get(f"/ui/webhooks/{hook}?status=succeeded")
+        assert first.text.count('data-status="succeeded"') == 25
+        more = re.search(r'href="([^"]+)" id="next-page"', first.text)
+        assert more
+        second = await ui.get(more.group(1).replace("&amp;", "&"))
+        assert second.text.count('data-status="succeeded"') == 6 and 'id="next-page"' not in second.text
+        none = await ui.get(f"/ui/webhooks/{hook}?status=dead")
+        assert 'id="no-deliveries"' in none.text
+
+
+async def _count_status(relay: RunningRelay, hook: str, status: str, count: int) -> bool:
+    _, answer = await call(relay, "GET", f"/v1/deliveries?webhook_id={hook}&status={status}&limit=100")
+    return len(answer["data"]) >= count
+
+
+# -- the buttons -------------------------------------------------------------------------------------------------
+
+
+async def test_rotate_secret_shows_the_new_one_once(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(w.keys[A])
+        hook = w.hooks[A]["id"]
+        await ui.get(f"/ui/webhooks/{hook}")
+        answer = await ui.post(f"/ui/webhooks/{hook}/rotate-secret")
+        assert answer.status == 303 and answer.location == f"/ui/webhooks/{hook}"
+        assert "whsec_" not in answer.headers.get("Set-Cookie", "")  # sealed, not readable in the cookie
+        shown = await ui.get(f"/ui/webhooks/{hook}")
+        secret = re.search(r'id="new-secret">([^<]+)<', shown.text)
+        assert secret and secret.group(1) != w.hooks[A]["secret"]
+        again = await ui.get(f"/ui/webhooks/{hook}")
+        assert 'id="new-secret"' not in again.text and secret.group(1) not in again.text
+        # The new secret is the one the webhook signs with: the API's next rotation keeps it as the previous one.
+        assert "previous secret" in again.text
+
+
+async def test_pause_resume_test_redrive_and_replay(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(w.keys[A])
+        hook, base = w.hooks[A]["id"], f"/ui/webhooks/{w.hooks[A]['id']}"
+        await ui.get(base)
+        assert (await ui.post(f"{base}/pause")).status == 303
+        page = await ui.get(base)
+        assert "Paused" in page.text and 'id="resume"' in page.text
+        assert (await call(w.relay, "GET", f"/v1/webhooks/{hook}"))[1]["data"]["is_active"] is False
+        await ui.post(f"{base}/resume")
+        assert (await call(w.relay, "GET", f"/v1/webhooks/{hook}"))[1]["data"]["is_active"] is True
+
+        await ui.get(base)
+        await ui.post(f"{base}/test")
+        page = await ui.get(base)
+        assert "Test event" in page.text and "answered 200" in page.text
+        assert w.receiver.requests_to("/a")[-1].json()["type"] == "webhook.test"
+
+        # The first delivery failed (503) and waits an hour: re-drive makes it due now; it succeeds.
+        await ui.get(base)
+        await ui.post(f"{base}/redrive")
+        assert "1 delivery is due again now." in (await ui.get(base)).text
+        await poll_until(lambda: _status_is(w.relay, w.events[A], "succeeded"))
+
+        await ui.get(f"/ui/events/{w.events[A]}")
+        answer = await ui.post(f"/ui/events/{w.events[A]}/replay")
+        assert answer.location == f"/ui/events/{w.events[A]}"
+        assert "Replayed: 1 new delivery." in (await ui.get(f"/ui/events/{w.events[A]}")).text
+        assert len((await w.relay.event(w.events[A]))["deliveries"]) == 2
+
+
+async def _status_is(relay: RunningRelay, event_id: str, status: str) -> bool:
+    return (await relay.statuses(event_id)) == [status]
+
+
+async def test_a_config_declared_webhook_has_no_change_buttons_and_refuses_them(tmp_path: Path) -> None:
+    async with Receiver() as receiver:
+        from tests.support.relay_harness import webhook
+
+        config = make_config(tmp_path, [webhook(receiver.url("/c"), id="declared")])
+        async with running_relay(tmp_path, [], config=config, clock=FakeClock(T0)) as relay, UiClient(relay) as ui:
+            await ui.sign_in(API_KEY)
+            page = await ui.get("/ui/webhooks/declared")
+            assert 'id="pause"' not in page.text and 'id="rotate-secret"' not in page.text
+            answer = await ui.post("/ui/webhooks/declared/pause")
+            assert answer.status == 303 and answer.location == "/ui/webhooks/declared"
+            assert "declared in the configuration file" in (await ui.get("/ui/webhooks/declared")).text
