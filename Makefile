@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 # node runs the ConsentProof guide's own verification code unchanged (tests/support/verify-webhook.mjs);
 # node and go run README's signature verification snippets (tests/integration/test_readme_snippets.py);
 # tests/support/postgres.py starts a private PostgreSQL server from /usr/lib/postgresql/*/bin (the server's
-# binaries: a psql client alone does not count).
+# binaries: a psql client alone does not count); tests/support/browser.py drives Debian's chromium through
+# Playwright for the dashboard's browser tests (tests/integration/test_ui_browser.py): Playwright's own browser
+# download is not used, and it needs no chromium-driver.
 tools:
 	@command -v node >/dev/null 2>&1 || { \
 		echo "installing nodejs (for the seed's signature verifier)"; \
@@ -20,6 +22,9 @@ tools:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
 		echo "installing postgresql (the server tests/support/postgres.py starts for the PostgreSQL tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium (the headless browser the dashboard's tests drive)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
