@@ -66,6 +66,7 @@ class AttemptResult:
 
     lease: Lease
     delivery_id: str
+    webhook_id: str  # the delivery's webhook
     attempt: Attempt
     status: DeliveryStatus
     due_at: float | None

@@ -77,7 +77,7 @@ def instant(number: int, at: float, *, ok: bool, next_at: float | None = None) -
 
 def result(claim: Claim, tried: Attempt, status: DeliveryStatus) -> AttemptResult:
     """The result of the attempt ``tried`` on ``claim``, due again when that attempt says (if at all)."""
-    return AttemptResult(claim.lease, claim.delivery_id, tried, status, tried.next_attempt_at)
+    return AttemptResult(claim.lease, claim.delivery_id, claim.webhook_id, tried, status, tried.next_attempt_at)
 
 
 class Stores:
@@ -1014,7 +1014,9 @@ class StoreContract:
         await store.ingest([keyed(f"e{n}", "k", f="fifo") for n in range(1, 4)], T0)
         [head] = await claimed(store, "f", T0)
         done = instant(1, T0 + 1, ok=True)
-        asked = AttemptResult(head.lease, head.delivery_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61)
+        asked = AttemptResult(
+            head.lease, head.delivery_id, head.webhook_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61
+        )
         leased = await store.record([asked])
         if leased:
             [second] = leased
@@ -1028,7 +1030,9 @@ class StoreContract:
         [third] = await claimed(store, "f", T0 + 2)
         assert third.event.id == "e3"
         # A result that asks for a lease when its key has no next delivery gets none.
-        last = AttemptResult(third.lease, third.delivery_id, instant(1, T0 + 3, ok=True), S.SUCCEEDED, None, T0 + 90)
+        last = AttemptResult(
+            third.lease, third.delivery_id, third.webhook_id, instant(1, T0 + 3, ok=True), S.SUCCEEDED, None, T0 + 90
+        )
         assert await store.record([last]) == []
 
     async def test_on_leased_hears_the_leased_deliveries_once(self, store: Store) -> None:
@@ -1038,7 +1042,9 @@ class StoreContract:
         [head] = await claimed(store, "f", T0)
         heard: list[list[Claim]] = []
         done = instant(1, T0 + 1, ok=True)
-        asked = AttemptResult(head.lease, head.delivery_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61)
+        asked = AttemptResult(
+            head.lease, head.delivery_id, head.webhook_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61
+        )
         leased = await store.record([asked], on_leased=heard.append)
         assert heard in ([], [leased])
         assert bool(heard) == bool(leased)
