@@ -29,6 +29,7 @@ import structlog
 from relay.errors import StoreError, StoreUnavailable
 from relay.models import Claim, Delivery, Durability, Scope
 from relay.store import sqlite_outbox as outbox
+from relay.store.activity import HOUR
 from relay.store.base import (
     AttemptResult,
     IngestResult,
@@ -332,6 +333,11 @@ class SqliteStore(SqliteTenants):
             conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
             return len(seqs)
 
+        def drop_hours(conn: sqlite3.Connection) -> None:
+            """Hourly counts of hours that ended by ``cutoff`` (a read of the small rollup table, by hour)."""
+            conn.execute("DELETE FROM attempt_hours WHERE hour <= ?", (cutoff - HOUR,))
+
+        await self._writer.run(drop_hours)
         total = 0
         while (count := await self._writer.run(run)) > 0:
             total += count

@@ -57,7 +57,7 @@ async def test_a_copy_in_small_batches_keeps_everything_and_requeues_at_now(tmp_
         1,
         1,
     )
-    assert done.schema == (5, 5) and done.seconds > 0
+    assert done.schema == (6, 6) and done.seconds > 0
 
     store = PostgresStore(postgres_url)
     await store.open()
@@ -105,7 +105,7 @@ async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_
     db = tmp_path / "relay.db"
     await fill_sqlite(db)
     # As a relay of schema version 2 left it (3 added indexes and a column; 4, tenants, columns and tables; 5,
-    # ordering keys, columns and an index).
+    # ordering keys, columns and an index; 6, the hourly attempt counts, a table).
     with sqlite3.connect(db) as conn:
         conn.executescript(
             "DROP INDEX events_type; DROP INDEX events_created; DROP INDEX deliveries_status;"
@@ -114,10 +114,10 @@ async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_
             " ALTER TABLE webhooks DROP COLUMN tenant; DROP TABLE tenant_keys; DROP TABLE tenant_removals;"
             " DROP TABLE settings; DROP INDEX deliveries_key; ALTER TABLE events DROP COLUMN ordering_key;"
             " ALTER TABLE deliveries DROP COLUMN ordering_key; ALTER TABLE deliveries DROP COLUMN ordering;"
-            " UPDATE schema_version SET version = 2;"
+            " DROP TABLE attempt_hours; UPDATE schema_version SET version = 2;"
         )
     done = await copy_store(db, Secret(postgres_url), T0)
-    assert done.schema == (2, 5) and done.events == 7
+    assert done.schema == (2, 6) and done.events == 7
 
 
 async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> None:
