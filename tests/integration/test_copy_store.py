@@ -12,6 +12,7 @@ import pytest
 from relay.errors import StoreError
 from relay.models import Secret
 from relay.store.copy import (
+    _ATTEMPT_HOURS,
     _ATTEMPTS,
     _DELIVERIES,
     _EVENTS,
@@ -70,6 +71,7 @@ async def test_a_copy_in_small_batches_keeps_everything_and_requeues_at_now(tmp_
             ]
             assert after["events"][event_id] == (before["events"][event_id][0], expected)
         assert after["list"] == before["list"] and after["webhooks"] == before["webhooks"]
+        assert after["activity"] == before["activity"] and before["activity"].webhooks["cfg"].attempts == 4
         claims, _ = await store.claim("cfg", 10, T0 + 500, T0 + 560)
         assert [c.event.id for c in claims] == ["e2", "e5", "e6", "e7"]  # e3 is parked until T0 + 3600
     finally:
@@ -131,6 +133,7 @@ async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> No
         "events": (_EVENTS, {"created_us"}),
         "deliveries": (_DELIVERIES, set()),
         "attempts": (_ATTEMPTS, set()),
+        "attempt_hours": (_ATTEMPT_HOURS, set()),
         "webhooks": (_WEBHOOKS, {"source"}),
         "oauth_tokens": (_REFRESH_TOKENS, set()),
         "tenant_keys": (_TENANT_KEYS, set()),
