@@ -334,7 +334,8 @@ class SqliteStore(SqliteTenants):
             return len(seqs)
 
         def drop_hours(conn: sqlite3.Connection) -> None:
-            """Hourly counts of hours that ended by ``cutoff`` (a read of the small rollup table, by hour)."""
+            """Hourly counts of hours that ended by ``cutoff``: a scan of ``attempt_hours`` (at most webhooks x hours
+            kept x nodes rows), not an index on ``hour`` that every record's upsert would pay for."""
             conn.execute("DELETE FROM attempt_hours WHERE hour <= ?", (cutoff - HOUR,))
 
         await self._writer.run(drop_hours)
