@@ -356,7 +356,13 @@ class Scheduler:
                 entry.recording = True
             lease_next = self._lease_until(webhook, now) if holding else None
             result = AttemptResult(
-                claim.lease, claim.delivery_id, attempt, decision.status, decision.next_attempt_at, lease_next
+                claim.lease,
+                claim.delivery_id,
+                claim.webhook_id,
+                attempt,
+                decision.status,
+                decision.next_attempt_at,
+                lease_next,
             )
 
             def hand_over(leased: list[Claim]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from relay.config import StorageConfig
 from relay.store.base import (
+    Activity,
     AttemptResult,
     EventPage,
     History,
+    HourCount,
     IngestResult,
     Jobs,
     NewEvent,
@@ -22,13 +24,16 @@ from relay.store.base import (
     TenantRemoved,
     Tenants,
     TenantSummary,
+    WebhookActivity,
     Webhooks,
 )
 
 __all__ = [
+    "Activity",
     "AttemptResult",
     "EventPage",
     "History",
+    "HourCount",
     "IngestResult",
     "Jobs",
     "NewEvent",
@@ -43,6 +48,7 @@ __all__ = [
     "TenantRemoved",
     "TenantSummary",
     "Tenants",
+    "WebhookActivity",
     "Webhooks",
     "migrate_store",
     "open_store",

@@ -66,6 +66,7 @@ class AttemptResult:
 
     lease: Lease
     delivery_id: str
+    webhook_id: str  # the delivery's webhook: the attempt counts in its activity (``History.activity``)
     attempt: Attempt
     status: DeliveryStatus
     due_at: float | None
@@ -115,6 +116,33 @@ class TenantRemoved:
     webhook_ids: list[str]
     cancelled: int
     keys: int
+
+
+@dataclass(frozen=True, slots=True)
+class HourCount:
+    """Attempts that started in one hour, all webhooks inside the scope together."""
+
+    start: float  # the hour's start, epoch seconds, a multiple of 3600
+    attempts: int
+    failures: int  # attempts that did not succeed (the result's status is not ``succeeded``)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookActivity:
+    """One webhook's attempts inside a window, and its newest attempt whenever it was."""
+
+    attempts: int  # inside the window
+    failures: int  # inside the window
+    last_attempt_at: float | None  # its newest attempt's start among all rows kept (not only the window)
+    last_succeeded: bool | None  # whether that newest attempt succeeded
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the dashboard charts (CONTRACT §10): attempts and failures hour by hour, and per webhook."""
+
+    hours: list[HourCount]  # every hour from floor(since) to floor(until - tiny), oldest first, zeros included
+    webhooks: dict[str, WebhookActivity]  # the webhooks inside the scope with any row kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +259,8 @@ class Outbox(Protocol):
         ...
 
     async def prune(self, cutoff: float) -> int:
-        """Delete events ingested before ``cutoff`` whose deliveries all ended delivered or cancelled; how many."""
+        """Delete events ingested before ``cutoff`` whose deliveries all ended delivered or cancelled, and the
+        hourly attempt counts (``History.activity``) of hours that ended by ``cutoff``; how many events."""
         ...
 
 
@@ -320,6 +349,14 @@ class History(Protocol):
     async def earliest_due(self) -> float | None:
         """The earliest due time of a pending or failed delivery, passed or not; None when there is none (a
         delivery being attempted is not waiting)."""
+        ...
+
+    async def activity(self, since: float, until: float, *, scope: Scope) -> Activity:
+        """Attempts and failures of the webhooks inside ``scope``, hour by hour (by their start) from the hour
+        holding ``since`` to the one before ``until`` (an hour starting at or after ``until`` is out), and per
+        webhook over those hours, with its newest attempt kept. Read from the hourly counts each ``record``
+        writes in its own transaction (never a scan of attempts); ``prune`` drops the hours that ended before its
+        cutoff."""
         ...
 
 

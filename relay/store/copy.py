@@ -1,11 +1,11 @@
 """``relay store copy``: a SQLite outbox copied into an empty PostgreSQL store (CONTRACT §8, "Moving up").
 
 What goes across: every event, every delivery (its status, attempt count and due time; a delivery that was being
-attempted, ``delivering``, becomes ``pending`` and due at once, as a restart would make it), every attempt, the
-webhooks created through the API (their whole spec, secrets included, and their rotation state), the stored
-OAuth2 refresh tokens, and the tenants' keys (their SHA-256), deletions and the portal links' signing key, so keys
-and links go on working. Config-declared webhooks are not copied: the relays on PostgreSQL declare them from their own
-files when they start; their deliveries are copied all the same.
+attempted, ``delivering``, becomes ``pending`` and due at once, as a restart would make it), every attempt and the
+hourly attempt counts the dashboard reads, the webhooks created through the API (their whole spec, secrets included,
+and their rotation state), the stored OAuth2 refresh tokens, and the tenants' keys (their SHA-256), deletions and the
+portal links' signing key, so keys and links go on working. Config-declared webhooks are not copied: the relays on
+PostgreSQL declare them from their own files when they start; their deliveries are copied all the same.
 
 Seqs are kept as they are (events and deliveries keep their order, attempts and deliveries their references, list
 cursors their meaning) and the target's identity counters are set past the copied maxima, so new rows follow.
@@ -107,6 +107,21 @@ _ATTEMPTS = _Table(
                           response_body, next_attempt_at)
     SELECT * FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float8[], $5::int4[], $6::text[], $7::text[],
                          $8::text[], $9::float8[])
+    """,
+)
+# The hourly attempt counts (relay/store/activity.py), under the node names of the source's relay. A target that ran
+# relays and pruned everything else may hold counts already: the copied ones add up with them, as a record would.
+_ATTEMPT_HOURS = _Table(
+    "attempt_hours",
+    "SELECT webhook_id, hour, node, attempts, failures, last_at, last_ok FROM attempt_hours"
+    " ORDER BY webhook_id, hour, node",
+    """
+    INSERT INTO attempt_hours AS h (webhook_id, hour, node, attempts, failures, last_at, last_ok)
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::float8[], $7::bool[])
+    ON CONFLICT (webhook_id, hour, node) DO UPDATE SET
+        attempts = h.attempts + excluded.attempts, failures = h.failures + excluded.failures,
+        last_at = CASE WHEN excluded.last_at >= h.last_at THEN excluded.last_at ELSE h.last_at END,
+        last_ok = CASE WHEN excluded.last_at >= h.last_at THEN excluded.last_ok ELSE h.last_ok END
     """,
 )
 _WEBHOOKS = _Table(
@@ -237,7 +252,8 @@ async def _copy(conn: Conn, reader: sqlite3.Connection, now: float, batch: int) 
     the identity counters on."""
     await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     await conn.execute(
-        "LOCK TABLE events, deliveries, attempts, webhooks, oauth_tokens, tenant_keys IN SHARE ROW EXCLUSIVE MODE"
+        "LOCK TABLE events, deliveries, attempts, attempt_hours, webhooks, oauth_tokens, tenant_keys"
+        " IN SHARE ROW EXCLUSIVE MODE"
     )  # writers (relays on the target, another copy) wait for this transaction; readers do not
     held = [what for what, query in _HOLDINGS if await conn.fetchval(query)]
     if held:
@@ -267,6 +283,7 @@ async def _copy(conn: Conn, reader: sqlite3.Connection, now: float, batch: int) 
         "refresh_tokens": await _copy_table(conn, reader, _REFRESH_TOKENS, batch),
         "tenant_keys": await _copy_table(conn, reader, _TENANT_KEYS, batch, _key_row),
     }
+    await _copy_table(conn, reader, _ATTEMPT_HOURS, batch, _hour_row)
     await _copy_table(conn, reader, _TENANT_REMOVALS, batch)
     await _copy_table(conn, reader, _SETTINGS, batch, _setting_row)
     for table in ("events", "deliveries"):  # new rows follow the copied ones
@@ -308,6 +325,10 @@ def _webhook_row(row: Row) -> Row:
 
 def _key_row(row: Row) -> Row:
     return (*row[:2], _bytes(row[2]), *row[3:])
+
+
+def _hour_row(row: Row) -> Row:
+    return (*row[:6], bool(row[6]))  # SQLite keeps a boolean as 0 or 1
 
 
 def _setting_row(row: Row) -> Row:

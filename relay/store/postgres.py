@@ -341,6 +341,8 @@ class PostgresStore(PostgresTenants):
             return counts
 
     async def prune(self, cutoff: float, batch: int = PRUNE_BATCH) -> int:
+        async with self._transaction() as conn:
+            await outbox.drop_hours(conn, cutoff)
         total = 0
         while True:
             async with self._transaction() as conn:

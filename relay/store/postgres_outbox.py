@@ -31,6 +31,7 @@ from typing import Any
 
 from relay.errors import StoreUnavailable
 from relay.models import Claim, Event, Lease, new_event_id, new_id
+from relay.store.activity import HOUR, hour_rows
 from relay.store.base import AttemptResult, IngestResult, NewEvent
 from relay.store.ordering import ORDERED, KeyQueue, superseded_on_replay
 from relay.store.postgres_keys import (
@@ -328,9 +329,21 @@ async def claim(
 
 
 # The attempt is kept whenever its delivery still exists (the same seq and id), whichever lease it came under;
-# ``live`` holds those deliveries against a prune until the transaction ends.
+# ``live`` holds those deliveries against a prune until the transaction ends. ``hours`` adds every result to its
+# hour's counts (``activity.hour_rows``), also one whose delivery was pruned meanwhile: one statement with the
+# attempts, no round trip more. Its rows are the recording relay's own (``node``, the lease's owner), written only by
+# that relay's results writer, one group at a time: no other transaction waits on them.
 _RECORD_ATTEMPTS = """
-WITH live AS (SELECT seq, id FROM deliveries WHERE seq = ANY($1::int8[]) FOR KEY SHARE)
+WITH live AS (SELECT seq, id FROM deliveries WHERE seq = ANY($1::int8[]) FOR KEY SHARE),
+hours AS (
+    INSERT INTO attempt_hours AS h (webhook_id, hour, node, attempts, failures, last_at, last_ok)
+    SELECT * FROM unnest($11::text[], $12::int8[], $13::text[], $14::int8[], $15::int8[], $16::float8[], $17::bool[])
+    ON CONFLICT (webhook_id, hour, node) DO UPDATE SET
+        attempts = h.attempts + excluded.attempts, failures = h.failures + excluded.failures,
+        -- the newest attempt: the later start (of two at one moment, the one written last)
+        last_at = CASE WHEN excluded.last_at >= h.last_at THEN excluded.last_at ELSE h.last_at END,
+        last_ok = CASE WHEN excluded.last_at >= h.last_at THEN excluded.last_ok ELSE h.last_ok END
+)
 INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status_code, error, error_detail,
                       response_body, next_attempt_at)
 SELECT v.seq, v.number, v.started_at, v.duration_ms, v.status_code, v.error, v.error_detail, v.response_body,
@@ -358,9 +371,9 @@ WHERE d.seq = v.seq AND d.id = v.id AND d.status = 'delivering' AND d.due_at = v
 
 
 async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
-    """Record finished attempts and the decisions taken after them, inside the caller's transaction. Of two results
-    for one attempt the last is kept, as SQLite's ``INSERT OR REPLACE`` does; of two for one delivery the first
-    decides, as it would one by one."""
+    """Record finished attempts, their hours' counts and the decisions taken after them, inside the caller's
+    transaction. Of two results for one attempt the last is kept, as SQLite's ``INSERT OR REPLACE`` does (both count
+    in the hours); of two for one delivery the first decides, as it would one by one."""
     attempts = {(r.lease.ref, r.attempt.number): r for r in results}
     decisions: dict[int, AttemptResult] = {}
     for r in results:
@@ -373,6 +386,7 @@ async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
     if keyed:
         await conn.execute(LOCK_KEYS_OF, sorted(keyed))
     kept = sorted(attempts.values(), key=lambda r: r.lease.ref)  # rows locked in seq order: fewer deadlocks
+    hours = hour_rows(results)  # one row per webhook, hour and node, in key order
     await conn.execute(
         _RECORD_ATTEMPTS,
         [r.lease.ref for r in kept],
@@ -385,6 +399,7 @@ async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
         [r.attempt.response_body for r in kept],
         [r.attempt.next_attempt_at for r in kept],
         [r.delivery_id for r in kept],
+        *([h[column] for h in hours] for column in range(7)),
     )
     moved = sorted(decisions.values(), key=lambda r: r.lease.ref)
     await conn.execute(
@@ -583,6 +598,12 @@ async def prune(conn: Conn, cutoff: float, batch: int) -> int:
     if row[1]:  # a statement of its own: it sees attempts recorded by a result its delete waited for
         await conn.execute("DELETE FROM attempts WHERE delivery_seq = ANY($1::int8[])", row[1])
     return int(row[0])
+
+
+async def drop_hours(conn: Conn, cutoff: float) -> None:
+    """Delete the hourly counts of hours that ended by ``cutoff``: a scan of ``attempt_hours`` (at most webhooks x
+    hours kept x nodes rows), not an index on ``hour`` that every record's upsert would pay for."""
+    await conn.execute("DELETE FROM attempt_hours WHERE hour <= $1::float8", cutoff - HOUR)
 
 
 async def cancel_queued(conn: Conn, webhook_id: str, now: float) -> int:

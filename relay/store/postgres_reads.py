@@ -17,7 +17,8 @@ from typing import Any
 
 from relay.errors import StoreUnavailable
 from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary, Scope
-from relay.store.base import EventPage, Page, StoredWebhook
+from relay.store.activity import activity_of, window
+from relay.store.base import Activity, EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
 from relay.store.postgres_schema import DRIVER_ERRORS, QUEUED, translate
 from relay.store.rows import attempt_of, delivery_of, stored_webhook
@@ -222,6 +223,43 @@ class PostgresReads:
             """
         )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def activity(self, since: float, until: float, *, scope: Scope) -> Activity:
+        """Hourly counts read through the key of ``attempt_hours`` alone, as on SQLite: one seek per webhook with
+        rows kept (a recursive walk of the key from one webhook id to the next), then each one's rows of the
+        window's hours and of its newest hour (a row in both comes once: ``UNION``), in one statement."""
+        first, end = window(since, until)
+        where = _Terms()
+        where.terms.append("id IS NOT NULL")
+        where.deliveries_in(scope, "id")
+        start, stop = where.arg(first), where.arg(end)
+        rows = await self._fetch(
+            f"""
+            WITH RECURSIVE ids(id) AS (
+                SELECT min(webhook_id) FROM attempt_hours
+                UNION ALL
+                SELECT (SELECT min(webhook_id) FROM attempt_hours WHERE webhook_id > ids.id)
+                FROM ids WHERE ids.id IS NOT NULL
+            ),
+            -- materialized: each webhook's newest hour is looked up once, not once per row read
+            hooks AS MATERIALIZED (
+                SELECT id, (SELECT max(hour) FROM attempt_hours WHERE webhook_id = ids.id) AS newest
+                FROM ids{where.where()}
+            )
+            SELECT hooks.id, a.hour, a.attempts, a.failures, a.hour = hooks.newest, a.last_at, a.last_ok
+            FROM hooks CROSS JOIN LATERAL (
+                SELECT node, hour, attempts, failures, last_at, last_ok FROM attempt_hours
+                WHERE webhook_id = hooks.id AND hour >= {start} AND hour < {stop}
+                UNION
+                SELECT node, hour, attempts, failures, last_at, last_ok FROM attempt_hours
+                WHERE webhook_id = hooks.id AND hour = hooks.newest
+            ) a
+            """,
+            *where.args,
+        )
+        counted = [r[:4] for r in rows if first <= r[1] < end]
+        newest = [(r[0], r[5], r[6]) for r in rows if r[4]]
+        return activity_of(since, until, counted, newest)
 
     async def due_by_webhook(self) -> dict[str, float]:
         rows = await self._fetch(

@@ -160,6 +160,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_key ON deliveries (webhook_id, ordering_key, due_at, seq)
         WHERE ordering_key IS NOT NULL AND status IN ('pending', 'failed', 'delivering');
     """,
+    """
+    -- Attempts counted per webhook and hour (the dashboard's activity, relay/store/activity.py), as on SQLite
+    -- (5 -> 6), written by the transaction that records them. ``node`` is the recording relay (the lease's owner):
+    -- each relay adds to its own rows, so relays recording at once never wait on one row; a read sums them.
+    CREATE TABLE attempt_hours (
+        webhook_id text NOT NULL,
+        hour bigint NOT NULL,
+        node text NOT NULL,
+        attempts bigint NOT NULL,
+        failures bigint NOT NULL,
+        last_at double precision NOT NULL,
+        last_ok boolean NOT NULL,
+        PRIMARY KEY (webhook_id, hour, node)
+    );
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

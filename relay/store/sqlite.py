@@ -29,6 +29,7 @@ import structlog
 from relay.errors import StoreError, StoreUnavailable
 from relay.models import Claim, Delivery, Durability, Scope
 from relay.store import sqlite_outbox as outbox
+from relay.store.activity import HOUR
 from relay.store.base import (
     AttemptResult,
     IngestResult,
@@ -332,6 +333,12 @@ class SqliteStore(SqliteTenants):
             conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
             return len(seqs)
 
+        def drop_hours(conn: sqlite3.Connection) -> None:
+            """Hourly counts of hours that ended by ``cutoff``: a scan of ``attempt_hours`` (at most webhooks x hours
+            kept x nodes rows), not an index on ``hour`` that every record's upsert would pay for."""
+            conn.execute("DELETE FROM attempt_hours WHERE hour <= ?", (cutoff - HOUR,))
+
+        await self._writer.run(drop_hours)
         total = 0
         while (count := await self._writer.run(run)) > 0:
             total += count

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from relay.models import Claim, Event, Lease, new_event_id, new_id
+from relay.store.activity import hour_rows
 from relay.store.base import AttemptResult, IngestResult, NewEvent, Room
 from relay.store.ordering import (
     LATEST,
@@ -339,6 +340,8 @@ def apply_results(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[Claim]
             for r in results
         ],
     )
+    # Every result counts in its hour, also one whose delivery was pruned meanwhile (``activity.hour_rows``).
+    _insert_many(conn, _ADD_HOURS, hour_rows(results))
     # Only a delivery still under this lease moves on: one cancelled, or leased again, meanwhile stays as it is.
     # Of two results for one delivery in a group the first wins, as it would one by one.
     first: dict[int, AttemptResult] = {}
@@ -373,6 +376,16 @@ def apply_results(conn: sqlite3.Connection, jobs: list[Job]) -> list[list[Claim]
     }
     leased = move_keys_on(conn, keyed, leases)
     return [[leased[r.lease.ref] for r in job.payload if r.lease.ref in leased] for job in jobs]
+
+
+# Counts add up; the newest attempt is the one with the later start (the one written last, of two at one moment).
+_ADD_HOURS = (
+    "INSERT INTO attempt_hours (webhook_id, hour, node, attempts, failures, last_at, last_ok) VALUES {rows}"
+    " ON CONFLICT (webhook_id, hour, node) DO UPDATE SET attempts = attempts + excluded.attempts,"
+    " failures = failures + excluded.failures,"
+    " last_at = CASE WHEN excluded.last_at >= last_at THEN excluded.last_at ELSE last_at END,"
+    " last_ok = CASE WHEN excluded.last_at >= last_at THEN excluded.last_ok ELSE last_ok END"
+)
 
 
 def move_keys_on(

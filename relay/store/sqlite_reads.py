@@ -20,7 +20,8 @@ import orjson
 
 from relay.errors import StoreUnavailable
 from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary, Scope
-from relay.store.base import EventPage, Page, StoredWebhook
+from relay.store.activity import activity_of, window
+from relay.store.base import Activity, EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
 from relay.store.rows import attempt_of, delivery_of, stored_webhook
 from relay.store.sqlite_schema import QUEUED, translate
@@ -253,6 +254,34 @@ class SqliteReads:
             """
         )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def activity(self, since: float, until: float, *, scope: Scope) -> Activity:
+        """Hourly counts read through the key of ``attempt_hours`` alone: one seek per webhook with rows kept (the
+        recursive step walks the key from one webhook id to the next, as ``earliest_due`` does), then each one's
+        rows of the window's hours, and of its newest hour."""
+        first, end = window(since, until)
+        terms, params = delivery_scope(scope, "id")
+        hooks = f"""
+            WITH RECURSIVE ids(id) AS (
+                SELECT MIN(webhook_id) FROM attempt_hours
+                UNION ALL
+                SELECT (SELECT MIN(webhook_id) FROM attempt_hours WHERE webhook_id > ids.id)
+                FROM ids WHERE ids.id IS NOT NULL
+            ),
+            hooks(id) AS (SELECT id FROM ids{_where(["id IS NOT NULL", *terms])})
+        """
+        counted = await self._read(
+            f"{hooks} SELECT a.webhook_id, a.hour, a.attempts, a.failures FROM hooks"
+            " JOIN attempt_hours a ON a.webhook_id = hooks.id AND a.hour >= ? AND a.hour < ?",
+            (*params, first, end),
+        )
+        newest = await self._read(
+            f"{hooks} SELECT a.webhook_id, a.last_at, a.last_ok FROM hooks JOIN attempt_hours a"
+            " ON a.webhook_id = hooks.id"
+            " AND a.hour = (SELECT MAX(hour) FROM attempt_hours WHERE webhook_id = hooks.id)",
+            params,
+        )
+        return activity_of(since, until, counted, newest)
 
     # -- webhooks created through the API ----------------------------------------------------------------
 

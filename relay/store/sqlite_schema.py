@@ -131,6 +131,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_key ON deliveries (webhook_id, ordering_key, due_at)
         WHERE ordering_key IS NOT NULL AND status IN ('pending', 'failed', 'delivering');
     """,
+    # 5 -> 6: attempts counted per webhook and hour (the dashboard's activity, relay/store/activity.py), written by
+    # the transaction that records them. ``node`` is the recording relay (the lease's owner): one relay owns a
+    # SQLite store, the column keeps PostgreSQL's shape. ``hour`` is the hour's start, epoch seconds; ``last_at``
+    # and ``last_ok`` are the newest attempt's start and whether it succeeded. Every read goes through the key.
+    """
+    CREATE TABLE attempt_hours (
+        webhook_id TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        last_at REAL NOT NULL,
+        last_ok INTEGER NOT NULL,
+        PRIMARY KEY (webhook_id, hour, node)
+    ) WITHOUT ROWID;
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

@@ -19,7 +19,17 @@ import pytest
 
 from relay.errors import Conflict, StoreUnavailable, ValidationError
 from relay.models import EVERYTHING, Attempt, Claim, Delivery, DeliveryStatus, ErrorKind, Scope
-from relay.store import AttemptResult, IngestResult, NewEvent, Room, Store, TenantKey
+from relay.store import (
+    Activity,
+    AttemptResult,
+    HourCount,
+    IngestResult,
+    NewEvent,
+    Room,
+    Store,
+    TenantKey,
+    WebhookActivity,
+)
 
 T0 = 1_700_000_000.0
 S = DeliveryStatus
@@ -77,7 +87,7 @@ def instant(number: int, at: float, *, ok: bool, next_at: float | None = None) -
 
 def result(claim: Claim, tried: Attempt, status: DeliveryStatus) -> AttemptResult:
     """The result of the attempt ``tried`` on ``claim``, due again when that attempt says (if at all)."""
-    return AttemptResult(claim.lease, claim.delivery_id, tried, status, tried.next_attempt_at)
+    return AttemptResult(claim.lease, claim.delivery_id, claim.webhook_id, tried, status, tried.next_attempt_at)
 
 
 class Stores:
@@ -159,6 +169,28 @@ async def status_of(store: Store, event_id: str) -> dict[str, DeliveryStatus]:
     found = await store.get_event(event_id, scope=EVERYTHING)
     assert found is not None
     return {d.webhook_id: d.status for d in found[1]}
+
+
+H = T0 - T0 % 3600  # the start of the hour holding T0
+
+
+def tried(claim: Claim, at: float, *, ok: bool, owner: str | None = None) -> AttemptResult:
+    """An attempt of ``claim`` started at ``at``: succeeded, or failed for good (dead); recorded by the relay ``owner``
+    when given (another node than the one that claimed)."""
+    done = result(claim, attempt(1, at, ok=ok), S.SUCCEEDED if ok else S.DEAD)
+    return done if owner is None else replace(done, lease=replace(claim.lease, owner=owner))
+
+
+async def attempted(store: Store, webhook_id: str, *moments: tuple[float, bool]) -> None:
+    """One new delivery to ``webhook_id`` per moment, each attempted once then (succeeded or not), one by one."""
+    for at, ok in moments:
+        await store.ingest([event(f"evt_{webhook_id}_{at}", webhook_id)], at)
+        [claim] = await claimed(store, webhook_id, at)
+        await store.record([tried(claim, at, ok=ok)])
+
+
+def hours(activity: Activity) -> list[tuple[float, int, int]]:
+    return [(h.start, h.attempts, h.failures) for h in activity.hours]
 
 
 class StoreContract:
@@ -1014,7 +1046,9 @@ class StoreContract:
         await store.ingest([keyed(f"e{n}", "k", f="fifo") for n in range(1, 4)], T0)
         [head] = await claimed(store, "f", T0)
         done = instant(1, T0 + 1, ok=True)
-        asked = AttemptResult(head.lease, head.delivery_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61)
+        asked = AttemptResult(
+            head.lease, head.delivery_id, head.webhook_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61
+        )
         leased = await store.record([asked])
         if leased:
             [second] = leased
@@ -1028,7 +1062,9 @@ class StoreContract:
         [third] = await claimed(store, "f", T0 + 2)
         assert third.event.id == "e3"
         # A result that asks for a lease when its key has no next delivery gets none.
-        last = AttemptResult(third.lease, third.delivery_id, instant(1, T0 + 3, ok=True), S.SUCCEEDED, None, T0 + 90)
+        last = AttemptResult(
+            third.lease, third.delivery_id, third.webhook_id, instant(1, T0 + 3, ok=True), S.SUCCEEDED, None, T0 + 90
+        )
         assert await store.record([last]) == []
 
     async def test_on_leased_hears_the_leased_deliveries_once(self, store: Store) -> None:
@@ -1038,7 +1074,9 @@ class StoreContract:
         [head] = await claimed(store, "f", T0)
         heard: list[list[Claim]] = []
         done = instant(1, T0 + 1, ok=True)
-        asked = AttemptResult(head.lease, head.delivery_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61)
+        asked = AttemptResult(
+            head.lease, head.delivery_id, head.webhook_id, done, S.SUCCEEDED, None, lease_next_until=T0 + 61
+        )
         leased = await store.record([asked], on_leased=heard.append)
         assert heard in ([], [leased])
         assert bool(heard) == bool(leased)
@@ -1095,6 +1133,85 @@ class StoreContract:
         [claim] = await claimed(store, "l", T0)
         await succeed(store, claim, T0 + 1)
         assert await store.prune(T0 + 10) == 2
+
+    # -- activity (CONTRACT §10) ---------------------------------------------------------------------------
+
+    async def test_activity_counts_attempts_and_failures_hour_by_hour_with_empty_hours(self, store: Store) -> None:
+        await store.ingest([event(f"e{n}", "a") for n in range(3)], H + 5)
+        first, second, third = await claimed(store, "a", H + 5)
+        # One batch, not in time order: counted together, the newest attempt by its start; a failure to be tried
+        # again counts as one too.
+        retried = result(first, attempt(1, H + 10, ok=False, next_at=H + 70), S.PENDING)
+        await store.record([retried, tried(second, H + 30, ok=True), tried(third, H + 20, ok=False)])
+        await attempted(store, "b", (H + 3600 + 5, False))
+        found = await store.activity(H, H + 3 * 3600, scope=EVERYTHING)
+        assert hours(found) == [(H, 3, 2), (H + 3600, 1, 1), (H + 7200, 0, 0)]
+        assert found.webhooks == {
+            "a": WebhookActivity(3, 2, H + 30, True),
+            "b": WebhookActivity(1, 1, H + 3600 + 5, False),
+        }
+        empty = await store.activity(H + 7200, H + 3 * 3600, scope=EVERYTHING)
+        assert hours(empty) == [(H + 7200, 0, 0)]
+        assert empty.webhooks["a"] == WebhookActivity(0, 0, H + 30, True)  # outside the window: its last attempt only
+
+    async def test_activity_takes_the_hour_holding_since_and_ends_before_until(self, store: Store) -> None:
+        await attempted(store, "a", (H - 1, False), (H, True), (H + 3599, False), (H + 3600, True))
+        inside = await store.activity(H + 1800, H + 3600, scope=EVERYTHING)
+        assert hours(inside) == [(H, 2, 1)]  # H - 1 is the hour before; H + 3600 starts at until
+        assert inside.webhooks["a"] == WebhookActivity(2, 1, H + 3600, True)  # the newest of all, after the window
+        wider = await store.activity(H - 0.5, H + 3600.5, scope=EVERYTHING)
+        assert hours(wider) == [(H - 3600, 1, 1), (H, 2, 1), (H + 3600, 1, 0)]
+        assert (wider.webhooks["a"].attempts, wider.webhooks["a"].failures) == (4, 2)
+        assert (await store.activity(H, H, scope=EVERYTHING)).hours == []
+
+    async def test_activity_keeps_a_webhooks_last_attempt_older_than_the_window(self, store: Store) -> None:
+        await attempted(store, "old", (H - 5 * 3600 + 7, True), (H - 5 * 3600 + 9, False))
+        await attempted(store, "new", (H + 60, True))
+        found = await store.activity(H, H + 3600, scope=EVERYTHING)
+        assert hours(found) == [(H, 1, 0)]
+        assert found.webhooks == {
+            "old": WebhookActivity(0, 0, H - 5 * 3600 + 9, False),
+            "new": WebhookActivity(1, 0, H + 60, True),
+        }
+        assert (await store.activity(H, H + 3600, scope=Scope("nobody"))) == Activity([HourCount(H, 0, 0)], {})
+
+    async def test_activity_inside_a_tenant_counts_only_its_webhooks(self, store: Store) -> None:
+        await tenants_ab(store)  # deliveries to ca, wa (a), wb (b), p (platform-wide) at T0
+        for webhook_id, ok in (("ca", True), ("wa", False), ("wb", False), ("p", True)):
+            claims = await claimed(store, webhook_id, T0)
+            await store.record([tried(claim, T0 + 1, ok=ok) for claim in claims])
+        await attempted(store, "gone", (T0 + 2, False))  # a webhook the store no longer knows
+        window = (H, H + 3600)
+        a = await store.activity(*window, scope=Scope("a"))
+        assert hours(a) == [(H, 2, 1)]
+        assert a.webhooks == {"ca": WebhookActivity(1, 0, T0 + 1, True), "wa": WebhookActivity(1, 1, T0 + 1, False)}
+        b = await store.activity(*window, scope=Scope("b"))
+        assert hours(b) == [(H, 1, 1)] and list(b.webhooks) == ["wb"]
+        everything = await store.activity(*window, scope=EVERYTHING)
+        assert hours(everything) == [(H, 7, 3)]  # p had three deliveries
+        assert sorted(everything.webhooks) == ["ca", "gone", "p", "wa", "wb"]
+        assert everything.webhooks["p"] == WebhookActivity(3, 0, T0 + 1, True)
+
+    async def test_prune_drops_the_counts_of_hours_that_ended_by_its_cutoff(self, store: Store) -> None:
+        await attempted(store, "a", (H - 3 * 3600 + 5, False), (H - 3600 + 5, True), (H + 5, False))
+        await attempted(store, "b", (H - 2 * 3600, True))
+        await store.prune(H)
+        found = await store.activity(H - 3 * 3600, H + 3600, scope=EVERYTHING)
+        assert hours(found) == [(H - 3 * 3600, 0, 0), (H - 2 * 3600, 0, 0), (H - 3600, 0, 0), (H, 1, 1)]
+        assert found.webhooks == {"a": WebhookActivity(1, 1, H + 5, False)}  # b has no row left
+        await store.prune(H + 3599)
+        assert hours(await store.activity(H, H + 1, scope=EVERYTHING)) == [(H, 1, 1)]  # its hour has not ended
+
+    async def test_activity_sums_what_several_relays_recorded_for_one_webhook_and_hour(self, store: Store) -> None:
+        await store.ingest([event(f"e{n}", "a") for n in range(4)], T0)
+        first, second, third, fourth = await claimed(store, "a", T0)
+        await store.record([tried(first, T0 + 10, ok=False)])
+        await store.record([tried(second, T0 + 40, ok=True, owner="relay-b")])  # another node, the newest attempt
+        await store.record([tried(third, T0 + 30, ok=False)])  # the first node's row again
+        await store.record([tried(fourth, T0 + 20, ok=True, owner="relay-c"), tried(fourth, T0 + 20, ok=True)])
+        found = await store.activity(H, H + 3600, scope=EVERYTHING)
+        assert hours(found) == [(H, 5, 2)]
+        assert found.webhooks == {"a": WebhookActivity(5, 2, T0 + 40, True)}
 
     # -- pruning -----------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 from relay.errors import StoreError
 from relay.models import Secret
 from relay.store.copy import (
+    _ATTEMPT_HOURS,
     _ATTEMPTS,
     _DELIVERIES,
     _EVENTS,
@@ -57,7 +58,7 @@ async def test_a_copy_in_small_batches_keeps_everything_and_requeues_at_now(tmp_
         1,
         1,
     )
-    assert done.schema == (5, 5) and done.seconds > 0
+    assert done.schema == (6, 6) and done.seconds > 0
 
     store = PostgresStore(postgres_url)
     await store.open()
@@ -70,6 +71,7 @@ async def test_a_copy_in_small_batches_keeps_everything_and_requeues_at_now(tmp_
             ]
             assert after["events"][event_id] == (before["events"][event_id][0], expected)
         assert after["list"] == before["list"] and after["webhooks"] == before["webhooks"]
+        assert after["activity"] == before["activity"] and before["activity"].webhooks["cfg"].attempts == 4
         claims, _ = await store.claim("cfg", 10, T0 + 500, T0 + 560)
         assert [c.event.id for c in claims] == ["e2", "e5", "e6", "e7"]  # e3 is parked until T0 + 3600
     finally:
@@ -105,7 +107,7 @@ async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_
     db = tmp_path / "relay.db"
     await fill_sqlite(db)
     # As a relay of schema version 2 left it (3 added indexes and a column; 4, tenants, columns and tables; 5,
-    # ordering keys, columns and an index).
+    # ordering keys, columns and an index; 6, the hourly attempt counts, a table).
     with sqlite3.connect(db) as conn:
         conn.executescript(
             "DROP INDEX events_type; DROP INDEX events_created; DROP INDEX deliveries_status;"
@@ -114,10 +116,10 @@ async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_
             " ALTER TABLE webhooks DROP COLUMN tenant; DROP TABLE tenant_keys; DROP TABLE tenant_removals;"
             " DROP TABLE settings; DROP INDEX deliveries_key; ALTER TABLE events DROP COLUMN ordering_key;"
             " ALTER TABLE deliveries DROP COLUMN ordering_key; ALTER TABLE deliveries DROP COLUMN ordering;"
-            " UPDATE schema_version SET version = 2;"
+            " DROP TABLE attempt_hours; UPDATE schema_version SET version = 2;"
         )
     done = await copy_store(db, Secret(postgres_url), T0)
-    assert done.schema == (2, 5) and done.events == 7
+    assert done.schema == (2, 6) and done.events == 7
 
 
 async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> None:
@@ -131,6 +133,7 @@ async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> No
         "events": (_EVENTS, {"created_us"}),
         "deliveries": (_DELIVERIES, set()),
         "attempts": (_ATTEMPTS, set()),
+        "attempt_hours": (_ATTEMPT_HOURS, set()),
         "webhooks": (_WEBHOOKS, {"source"}),
         "oauth_tokens": (_REFRESH_TOKENS, set()),
         "tenant_keys": (_TENANT_KEYS, set()),

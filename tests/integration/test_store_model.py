@@ -405,7 +405,16 @@ class StoreMachine(RuleBasedStateMachine):
         )
         self.run(
             self.store.record(
-                [AttemptResult(claim.lease, claim.delivery_id, attempt, decision.status, decision.next_attempt_at)]
+                [
+                    AttemptResult(
+                        claim.lease,
+                        claim.delivery_id,
+                        claim.webhook_id,
+                        attempt,
+                        decision.status,
+                        decision.next_attempt_at,
+                    )
+                ]
             )
         )
         rows = self.probe.attempt(claim.lease.ref, claim.attempt_number)

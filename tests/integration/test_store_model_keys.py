@@ -144,7 +144,11 @@ class KeyedStoreMachine(RuleBasedStateMachine):
         next_at = self.now + 5 if outcome in (S.PENDING, S.FAILED) else None
         ok = outcome is S.SUCCEEDED
         tried = Attempt(claim.attempt_number, self.now - took, took * 1000, 200 if ok else 500, None, None, "", next_at)
-        self.run(self.store.record([AttemptResult(claim.lease, claim.delivery_id, tried, outcome, next_at)]))
+        self.run(
+            self.store.record(
+                [AttemptResult(claim.lease, claim.delivery_id, claim.webhook_id, tried, outcome, next_at)]
+            )
+        )
         if not ok:
             return
         found = self.run(self.store.get_event(claim.event.id, scope=EVERYTHING))

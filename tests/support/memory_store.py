@@ -36,7 +36,9 @@ from relay.models import (
     new_id,
     parse_datetime,
 )
+from relay.store.activity import HOUR, activity_of, hour_rows, window
 from relay.store.base import (
+    Activity,
     AttemptResult,
     EventPage,
     IngestResult,
@@ -109,6 +111,9 @@ class MemoryData:
     tenant_keys: dict[bytes, TenantKey] = field(default_factory=dict)  # by digest
     tenant_removals: dict[str, float] = field(default_factory=dict)
     signing_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # The hourly attempt counts (relay/store/activity.py): (webhook id, hour, node) -> attempts, failures, newest
+    # attempt's start and whether it succeeded, kept and pruned as the SQL backends keep theirs.
+    hours: dict[tuple[str, int, str], tuple[int, int, float, bool]] = field(default_factory=dict)
 
     def webhook_tenant(self, webhook_id: str) -> str | None:
         found = self.webhooks.get(webhook_id)
@@ -335,10 +340,17 @@ class MemoryStore:
         self, results: Sequence[AttemptResult], on_leased: Callable[[list[Claim]], None] | None = None
     ) -> list[Claim]:
         data = self._write()
+        for webhook_id, hour, node, attempts, failures, last_at, last_ok in hour_rows(results):
+            held = data.hours.get((webhook_id, hour, node))
+            if held is not None:
+                attempts, failures = held[0] + attempts, held[1] + failures
+                if last_at < held[2]:
+                    last_at, last_ok = held[2], held[3]
+            data.hours[(webhook_id, hour, node)] = (attempts, failures, last_at, last_ok)
         for r in results:
             d = data.deliveries.get(r.lease.ref)
             if d is None or d.id != r.delivery_id:
-                continue  # pruned while its attempt was in flight
+                continue  # pruned while its attempt was in flight (counted in its hour all the same)
             d.attempts[r.attempt.number] = r.attempt
             ended_at = r.attempt.started_at + r.attempt.duration_ms / 1000
             if self._holds(r.lease) is d:
@@ -462,6 +474,7 @@ class MemoryStore:
             del data.events[event_id]
             for d in by_event.get(event_id, []):
                 del data.deliveries[d.ref]
+        data.hours = {key: row for key, row in data.hours.items() if key[1] + HOUR > cutoff}
         return len(gone)
 
     def _cancel_queued(self, webhook_id: str, now: float) -> int:
@@ -627,6 +640,17 @@ class MemoryStore:
         waiting = (S.PENDING, S.FAILED)
         deliveries = self._read().deliveries.values()
         return min((d.due_at for d in deliveries if d.status in waiting and d.due_at is not None), default=None)
+
+    async def activity(self, since: float, until: float, *, scope: Scope) -> Activity:
+        first, end = window(since, until)
+        tenant_of = self._read().webhook_tenant
+        kept = {key: row for key, row in self.data.hours.items() if scope.tenant in (None, tenant_of(key[0]))}
+        newest_hour: dict[str, int] = {}
+        for webhook_id, hour, _ in kept:
+            newest_hour[webhook_id] = max(newest_hour.get(webhook_id, hour), hour)
+        counted = [(w, hour, a, f) for (w, hour, _), (a, f, _, _) in kept.items() if first <= hour < end]
+        newest = [(w, at, ok) for (w, hour, _), (_, _, at, ok) in kept.items() if hour == newest_hour[w]]
+        return activity_of(since, until, counted, newest)
 
     # -- tenants -----------------------------------------------------------------------------------------
 

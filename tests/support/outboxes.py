@@ -48,7 +48,7 @@ async def fill_sqlite(path: Path) -> None:
 
 async def contents(store: Store) -> dict[str, Any]:
     """Everything the store API shows of a store: each event with its deliveries and attempts, the event list in
-    order, the API webhooks, the refresh tokens."""
+    order, the API webhooks, the refresh tokens, the hourly attempt counts around T0."""
     page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=1000, scope=EVERYTHING)
     events = {}
     for summary in page.events:
@@ -61,6 +61,7 @@ async def contents(store: Store) -> dict[str, Any]:
         "webhooks": await store.api_webhooks(),
         "token": await store.load_refresh_token("cfg"),
         "totals": await store.status_totals(),
+        "activity": await store.activity(T0 - 3600, T0 + 3600, scope=EVERYTHING),
     }
 
 

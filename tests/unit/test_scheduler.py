@@ -139,7 +139,7 @@ async def test_a_tick_claims_each_lane_oldest_due_first(rigs: list[Rig]) -> None
     # e1 of a failed once and is due again at T0 - 5: behind e2 (due since T0 - 10), though created before it.
     [first], _ = await r.store.claim("a", 1, T0 - 20, T0 - 19)
     tried = Attempt(1, T0 - 20, 5.0, 500, ErrorKind.HTTP_ERROR, None, "", T0 - 5)
-    await r.store.record([AttemptResult(first.lease, first.delivery_id, tried, S.PENDING, T0 - 5)])
+    await r.store.record([AttemptResult(first.lease, first.delivery_id, first.webhook_id, tried, S.PENDING, T0 - 5)])
     await r.scheduler.refresh()
     await r.scheduler._tick(T0)
     await settle()
