@@ -279,6 +279,7 @@ async def pick_tenant(view: View, form: Mapping[str, str]) -> Done:
 
 
 async def static(request: web.Request) -> web.StreamResponse:
+    _enabled(request)
     name = request.match_info["name"]
     if name not in STATIC:
         return await not_found(request)

@@ -22,9 +22,14 @@ from relay.ui.view import Done, Rendered, View, redirect
 from relay.views import delivery_view, webhook_view
 from relay.webhook_specs import DEFAULT_OVERLAP
 
-DAY = 86400.0
+HOUR = 3600.0
 PAGE = 25  # deliveries or events on one page
 FAILING_MOST = 5
+
+
+def _last_day(view: View) -> float:
+    """Where "the last 24 h" starts: the chart's 24 bars are the current hour and the 23 before it."""
+    return (view.now // HOUR - 23) * HOUR
 
 
 async def overview(view: View) -> Rendered:
@@ -35,7 +40,7 @@ async def overview(view: View) -> Rendered:
     for by_status in counts.values():
         for status, count in by_status.items():
             totals[status] = totals.get(status, 0) + count
-    activity = await services.store.activity(view.now - DAY, view.now, scope=scope)
+    activity = await services.store.activity(_last_day(view), view.now, scope=scope)
     failing = sorted(
         ((webhook_id, a) for webhook_id, a in activity.webhooks.items() if a.failures > 0),
         key=lambda item: (-item[1].failures, item[0]),
@@ -57,7 +62,7 @@ async def overview(view: View) -> Rendered:
 
 async def webhooks(view: View) -> Rendered:
     """Every webhook in scope, with its success rate over 24 h and its last attempt."""
-    activity = await view.services.store.activity(view.now - DAY, view.now, scope=view.scope)
+    activity = await view.services.store.activity(_last_day(view), view.now, scope=view.scope)
     listed = sorted(view.services.registry.visible(view.scope), key=lambda w: (w.created_at or 0.0, w.id))
     return Rendered(
         "webhooks.html", {"webhooks": [{"webhook": w, "activity": activity.webhooks.get(w.id)} for w in listed]}
@@ -83,7 +88,7 @@ async def webhook(view: View) -> Rendered:
         page = await view.services.store.list_deliveries(
             webhook_id=found.id, status=status, since=None, until=None, cursor=None, limit=PAGE, scope=view.scope
         )
-    activity = await view.services.store.activity(view.now - DAY, view.now, scope=view.scope)
+    activity = await view.services.store.activity(_last_day(view), view.now, scope=view.scope)
     next_page = None
     if page.next_cursor is not None:
         next_page = "?" + urlencode({k: v for k, v in (("status", status), ("after", page.next_cursor)) if v})

@@ -138,7 +138,9 @@ def _set(
 
 def same_origin(request: web.Request, services: Services) -> bool:
     """Whether a post comes from a page of ours, as far as the browser tells: ``Origin`` must be this relay's
-    (the address asked, or ``[ui] public_url``); without one, ``Sec-Fetch-Site`` must not say another site."""
+    (the address asked, or ``[ui] public_url``); without one, ``Sec-Fetch-Site`` must not say another site. An
+    opaque origin (``null``: a sandboxed frame, a ``data:`` page) is refused; our pages' ``Referrer-Policy:
+    same-origin`` keeps Chromium sending the real one (under ``no-referrer`` it sends ``null`` for a form post)."""
     origin = request.headers.get("Origin")
     if origin is not None:
         return origin in _origins(request, services)

@@ -21,7 +21,7 @@ HEADERS = {
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -83,8 +83,23 @@ PageHandler = Callable[[View], Awaitable[Rendered | web.StreamResponse]]
 ActionHandler = Callable[[View, Mapping[str, str]], Awaitable[Done]]
 
 
+# What a page outside a session (sign-in, a refusal) gives base.html.
+_BARE: dict[str, Any] = {
+    "tenant": None,
+    "admin": False,
+    "view": None,
+    "tenants": [],
+    "csrf": None,
+    "portal": False,
+    "expires_at": None,
+    "flash": None,
+    "active": None,
+    "now": 0.0,
+}
+
+
 def render(template: str, status: int, context: Mapping[str, Any]) -> web.Response:
-    full = {"tenant": None, "admin": False, "flash": None, "csrf": None, **context}
+    full = {**_BARE, **context}
     body = templates.get_template(template).render(**full)
     return web.Response(text=body, status=status, content_type="text/html", headers=HEADERS)
 

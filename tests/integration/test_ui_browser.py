@@ -44,7 +44,7 @@ class World:
 @contextlib.asynccontextmanager
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     """Two tenants, each with a key, a webhook and one event; A's receiver fails the first attempt (503, with a
-    hostile body) and the retry is an hour away."""
+    hostile body), and with no retry in its schedule that delivery is parked as failed."""
     config = replace(make_config(tmp_path, []), ui=UiConfig(session_ttl=3600.0))
     async with Receiver() as receiver, running_relay(tmp_path, [], config=config, clock=FakeClock(T0)) as relay:
         receiver.script("/a", [Reply(503, body=HOSTILE.encode()), Reply(200)])
@@ -56,7 +56,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                 relay,
                 "POST",
                 "/v1/webhooks",
-                {"url": receiver.url(path), "description": f"{tenant} endpoint", "retry_schedule": ["0s", "1h"]},
+                {"url": receiver.url(path), "description": f"{tenant} endpoint", "retry_schedule": ["0s"]},
                 key=keys[tenant],
             )
             hooks[tenant] = answer["data"]["id"]
@@ -83,10 +83,10 @@ async def _settled(relay: RunningRelay, event_id: str) -> bool:
 async def sign_in_by_keyboard(page: Page, relay: RunningRelay, key: str) -> None:
     await page.goto(f"{relay.url}/ui/")
     assert page.url == f"{relay.url}/ui/sign-in"
-    await page.keyboard.press("Tab")  # the skip link first, then the key field
-    await page.keyboard.press("Tab")
-    assert await page.evaluate("document.activeElement.id") == "key"
+    assert await page.evaluate("document.activeElement.id") == "key"  # autofocus
     await page.keyboard.type(key)
+    await page.keyboard.press("Tab")  # to the button, and press it
+    assert await page.evaluate("document.activeElement.textContent") == "Sign in"
     await page.keyboard.press("Enter")
     await page.wait_for_url(f"{relay.url}/ui/")
 
@@ -155,7 +155,7 @@ async def test_send_test_and_a_rotated_secret_shown_once(tmp_path: Path, tab: Ta
         await page.goto(f"{w.relay.url}/ui/webhooks/{w.hooks[A]}")
         await page.click("#send-test")
         assert "answered 200" in await page.inner_text("#flash")
-        assert w.receiver.requests_to("/a")[-1].json()["type"] == "webhook.test"
+        assert w.receiver.requests_to("/a")[-1].json["type"] == "webhook.test"
 
         await page.click("#rotate-secret")
         secret = await page.inner_text("#new-secret")
