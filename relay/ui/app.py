@@ -22,6 +22,7 @@ from aiohttp import web
 
 from relay.errors import Conflict, NotFound, StoreUnavailable, ValidationError
 from relay.http import SERVICES, Caller, Services, caller_of_key
+from relay.models import TENANT_ID, TENANT_ID_RULE
 from relay.ui import pages
 from relay.ui.session import (
     PATH,
@@ -272,8 +273,8 @@ async def pick_tenant(view: View, form: Mapping[str, str]) -> Done:
     if not view.session.admin:
         raise NotFound("only an admin picks a tenant")
     chosen = form.get("tenant", "")
-    if chosen and chosen not in {t.id for t in await view.services.store.tenant_summaries()}:
-        return Done("/ui/", {"error": f"There is no tenant {chosen!r}."})
+    if chosen and not TENANT_ID.fullmatch(chosen):
+        return Done("/ui/", {"error": f"tenant: {TENANT_ID_RULE}"})
     claims = replace(view.session.claims, view=chosen or None)
     return Done("/ui/", {"message": f"Showing {chosen}." if chosen else "Showing every tenant."}, session=claims)
 

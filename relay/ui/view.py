@@ -46,7 +46,10 @@ class View:
 
     async def context(self) -> dict[str, Any]:
         """What base.html shows on every page: who is signed in, the tenant picker, the sign-out form."""
-        tenants = [t.id for t in await self.services.store.tenant_summaries()] if self.session.admin else []
+        tenants: list[str] = []
+        if self.session.admin:  # the picker: tenants with webhooks (in memory; counting their deliveries is not free)
+            held = {w.tenant for w in self.services.registry.all() if w.tenant is not None}
+            tenants = sorted(held | ({self.session.claims.view} if self.session.claims.view else set()))
         return {
             "now": self.now,
             "tenant": self.session.tenant,
