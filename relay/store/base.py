@@ -4,7 +4,7 @@ Domain words only: events, deliveries, leases, webhooks, refresh tokens. No conn
 thread. A backend (``relay/store/sqlite.py``; the in-memory fake in ``tests/support/memory_store.py``)
 implements :class:`Store`; ``relay.store.open_store`` is the one place that picks one. Callers take the
 narrowest protocol they need: the scheduler an :class:`Outbox`, the dashboard and the API's reads a
-:class:`History`, an OAuth2 authenticator a :class:`RefreshTokens`.
+:class:`History`, an OAuth2 authenticator a :class:`RefreshTokens`, the dashboard's sign-out a :class:`Sessions`.
 
 Leases are what make a store shareable: a claim hands out a :class:`Lease` (whose claim it is, until when, and the
 store's own handle on the delivery), and a result is recorded only while that lease is still the one the
@@ -404,6 +404,21 @@ class Tenants(Protocol):
         ...
 
 
+class Sessions(Protocol):
+    """Dashboard sessions signed out before they expire (CONTRACT §10, ``relay.ui.session``). A session is a signed
+    cookie: the store keeps only the nonces of those ended early, so a copy of the cookie is refused by every relay
+    of a group from the next request on, and forgets each one once its cookie has expired anyway."""
+
+    async def end_session(self, nonce: str, expires_at: float, now: float) -> None:
+        """Record that the session ``nonce`` (whose cookie expires at ``expires_at``) has ended; in the same
+        write, forget the ended sessions whose cookies expired at or before ``now``."""
+        ...
+
+    async def session_ended(self, nonce: str) -> bool:
+        """Whether the session ``nonce`` was ended (and its cookie had not expired at the last ``end_session``)."""
+        ...
+
+
 class RefreshTokenSession(Protocol):
     """One refresh of a webhook's OAuth2 token, between reading the stored refresh token and saving a rotated one."""
 
@@ -526,5 +541,7 @@ class RateWindows(Protocol):
         ...
 
 
-class Store(Outbox, Webhooks, History, Tenants, RefreshTokens, Signals, Jobs, RateWindows, Lifecycle, Protocol):
+class Store(
+    Outbox, Webhooks, History, Tenants, Sessions, RefreshTokens, Signals, Jobs, RateWindows, Lifecycle, Protocol
+):
     """Everything a backend provides."""

@@ -4,8 +4,9 @@ What goes across: every event, every delivery (its status, attempt count and due
 attempted, ``delivering``, becomes ``pending`` and due at once, as a restart would make it), every attempt and the
 hourly attempt counts the dashboard reads, the webhooks created through the API (their whole spec, secrets included,
 and their rotation state), the stored OAuth2 refresh tokens, and the tenants' keys (their SHA-256), deletions and the
-portal links' signing key, so keys and links go on working. Config-declared webhooks are not copied: the relays on
-PostgreSQL declare them from their own files when they start; their deliveries are copied all the same.
+portal links' signing key, so keys and links go on working, and the dashboard sessions signed out, so the cookie of
+one (still signed with that key) does not open again on the target. Config-declared webhooks are not copied: the
+relays on PostgreSQL declare them from their own files when they start; their deliveries are copied all the same.
 
 Seqs are kept as they are (events and deliveries keep their order, attempts and deliveries their references, list
 cursors their meaning) and the target's identity counters are set past the copied maxima, so new rows follow.
@@ -155,6 +156,14 @@ _SETTINGS = _Table(
     "INSERT INTO settings (name, value) SELECT * FROM unnest($1::text[], $2::bytea[])"
     " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
 )
+# Ended dashboard sessions (``Sessions.end_session``), expired ones included: the target's next sign-out deletes
+# those. A target whose relays ran may hold some of its own: a nonce is random, one on both sides is the same session.
+_ENDED_SESSIONS = _Table(
+    "ended_sessions",
+    "SELECT nonce, expires_at FROM ended_sessions ORDER BY nonce",
+    "INSERT INTO ended_sessions (nonce, expires_at) SELECT * FROM unnest($1::text[], $2::float8[])"
+    " ON CONFLICT (nonce) DO NOTHING",
+)
 _REFRESH_TOKENS = _Table(
     "oauth_tokens",
     "SELECT webhook_id, refresh_token, updated_at FROM oauth_tokens ORDER BY webhook_id",
@@ -286,6 +295,7 @@ async def _copy(conn: Conn, reader: sqlite3.Connection, now: float, batch: int) 
     await _copy_table(conn, reader, _ATTEMPT_HOURS, batch, _hour_row)
     await _copy_table(conn, reader, _TENANT_REMOVALS, batch)
     await _copy_table(conn, reader, _SETTINGS, batch, _setting_row)
+    await _copy_table(conn, reader, _ENDED_SESSIONS, batch)
     for table in ("events", "deliveries"):  # new rows follow the copied ones
         await conn.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), max(seq)) FROM {table} HAVING count(*) > 0"

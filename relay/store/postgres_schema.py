@@ -175,6 +175,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (webhook_id, hour, node)
     );
     """,
+    """
+    -- Dashboard sessions signed out before their cookie expires (Sessions.end_session), as on SQLite (6 -> 7): each
+    -- session's nonce, refused by every relay of the group from then on, and when its cookie expires. Each sign-out
+    -- deletes the rows past that, so the table holds only the live sessions that were signed out: its scan for them
+    -- needs no index on expires_at.
+    CREATE TABLE ended_sessions (nonce text PRIMARY KEY, expires_at double precision NOT NULL);
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

@@ -1,7 +1,8 @@
 """The PostgreSQL backend's tenants (CONTRACT §9), as on SQLite (``relay.store.sqlite_tenants``): keys by their
-SHA-256, the admin's view of tenants, offboarding, and the key that signs portal links (``PostgresStore`` inherits
-them). A key revoked on one relay is refused by every relay from the next request on: keys are looked up in the
-database for each request, never cached."""
+SHA-256, the admin's view of tenants, offboarding, the key that signs portal links and dashboard sessions, and the
+sessions signed out (``PostgresStore`` inherits them). A key revoked, or a session signed out, on one relay is
+refused by every relay from the next request on: both are looked up in the database for each request, never
+cached."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from relay.store.rows import KEY_COLUMNS, summaries, tenant_key_of
 
 
 class PostgresTenants(PostgresReads):
-    """Tenant keys and tenants; ``PostgresStore`` provides ``_transaction`` and ``owner``."""
+    """Tenant keys and tenants, and ended dashboard sessions; ``PostgresStore`` provides ``_transaction`` and
+    ``owner``."""
 
     owner: str
 
@@ -105,3 +107,17 @@ class PostgresTenants(PostgresReads):
                 secrets.token_bytes(32),
             )
             return bytes(await conn.fetchval("SELECT value FROM settings WHERE name = 'signing_key'"))
+
+    async def end_session(self, nonce: str, expires_at: float, now: float) -> None:
+        # One statement: the expired rows go in the same round trip (a WITH's DELETE runs whether or not it is read).
+        async with self._connection() as conn:
+            await conn.execute(
+                "WITH expired AS (DELETE FROM ended_sessions WHERE expires_at <= $3)"
+                " INSERT INTO ended_sessions (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+                nonce,
+                expires_at,
+                now,
+            )
+
+    async def session_ended(self, nonce: str) -> bool:
+        return bool(await self._fetch("SELECT 1 FROM ended_sessions WHERE nonce = $1", nonce))

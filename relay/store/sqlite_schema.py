@@ -147,6 +147,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (webhook_id, hour, node)
     ) WITHOUT ROWID;
     """,
+    # 6 -> 7: dashboard sessions signed out before their cookie expires (``Sessions.end_session``): each session's
+    # nonce, refused from then on, and when its cookie expires. Each sign-out deletes the rows past that, so the
+    # table holds only the live sessions that were signed out: its scan for them needs no index on expires_at.
+    """
+    CREATE TABLE ended_sessions (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+    """,
 )
 
 # Statuses that still hold a claim on the scheduler's attention; the partial index covers exactly these.

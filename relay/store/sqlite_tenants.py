@@ -1,5 +1,6 @@
 """The SQLite backend's tenants (CONTRACT §9): keys by their SHA-256, the admin's view of tenants, offboarding,
-and the key that signs portal links (``SqliteStore`` inherits them)."""
+the key that signs portal links and dashboard sessions, and the sessions signed out (``SqliteStore`` inherits
+them)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ T = TypeVar("T")
 
 
 class SqliteTenants(SqliteReads):
-    """Tenant keys and tenants; ``SqliteStore`` provides the connections (``_write``: one write transaction)."""
+    """Tenant keys and tenants, and ended dashboard sessions; ``SqliteStore`` provides the connections (``_write``:
+    one write transaction)."""
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
@@ -106,3 +108,16 @@ class SqliteTenants(SqliteReads):
             return bytes(conn.execute("SELECT value FROM settings WHERE name = 'signing_key'").fetchone()[0])
 
         return await self._write(run)
+
+    async def end_session(self, nonce: str, expires_at: float, now: float) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM ended_sessions WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO ended_sessions (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING",
+                (nonce, expires_at),
+            )
+
+        await self._write(run)
+
+    async def session_ended(self, nonce: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM ended_sessions WHERE nonce = ?", (nonce,)))

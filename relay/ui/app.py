@@ -264,6 +264,10 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 
 async def sign_out(view: View, form: Mapping[str, str]) -> Done:
+    """The session ends on the server (every relay of the group refuses its cookie from now on), then in the
+    browser (the ``action`` frame deletes the cookie)."""
+    claims = view.session.claims
+    await view.services.store.end_session(claims.nonce, claims.expires_at, view.now)
     log.info("ui_signed_out", tenant=view.session.tenant)
     return Done("/ui/sign-in", signed_out=True)
 

@@ -5,6 +5,8 @@
   tenant key) or by a portal link, and ends at ``[ui] session_ttl`` (a portal link's session also at the link's
   end), at sign-out, when the tenant is deleted, and when the key it was made with is revoked (a tenant key) or
   taken out of ``server.api_keys`` (an admin key): each page checks, as the API checks a key on each request.
+  Sign-out ends the session on the server, not only in the browser: the store keeps its nonce until the cookie
+  would have expired (``Sessions.end_session``), so a copy of the cookie is refused by every relay of the group.
 - **CSRF**: every form that changes something carries a token derived from the session's own nonce (an HMAC
   with the store's signing key), and a post is refused (403) without the right one, or when the browser says it
   comes from another origin (``Origin``, else ``Sec-Fetch-Site``). The sign-in form, which has no session yet,
@@ -94,7 +96,10 @@ async def current(request: web.Request, services: Services, key: bytes) -> Sessi
 
 
 async def still_open(services: Services, key: bytes, claims: Claims) -> bool:
-    """A session (or portal link) of a deleted tenant, or made with a key that is no longer one, is over."""
+    """A session (or portal link) of a deleted tenant, or made with a key that is no longer one, is over; so is a
+    session signed out (a portal link has no nonce of its own to end: it is not looked up)."""
+    if claims.use == SESSION and await services.store.session_ended(claims.nonce):
+        return False
     if claims.tenant is None:
         return claims.key != "" and any(
             hmac.compare_digest(claims.key, admin_fingerprint(key, k)) for k in services.api_keys

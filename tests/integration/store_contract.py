@@ -424,6 +424,25 @@ class StoreContract:
         assert len(key) >= 32 and await store.signing_key() == key
         assert await (await stores.reopen(store)).signing_key() == key
 
+    # -- dashboard sessions signed out -------------------------------------------------------------------
+
+    async def test_an_ended_session_stays_ended_and_no_other_does(self, store: Store, stores: Stores) -> None:
+        assert not await store.session_ended("n1")
+        await store.end_session("n1", T0 + 3600, T0)
+        assert await store.session_ended("n1") and not await store.session_ended("n2")
+        assert not await store.session_ended("")  # a portal link's nonce is never one
+        await store.end_session("n1", T0 + 3600, T0 + 1)  # signed out twice (two tabs): still ended
+        assert await store.session_ended("n1")
+        assert await (await stores.reopen(store)).session_ended("n1")
+
+    async def test_ended_sessions_past_their_expiry_go_at_the_next_end(self, store: Store) -> None:
+        await store.end_session("short", T0 + 10, T0)
+        await store.end_session("long", T0 + 3600, T0)
+        await store.end_session("edge", T0 + 20, T0 + 1)
+        assert [await store.session_ended(n) for n in ("short", "long", "edge")] == [True, True, True]
+        await store.end_session("later", T0 + 7200, T0 + 20)  # expiry at or before now: forgotten
+        assert [await store.session_ended(n) for n in ("short", "long", "edge", "later")] == [False, True, False, True]
+
     # -- claims and leases -------------------------------------------------------------------------------
 
     async def test_claim_leases_due_deliveries_oldest_first(self, store: Store) -> None:

@@ -15,6 +15,7 @@ from relay.store.copy import (
     _ATTEMPT_HOURS,
     _ATTEMPTS,
     _DELIVERIES,
+    _ENDED_SESSIONS,
     _EVENTS,
     _REFRESH_TOKENS,
     _SETTINGS,
@@ -58,7 +59,7 @@ async def test_a_copy_in_small_batches_keeps_everything_and_requeues_at_now(tmp_
         1,
         1,
     )
-    assert done.schema == (6, 6) and done.seconds > 0
+    assert done.schema == (7, 7) and done.seconds > 0
 
     store = PostgresStore(postgres_url)
     await store.open()
@@ -72,6 +73,7 @@ async def test_a_copy_in_small_batches_keeps_everything_and_requeues_at_now(tmp_
             assert after["events"][event_id] == (before["events"][event_id][0], expected)
         assert after["list"] == before["list"] and after["webhooks"] == before["webhooks"]
         assert after["activity"] == before["activity"] and before["activity"].webhooks["cfg"].attempts == 4
+        assert before["signed_out"] and after["signed_out"]  # its cookie, signed with the copied key, stays refused
         claims, _ = await store.claim("cfg", 10, T0 + 500, T0 + 560)
         assert [c.event.id for c in claims] == ["e2", "e5", "e6", "e7"]  # e3 is parked until T0 + 3600
     finally:
@@ -107,7 +109,7 @@ async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_
     db = tmp_path / "relay.db"
     await fill_sqlite(db)
     # As a relay of schema version 2 left it (3 added indexes and a column; 4, tenants, columns and tables; 5,
-    # ordering keys, columns and an index; 6, the hourly attempt counts, a table).
+    # ordering keys, columns and an index; 6, the hourly attempt counts, a table; 7, ended sessions, a table).
     with sqlite3.connect(db) as conn:
         conn.executescript(
             "DROP INDEX events_type; DROP INDEX events_created; DROP INDEX deliveries_status;"
@@ -116,15 +118,16 @@ async def test_an_older_sqlite_store_is_migrated_first(tmp_path: Path, postgres_
             " ALTER TABLE webhooks DROP COLUMN tenant; DROP TABLE tenant_keys; DROP TABLE tenant_removals;"
             " DROP TABLE settings; DROP INDEX deliveries_key; ALTER TABLE events DROP COLUMN ordering_key;"
             " ALTER TABLE deliveries DROP COLUMN ordering_key; ALTER TABLE deliveries DROP COLUMN ordering;"
-            " DROP TABLE attempt_hours; UPDATE schema_version SET version = 2;"
+            " DROP TABLE attempt_hours; DROP TABLE ended_sessions; UPDATE schema_version SET version = 2;"
         )
     done = await copy_store(db, Secret(postgres_url), T0)
-    assert done.schema == (2, 6) and done.events == 7
+    assert done.schema == (2, 7) and done.events == 7
 
 
 async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> None:
-    """A migration that adds a column to a copied table must teach ``relay.store.copy`` about it: this lists what
-    the copy reads (``created_us`` is computed from ``created_at``; ``webhooks.source`` is 'api' for every row)."""
+    """A migration that adds a table, or a column to a copied table, must teach ``relay.store.copy`` about it: this
+    lists what the copy reads (``created_us`` is computed from ``created_at``; ``webhooks.source`` is 'api' for every
+    row)."""
     db = tmp_path / "relay.db"
     store = SqliteStore(db)
     await store.open()
@@ -139,8 +142,11 @@ async def test_every_sqlite_column_has_a_place_in_the_copy(tmp_path: Path) -> No
         "tenant_keys": (_TENANT_KEYS, set()),
         "tenant_removals": (_TENANT_REMOVALS, set()),
         "settings": (_SETTINGS, set()),
+        "ended_sessions": (_ENDED_SESSIONS, set()),
     }
     with sqlite3.connect(db) as conn:
+        every = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert every - {"schema_version"} == tables.keys()  # the target's own version is migrate's
         for name, (table, derived) in tables.items():
             columns = {r[1] for r in conn.execute(f"SELECT * FROM pragma_table_xinfo('{name}')")}
             read = set(table.select.partition(" FROM ")[0].removeprefix("SELECT ").split(", "))

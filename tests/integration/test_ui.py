@@ -112,6 +112,21 @@ async def test_sign_in_with_an_admin_key_and_out_again(tmp_path: Path) -> None:
         assert (await ui.get("/ui/webhooks")).location == "/ui/sign-in"
 
 
+async def test_sign_out_ends_the_session_on_the_server_too(tmp_path: Path) -> None:
+    """A copy of the cookie taken before sign-out no longer opens a page; another session of the same key does."""
+    async with world(tmp_path) as w, UiClient(w.relay) as ui, UiClient(w.relay) as other:
+        assert (await ui.sign_in(w.keys[A])).status == 303 and (await other.sign_in(w.keys[A])).status == 303
+        copied = ui.cookie("relay_session")
+        assert copied is not None
+        assert (await ui.post("/ui/sign-out")).location == "/ui/sign-in"
+        async with UiClient(w.relay) as thief:
+            answer = await thief.get("/ui/webhooks", Cookie=f"relay_session={copied}")
+            assert answer.status == 303 and answer.location == "/ui/sign-in"
+            assert (await thief.get("/ui/", Cookie=f"relay_session={copied}")).location == "/ui/sign-in"
+        mine = await other.get("/ui/webhooks")
+        assert mine.status == 200 and w.hooks[A]["id"] in mine.text
+
+
 async def test_the_sign_in_form_needs_its_own_token_and_our_origin(tmp_path: Path) -> None:
     async with world(tmp_path) as w, UiClient(w.relay) as ui:
         await ui.get("/ui/sign-in")

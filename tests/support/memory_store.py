@@ -110,6 +110,7 @@ class MemoryData:
     refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     tenant_keys: dict[bytes, TenantKey] = field(default_factory=dict)  # by digest
     tenant_removals: dict[str, float] = field(default_factory=dict)
+    ended_sessions: dict[str, float] = field(default_factory=dict)  # nonce -> when its cookie expires
     signing_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     # The hourly attempt counts (relay/store/activity.py): (webhook id, hour, node) -> attempts, failures, newest
     # attempt's start and whether it succeeded, kept and pruned as the SQL backends keep theirs.
@@ -719,6 +720,17 @@ class MemoryStore:
 
     async def signing_key(self) -> bytes:
         return self._read().signing_key
+
+    # -- dashboard sessions ------------------------------------------------------------------------------
+
+    async def end_session(self, nonce: str, expires_at: float, now: float) -> None:
+        data = self._write()
+        for gone in [n for n, until in data.ended_sessions.items() if until <= now]:
+            del data.ended_sessions[gone]
+        data.ended_sessions.setdefault(nonce, expires_at)
+
+    async def session_ended(self, nonce: str) -> bool:
+        return nonce in self._read().ended_sessions
 
 
 def _event_in(event: Event, scope: Scope) -> bool:

@@ -20,7 +20,7 @@ EVENT_IDS = [f"e{n}" for n in range(1, 8)]
 async def fill_sqlite(path: Path) -> None:
     """Seven events, each to the config webhook ``cfg`` and the API webhook ``api-hook``. Of ``cfg``'s deliveries:
     e1 succeeded, e2 failed and due again, e3 parked (failed), e4 dead, e5 leased (being attempted), e6 and e7
-    pending. ``api-hook`` is mid-rotation; ``cfg`` has a refresh token."""
+    pending. ``api-hook`` is mid-rotation; ``cfg`` has a refresh token; the dashboard session ``signed-out`` ended."""
     store = SqliteStore(path)
     await store.open()
     try:
@@ -28,6 +28,7 @@ async def fill_sqlite(path: Path) -> None:
         assert await store.insert_api_webhook("api-hook", API_SPEC, T0)
         assert await store.update_api_webhook("api-hook", API_SPEC, T0 + 1, rotation=("whsec_old", T0 + 3600))
         await store.save_refresh_token("cfg", "refresh-1")
+        await store.end_session("signed-out", T0 + 3600, T0)
         for n, event_id in enumerate(EVENT_IDS):
             created = f"2024-01-15T10:35:0{n}.5Z" if n % 2 else f"2024-01-15T10:35:0{n}Z"
             await store.ingest([event(event_id, "cfg", "api-hook", event_type=f"t.{n % 3}", created_at=created)], T0)
@@ -48,7 +49,7 @@ async def fill_sqlite(path: Path) -> None:
 
 async def contents(store: Store) -> dict[str, Any]:
     """Everything the store API shows of a store: each event with its deliveries and attempts, the event list in
-    order, the API webhooks, the refresh tokens, the hourly attempt counts around T0."""
+    order, the API webhooks, the refresh tokens, the hourly attempt counts around T0, whether ``signed-out`` ended."""
     page = await store.list_events(event_type=None, since=None, until=None, cursor=None, limit=1000, scope=EVERYTHING)
     events = {}
     for summary in page.events:
@@ -62,6 +63,7 @@ async def contents(store: Store) -> dict[str, Any]:
         "token": await store.load_refresh_token("cfg"),
         "totals": await store.status_totals(),
         "activity": await store.activity(T0 - 3600, T0 + 3600, scope=EVERYTHING),
+        "signed_out": await store.session_ended("signed-out"),
     }
 
 
