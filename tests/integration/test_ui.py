@@ -17,7 +17,7 @@ import pytest
 
 from relay.api import build_app
 from relay.clock import FakeClock
-from relay.config import UiConfig
+from relay.config import StorageConfig, UiConfig
 from relay.models import Secret
 from tests.support.management import call
 from tests.support.receiver import Receiver, Reply
@@ -223,42 +223,54 @@ def _ui_routes(relay: RunningRelay, method: str, webhook_id: str, event_id: str)
 @pytest.mark.parametrize("door", ["key", "portal"])
 async def test_a_tenant_sees_and_changes_only_its_own_on_every_page(tmp_path: Path, door: str) -> None:
     async with world(tmp_path) as w, UiClient(w.relay) as ui:
-        if door == "key":
-            assert (await ui.sign_in(w.keys[A])).status == 303
-        else:
-            status, answer = await call(w.relay, "POST", f"/v1/tenants/{A}/portal", {})
-            assert status == 201, answer
-            link = answer["data"]["url"].removeprefix(w.relay.url)
-            assert (await ui.get(link)).location == "/ui/"
-        theirs = [w.hooks[B]["id"], w.events[B], w.receiver.url("/b"), f"{B} "]
-        pages = [p for p in _ui_routes(w.relay, "GET", w.hooks[A]["id"], w.events[A]) if p != "/ui/sign-in"]
-        assert len(pages) >= 5, pages
-        for path in pages:
+        await _tenant_walk(w, ui, door)
+
+
+async def test_a_tenant_sees_and_changes_only_its_own_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    storage = StorageConfig(url=Secret(postgres_url), pool_size=4)
+    async with world(tmp_path, storage=storage) as w, UiClient(w.relay) as ui:
+        await _tenant_walk(w, ui, "key")
+
+
+async def _tenant_walk(w: World, ui: UiClient, door: str) -> None:
+    """Signed in as tenant A (by its key or a portal link): every page shows A's and nothing of B's; every page and
+    button naming one of B's ids is "not found", and changes nothing."""
+    if door == "key":
+        assert (await ui.sign_in(w.keys[A])).status == 303
+    else:
+        status, answer = await call(w.relay, "POST", f"/v1/tenants/{A}/portal", {})
+        assert status == 201, answer
+        link = answer["data"]["url"].removeprefix(w.relay.url)
+        assert (await ui.get(link)).location == "/ui/"
+    theirs = [w.hooks[B]["id"], w.events[B], w.receiver.url("/b"), f"{B} "]
+    pages = [p for p in _ui_routes(w.relay, "GET", w.hooks[A]["id"], w.events[A]) if p != "/ui/sign-in"]
+    assert len(pages) >= 5, pages
+    for path in pages:
+        page = await ui.get(path)
+        assert page.status == 200, path
+        for text in theirs:
+            assert text not in page.text, (path, text)
+    assert w.hooks[A]["id"] in (await ui.get("/ui/webhooks")).text
+    assert w.events[A] in (await ui.get("/ui/events")).text
+    # Another tenant's ids: not found on every page that takes one and every button, and nothing happens.
+    for path in _ui_routes(w.relay, "GET", w.hooks[B]["id"], w.events[B]):
+        if path not in pages and path != "/ui/sign-in":
             page = await ui.get(path)
-            assert page.status == 200, path
-            for text in theirs:
-                assert text not in page.text, (path, text)
-        assert w.hooks[A]["id"] in (await ui.get("/ui/webhooks")).text
-        assert w.events[A] in (await ui.get("/ui/events")).text
-        # Another tenant's ids: not found on every page that takes one and every button, and nothing happens.
-        for path in _ui_routes(w.relay, "GET", w.hooks[B]["id"], w.events[B]):
-            if path not in pages and path != "/ui/sign-in":
-                page = await ui.get(path)
-                assert page.status == 404 and "Not found" in page.text, path
-        assert (await ui.get(f"/ui/events?id={w.events[B]}")).status == 400
-        before = len(w.receiver.requests_to("/b"))
-        for path in _posts(w.relay, w.hooks[B]["id"], w.events[B]):
-            if path in ("/ui/sign-out", "/ui/view"):
-                continue
-            answer = await ui.post(path)
-            assert answer.status == 404, (path, answer.status)
-        _, hook = await call(w.relay, "GET", f"/v1/webhooks/{w.hooks[B]['id']}")
-        assert hook["data"]["is_active"] is True
-        assert len(w.receiver.requests_to("/b")) == before
-        assert len((await w.relay.event(w.events[B]))["deliveries"]) == 1  # not replayed
-        # A tenant has no tenant picker, and cannot post to it.
-        assert 'id="tenant-picker"' not in (await ui.get("/ui/")).text
-        assert (await ui.post("/ui/view", {"tenant": B})).status == 404
+            assert page.status == 404 and "Not found" in page.text, path
+    assert (await ui.get(f"/ui/events?id={w.events[B]}")).status == 400
+    before = len(w.receiver.requests_to("/b"))
+    for path in _posts(w.relay, w.hooks[B]["id"], w.events[B]):
+        if path in ("/ui/sign-out", "/ui/view"):
+            continue
+        answer = await ui.post(path)
+        assert answer.status == 404, (path, answer.status)
+    _, hook = await call(w.relay, "GET", f"/v1/webhooks/{w.hooks[B]['id']}")
+    assert hook["data"]["is_active"] is True
+    assert len(w.receiver.requests_to("/b")) == before
+    assert len((await w.relay.event(w.events[B]))["deliveries"]) == 1  # not replayed
+    # A tenant has no tenant picker, and cannot post to it.
+    assert 'id="tenant-picker"' not in (await ui.get("/ui/")).text
+    assert (await ui.post("/ui/view", {"tenant": B})).status == 404
 
 
 async def test_an_admin_narrows_the_pages_to_one_tenant(tmp_path: Path) -> None:
