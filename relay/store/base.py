@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from relay.models import Attempt, Claim, Delivery, DeliveryStatus, Event, EventSummary, Lease, Scope
+from relay.models import EVERYTHING, Attempt, Claim, Delivery, DeliveryStatus, Event, EventSummary, Lease, Scope
 
 
 @dataclass(slots=True)  # a hot-path record: not frozen (see relay/models.py)
@@ -342,8 +342,10 @@ class History(Protocol):
         """Delivery counts by webhook and status, of the webhooks inside ``scope``."""
         ...
 
-    async def status_totals(self) -> dict[str, int]:
-        """Delivery counts by status, all webhooks together."""
+    async def status_totals(self, *, scope: Scope = EVERYTHING, succeeded: bool = True) -> dict[str, int]:
+        """Delivery counts by status, the webhooks inside ``scope`` together. ``succeeded=False`` leaves the
+        succeeded ones (the bulk) uncounted: every backend then counts from its index of the other statuses
+        instead of visiting every delivery (the dashboard's overview takes succeeded ones from ``activity``)."""
         ...
 
     async def earliest_due(self) -> float | None:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.errors import StoreUnavailable
-from relay.models import Attempt, Delivery, DeliveryStatus, Event, EventSummary, Scope
+from relay.models import EVERYTHING, Attempt, Delivery, DeliveryStatus, Event, EventSummary, Scope
 from relay.store.activity import activity_of, window
 from relay.store.base import Activity, EventPage, Page, StoredWebhook
 from relay.store.paging import micros, position
@@ -194,9 +194,15 @@ class PostgresReads:
             counts.setdefault(r[0], {})[r[1]] = int(r[2])
         return counts
 
-    async def status_totals(self) -> dict[str, int]:
-        """Delivery counts by status, all webhooks together."""
-        rows = await self._fetch("SELECT status, count(*) FROM deliveries GROUP BY status")
+    async def status_totals(self, *, scope: Scope = EVERYTHING, succeeded: bool = True) -> dict[str, int]:
+        """Delivery counts by status, the webhooks inside ``scope`` together; without the succeeded ones, from
+        the partial index ``deliveries_status``."""
+        where = _Terms().deliveries_in(scope)
+        if not succeeded:
+            where.terms.insert(0, "d.status <> 'succeeded'")
+        rows = await self._fetch(
+            f"SELECT d.status, count(*) FROM deliveries d{where.where()} GROUP BY d.status", *where.args
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     async def earliest_due(self) -> float | None:

@@ -35,12 +35,13 @@ def _last_day(view: View) -> float:
 async def overview(view: View) -> Rendered:
     """Deliveries by status, attempts and failures hour by hour over 24 h, the webhooks failing most."""
     services, scope = view.services, view.scope
-    counts = await services.store.status_counts(scope=scope)
-    totals = {status.value: 0 for status in DeliveryStatus}
-    for by_status in counts.values():
-        for status, count in by_status.items():
-            totals[status] = totals.get(status, 0) + count
+    # Every status but succeeded is counted from its index; succeeded ones (the bulk: counting them visits every
+    # delivery, 1.9 s at a million on SQLite) are those of the last 24 h, from the hourly counts.
+    totals = {status.value: 0 for status in DeliveryStatus if status is not DeliveryStatus.SUCCEEDED}
+    totals.update(await services.store.status_totals(scope=scope, succeeded=False))
     activity = await services.store.activity(_last_day(view), view.now, scope=scope)
+    attempts = sum(h.attempts for h in activity.hours)
+    failures = sum(h.failures for h in activity.hours)
     failing = sorted(
         ((webhook_id, a) for webhook_id, a in activity.webhooks.items() if a.failures > 0),
         key=lambda item: (-item[1].failures, item[0]),
@@ -49,9 +50,10 @@ async def overview(view: View) -> Rendered:
         "overview.html",
         {
             "totals": totals,
+            "succeeded": attempts - failures,
             "chart": hourly_chart(activity.hours),
-            "attempts": sum(h.attempts for h in activity.hours),
-            "failures": sum(h.failures for h in activity.hours),
+            "attempts": attempts,
+            "failures": failures,
             "failing": [
                 {"id": webhook_id, "webhook": services.registry.find(webhook_id, scope), "activity": a}
                 for webhook_id, a in failing

@@ -300,6 +300,9 @@ class StoreContract:
         assert sorted(flat(await delivery_pages(store, 10))) == ["e0/p", "ea/ca", "ea/p", "ea/wa", "eb/p", "eb/wb"]
         assert await store.status_counts(scope=a) == {"ca": {"pending": 1}, "wa": {"pending": 1}}
         assert set(await store.status_counts(scope=EVERYTHING)) == {"ca", "wa", "wb", "p"}
+        assert await store.status_totals(scope=a) == {"pending": 2}
+        assert await store.status_totals(scope=Scope("b"), succeeded=False) == {"pending": 1}
+        assert await store.status_totals(scope=Scope("nobody")) == {}
 
     async def test_an_event_summary_counts_the_deliveries_inside_the_scope(self, store: Store) -> None:
         await tenants_ab(store)
@@ -912,6 +915,10 @@ class StoreContract:
         await store.claim("a", 1, T0, T0 + 60)
         assert await store.status_counts(scope=EVERYTHING) == {"a": {"delivering": 1, "pending": 1}, "b": {"dead": 1}}
         assert await store.status_totals() == {"delivering": 1, "pending": 1, "dead": 1}
+        [claim] = [c for c in (await store.claim("a", 1, T0 + 1, T0 + 60))[0]]
+        await store.record([result(claim, attempt(1, T0 + 1, ok=True), S.SUCCEEDED)])
+        assert await store.status_totals() == {"delivering": 1, "succeeded": 1, "dead": 1}
+        assert await store.status_totals(succeeded=False) == {"delivering": 1, "dead": 1}
 
     async def test_earliest_due_is_that_of_the_first_pending_or_failed_delivery(self, store: Store) -> None:
         assert await store.earliest_due() is None

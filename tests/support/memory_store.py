@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from relay.errors import Problem, StoreUnavailable, ValidationError
 from relay.models import (
+    EVERYTHING,
     Attempt,
     Claim,
     Delivery,
@@ -631,9 +632,11 @@ class MemoryStore:
             mine[d.status.value] = mine.get(d.status.value, 0) + 1
         return counts
 
-    async def status_totals(self) -> dict[str, int]:
+    async def status_totals(self, *, scope: Scope = EVERYTHING, succeeded: bool = True) -> dict[str, int]:
         totals: dict[str, int] = {}
         for d in self._read().deliveries.values():
+            if not self._delivery_in(d, scope) or (not succeeded and d.status is DeliveryStatus.SUCCEEDED):
+                continue
             totals[d.status.value] = totals.get(d.status.value, 0) + 1
         return totals
 
