@@ -8,76 +8,21 @@ session goes back to sign-in. Each page is saved as a screenshot under ``var/scr
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from playwright.async_api import Dialog, Page
 
-from relay.clock import FakeClock
 from relay.config import UiConfig
 from tests.support.browser import Tab, screenshot
 from tests.support.management import call
-from tests.support.receiver import Receiver, Reply, serve_locally
-from tests.support.relay_harness import API_KEY, RunningRelay, make_config, poll_until, running_relay
+from tests.support.receiver import serve_locally
+from tests.support.relay_harness import API_KEY, RunningRelay, poll_until
+from tests.support.ui_world import A, B, settled, world
 
 # One browser for the module, so the tests run on the module's loop (the browser's).
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-T0 = 1_750_000_000.0
-A, B = "tenant-alpha", "tenant-bravo"
-HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror='window.__pwned = 2'>"
-
-
-@dataclass
-class World:
-    relay: RunningRelay
-    receiver: Receiver
-    keys: dict[str, str]
-    hooks: dict[str, str]  # tenant -> webhook id
-    events: dict[str, str]  # tenant -> event id
-
-
-@contextlib.asynccontextmanager
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    """Two tenants, each with a key, a webhook and one event; A's receiver fails the first attempt (503, with a
-    hostile body), and with no retry in its schedule that delivery is parked as failed."""
-    config = replace(make_config(tmp_path, []), ui=UiConfig(session_ttl=3600.0))
-    async with Receiver() as receiver, running_relay(tmp_path, [], config=config, clock=FakeClock(T0)) as relay:
-        receiver.script("/a", [Reply(503, body=HOSTILE.encode()), Reply(200)])
-        keys, hooks, events = {}, {}, {}
-        for tenant, path in ((A, "/a"), (B, "/b")):
-            _, answer = await call(relay, "POST", f"/v1/tenants/{tenant}/keys", {})
-            keys[tenant] = answer["data"]["key"]
-            _, answer = await call(
-                relay,
-                "POST",
-                "/v1/webhooks",
-                {"url": receiver.url(path), "description": f"{tenant} endpoint", "retry_schedule": ["0s"]},
-                key=keys[tenant],
-            )
-            hooks[tenant] = answer["data"]["id"]
-            _, answer = await call(
-                relay,
-                "POST",
-                "/v1/events",
-                {"type": "consent.created", "data": {"subject": tenant, "note": HOSTILE}},
-                key=keys[tenant],
-            )
-            events[tenant] = answer["data"]["id"]
-        await poll_until(lambda: len(receiver.requests) >= 2)
-        for event_id in events.values():
-            await poll_until(lambda event_id=event_id: _settled(relay, event_id))
-        yield World(relay, receiver, keys, hooks, events)
-
-
-async def _settled(relay: RunningRelay, event_id: str) -> bool:
-    return all(
-        d["attempt_count"] >= 1 and d["status"] != "delivering" for d in (await relay.event(event_id))["deliveries"]
-    )
 
 
 async def sign_in_by_keyboard(page: Page, relay: RunningRelay, key: str) -> None:
@@ -116,7 +61,7 @@ async def test_an_operator_finds_a_failed_delivery_redrives_it_and_sees_it_succe
         await shots(page, "overview", phone=True)
 
         await page.click("#failing-most a")  # the webhook failing most
-        assert page.url == f"{w.relay.url}/ui/webhooks/{w.hooks[A]}"
+        assert page.url == f"{w.relay.url}/ui/webhooks/{w.hook(A)}"
         await page.select_option("#status", "failed")
         await page.click("form.filter button")
         rows = page.locator("#deliveries tbody tr")
@@ -132,7 +77,7 @@ async def test_an_operator_finds_a_failed_delivery_redrives_it_and_sees_it_succe
         await page.click("#redrive")
         assert "1 delivery is due again now." in await page.inner_text("#flash")
         await poll_until(lambda: len(w.receiver.requests_to("/a")) == 2)
-        await poll_until(lambda: _settled(w.relay, w.events[A]))
+        await poll_until(lambda: settled(w.relay, [w.events[A]]))
         await page.goto(f"{w.relay.url}/ui/events/{w.events[A]}")
         assert await page.get_attribute(".delivery", "data-status") == "succeeded"
         assert await page.locator(".attempts tbody tr").count() == 2
@@ -152,7 +97,7 @@ async def test_send_test_and_a_rotated_secret_shown_once(tmp_path: Path, tab: Ta
     accept_dialogs(page)  # "Rotate the signing secret?"
     async with world(tmp_path) as w:
         await sign_in_by_keyboard(page, w.relay, w.keys[A])
-        await page.goto(f"{w.relay.url}/ui/webhooks/{w.hooks[A]}")
+        await page.goto(f"{w.relay.url}/ui/webhooks/{w.hook(A)}")
         await page.click("#send-test")
         assert "answered 200" in await page.inner_text("#flash")
         assert w.receiver.requests_to("/a")[-1].json["type"] == "webhook.test"
@@ -184,10 +129,10 @@ async def test_a_tenant_sees_only_its_own(tmp_path: Path, tab: Tab, door: str) -
             assert page.url == f"{w.relay.url}/ui/"  # the token has left the address bar
         assert await page.inner_text("#tenant") == A
         assert await page.locator("#tenant-picker").count() == 0
-        for path in ("/ui/", "/ui/webhooks", "/ui/events", f"/ui/webhooks/{w.hooks[A]}", f"/ui/events/{w.events[A]}"):
+        for path in ("/ui/", "/ui/webhooks", "/ui/events", f"/ui/webhooks/{w.hook(A)}", f"/ui/events/{w.events[A]}"):
             await page.goto(f"{w.relay.url}{path}")
             text = await page.content()
-            assert w.hooks[B] not in text and w.events[B] not in text and B not in text, path
+            assert w.hook(B) not in text and w.events[B] not in text and B not in text, path
         await page.goto(f"{w.relay.url}/ui/webhooks")
         assert await page.locator("#webhooks tbody tr").count() == 1
         response = await page.goto(f"{w.relay.url}/ui/events/{w.events[B]}")
@@ -203,7 +148,7 @@ async def test_a_cross_site_form_post_is_refused(tmp_path: Path, tab: Tab) -> No
     page = tab.page
     async with world(tmp_path) as w:
         await sign_in_by_keyboard(page, w.relay, API_KEY)
-        target = f"{w.relay.url}/ui/webhooks/{w.hooks[A]}/pause"
+        target = f"{w.relay.url}/ui/webhooks/{w.hook(A)}/pause"
         attacker = web.Application()
 
         async def lure(request: web.Request) -> web.Response:
@@ -221,14 +166,14 @@ async def test_a_cross_site_form_post_is_refused(tmp_path: Path, tab: Tab) -> No
             assert await page.inner_text("h1") == "Refused"
         finally:
             await runner.cleanup()
-        _, answer = await call(w.relay, "GET", f"/v1/webhooks/{w.hooks[A]}")
+        _, answer = await call(w.relay, "GET", f"/v1/webhooks/{w.hook(A)}")
         assert answer["data"]["is_active"] is True
         tab.watch.console_errors.clear()  # Chromium's report of the 403
 
 
 async def test_an_expired_session_goes_back_to_sign_in(tmp_path: Path, tab: Tab) -> None:
     page = tab.page
-    async with world(tmp_path) as w:
+    async with world(tmp_path, ui=UiConfig(session_ttl=3600.0)) as w:
         await sign_in_by_keyboard(page, w.relay, API_KEY)
         await shots(page, "signed-in")
         w.relay.advance(3600)
