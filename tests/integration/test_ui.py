@@ -105,6 +105,17 @@ async def test_an_admin_session_ends_when_its_key_leaves_the_config(tmp_path: Pa
         assert (await ui.get("/ui/")).location == "/ui/sign-in"
 
 
+async def test_behind_https_the_cookies_are_secure(tmp_path: Path) -> None:
+    async with world(tmp_path, ui=UiConfig(public_url="https://relay.example.com")) as w, UiClient(w.relay) as ui:
+        form = await ui.get("/ui/sign-in")
+        assert "Secure" in form.headers["Set-Cookie"]
+        _, answer = await call(w.relay, "POST", f"/v1/tenants/{A}/portal", {})
+        link = answer["data"]["url"]
+        assert link.startswith("https://relay.example.com/ui/?token=")
+        opened = await ui.get(link.removeprefix("https://relay.example.com"))
+        assert opened.status == 303 and "Secure" in opened.headers["Set-Cookie"]
+
+
 async def test_the_dashboard_off_answers_404(tmp_path: Path) -> None:
     async with world(tmp_path, ui=UiConfig(enabled=False)) as w, UiClient(w.relay) as ui:
         for path in ("/ui/", "/ui/sign-in", "/ui/webhooks", "/ui/static/relay.css"):
