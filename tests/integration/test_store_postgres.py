@@ -76,7 +76,6 @@ async def test_two_relays_claiming_at_once_never_take_one_delivery_twice(
     found = await asyncio.gather(*(drain(store) for store in claimers))
     taken = [claim.delivery_id for claimed in found for claim in claimed]
     assert len(taken) == len(set(taken)) == 200, "each delivery claimed once, every one claimed"
-    assert all(found), "every claimer took some: none waited for the others"
     conn = await asyncpg.connect(postgres_url)
     try:
         held = dict(await conn.fetch("SELECT lease_owner, count(*) FROM deliveries GROUP BY lease_owner"))
@@ -87,6 +86,9 @@ async def test_two_relays_claiming_at_once_never_take_one_delivery_twice(
         assert {claim.lease.owner for claim in claimed} == {store.owner}
         counted[store.owner] += len(claimed)
     assert held == counted, "each lease is held, in the store, by the relay that claimed it"
+    # Both relays claimed: neither waited for the other to finish (a claim skips rows another holds: the next test).
+    # Per relay, not per claim loop: on a loaded machine one loop of a relay may find the queue drained.
+    assert all(counted.values()), counted
 
 
 async def test_a_claim_skips_rows_another_transaction_holds_without_waiting(
