@@ -34,7 +34,7 @@ async def test_three_relays_stay_within_one_rate_limit_together(
     assert len(starts) == EVENTS  # each delivered once, first try
     # A start is taken from the window when the claim is made and the attempt begins a few ms later (its claim's round
     # trip; on a loaded machine sometimes over 100 ms): windows of 0.9 s, and one start of slack, allow for that
-    # jitter (this failed once at exactly RATE + 1 under a full test run). Without the group's window, three relays
+    # jitter (a start late by its claim once failed the test under a full run). Without the group's window, three relays
     # start 15 in one.
     busiest = max(sum(1 for t in starts if first <= t < first + 0.9) for first in starts)
     assert busiest <= RATE + 1, f"{busiest} attempts started within 0.9 s, the limit is {RATE}/s: {starts}"
