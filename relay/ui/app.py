@@ -53,25 +53,47 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add_ui_routes(app: web.Application) -> None:
-    add = app.router
-    add.add_get("/ui", to_home)
-    add.add_get("/ui/", home)
-    add.add_get("/ui/sign-in", sign_in_form)
-    add.add_post("/ui/sign-in", sign_in)
-    add.add_post("/ui/sign-out", action(sign_out))
-    add.add_post("/ui/view", action(pick_tenant))
-    add.add_get("/ui/webhooks", page(pages.webhooks))
-    add.add_get("/ui/webhooks/{webhook_id}", page(pages.webhook))
-    add.add_post("/ui/webhooks/{webhook_id}/test", action(pages.send_test))
-    add.add_post("/ui/webhooks/{webhook_id}/pause", action(pages.pause))
-    add.add_post("/ui/webhooks/{webhook_id}/resume", action(pages.resume))
-    add.add_post("/ui/webhooks/{webhook_id}/rotate-secret", action(pages.rotate_secret))
-    add.add_post("/ui/webhooks/{webhook_id}/redrive", action(pages.redrive))
-    add.add_get("/ui/events", page(pages.events))
-    add.add_get("/ui/events/{event_id}", page(pages.event))
-    add.add_post("/ui/events/{event_id}/replay", action(pages.replay))
-    add.add_get("/ui/static/{name}", static)
-    add.add_route("*", "/ui/{tail:.*}", not_found)
+    routes: list[tuple[str, str, Handler]] = [
+        ("GET", "/ui", to_home),
+        ("GET", "/ui/", home),
+        ("GET", "/ui/sign-in", sign_in_form),
+        ("POST", "/ui/sign-in", sign_in),
+        ("POST", "/ui/sign-out", action(sign_out)),
+        ("POST", "/ui/view", action(pick_tenant)),
+        ("GET", "/ui/webhooks", page(pages.webhooks)),
+        ("GET", "/ui/webhooks/{webhook_id}", page(pages.webhook)),
+        ("POST", "/ui/webhooks/{webhook_id}/test", action(pages.send_test)),
+        ("POST", "/ui/webhooks/{webhook_id}/pause", action(pages.pause)),
+        ("POST", "/ui/webhooks/{webhook_id}/resume", action(pages.resume)),
+        ("POST", "/ui/webhooks/{webhook_id}/rotate-secret", action(pages.rotate_secret)),
+        ("POST", "/ui/webhooks/{webhook_id}/redrive", action(pages.redrive)),
+        ("GET", "/ui/events", page(pages.events)),
+        ("GET", "/ui/events/{event_id}", page(pages.event)),
+        ("POST", "/ui/events/{event_id}/replay", action(pages.replay)),
+        ("GET", "/ui/static/{name}", static),
+        ("*", "/ui/{tail:.*}", not_found),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, _as_html(handler))
+
+
+def _as_html(handler: Handler) -> Handler:
+    """What a page or post raises before its frame can render it (the session's reads, when the store is down)
+    answers as a page too: the dashboard never answers with the API's JSON envelope or a traceback."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except StoreUnavailable as exc:
+            log.error("store_unavailable", path=request.path, error=str(exc))
+            return render("message.html", 503, {"heading": "Unavailable", "message": _UNAVAILABLE})
+        except Exception as exc:
+            log.error("ui_request_failed", path=request.path, method=request.method, exc_info=exc)
+            return render("message.html", 500, {"heading": "Something went wrong", "message": _FAILED})
+
+    return serve
 
 
 # -- the frames every page and post go through ---------------------------------------------------------------
@@ -142,10 +164,10 @@ async def _error_page(view: View, exc: Exception) -> web.Response:
         status, heading, message = 400, "Not possible", _message(exc)
     elif isinstance(exc, StoreUnavailable):
         log.error("store_unavailable", path=view.request.path, error=str(exc))
-        status, heading, message = 503, "Unavailable", "The store cannot be read right now. Try again shortly."
+        status, heading, message = 503, "Unavailable", _UNAVAILABLE
     else:
         log.error("ui_request_failed", path=view.request.path, method=view.request.method, exc_info=exc)
-        status, heading, message = 500, "Something went wrong", "An internal error occurred; it has been logged."
+        status, heading, message = 500, "Something went wrong", _FAILED
     try:
         context = await view.context()
     except Exception:  # the store that failed the page fails its frame too: the bare page
@@ -180,6 +202,8 @@ def _back(request: web.Request) -> str:
     return path if path.startswith("/ui/") else "/ui/"
 
 
+_UNAVAILABLE = "The store cannot be read right now. Try again shortly."
+_FAILED = "An internal error occurred; it has been logged."
 _CROSS_SITE = (
     "This form was not sent from a page of this dashboard, or its page is too old. Go back, reload it, and try again."
 )

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relay.api import build_app
 from relay.clock import FakeClock
 from relay.config import StorageConfig, UiConfig
+from relay.errors import StoreUnavailable
 from relay.models import Secret
 from tests.support.management import call
 from tests.support.receiver import Receiver
@@ -294,6 +296,26 @@ async def test_unknown_ids_and_bad_filters_answer_with_pages(tmp_path: Path) -> 
         assert page.status == 400 and 'id="after-error"' in page.text
         page = await ui.get("/ui/events?id=evt_nope")
         assert page.status == 400 and 'id="id-error"' in page.text
+
+
+async def test_a_store_outage_answers_with_a_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(API_KEY)
+        assert w.relay.daemon.services is not None
+        store = w.relay.daemon.services.store
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable("database is locked")
+
+        monkeypatch.setattr(store, "status_totals", down)  # a page's own read
+        page = await ui.get("/ui/")
+        assert (
+            page.status == 503 and "Unavailable" in page.text and page.headers["Content-Type"].startswith("text/html")
+        )
+        monkeypatch.setattr(store, "session_ended", down)  # the session's, before any page
+        for answer in (await ui.get("/ui/webhooks"), await ui.post(f"/ui/webhooks/{w.hook(A)}/pause")):
+            assert answer.status == 503 and "Unavailable" in answer.text
+            assert "database is locked" not in answer.text and "Traceback" not in answer.text
 
 
 async def test_the_event_search_finds_by_id_type_and_time(tmp_path: Path) -> None:
