@@ -418,7 +418,9 @@ async def record(conn: Conn, results: Sequence[AttemptResult]) -> None:
 
 
 async def release(conn: Conn, claims: Sequence[Claim], now: float) -> None:
-    """Claimed deliveries still under their claim's lease are due again at once."""
+    """Claimed deliveries still under their claim's lease are due again at once (rows locked in seq order, as
+    ``record``, ``renew`` and ``_free_abandoned`` lock them: no two of these deadlock on each other)."""
+    claims = sorted(claims, key=lambda c: c.lease.ref)
     await conn.execute(
         "UPDATE deliveries d SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
         " FROM unnest($2::int8[], $3::text[], $4::float8[], $5::text[]) AS v(seq, id, lease_until, owner)"
@@ -433,7 +435,9 @@ async def release(conn: Conn, claims: Sequence[Claim], now: float) -> None:
 
 
 async def renew(conn: Conn, claims: Sequence[Claim], now: float, until: float) -> list[Claim]:
-    """Extend to ``until`` the leases these claims still hold (fenced like ``release``); the claims renewed."""
+    """Extend to ``until`` the leases these claims still hold (fenced like ``release``, locked in seq order like it);
+    the claims renewed."""
+    claims = sorted(claims, key=lambda c: c.lease.ref)
     rows = await conn.fetch(
         "UPDATE deliveries d SET due_at = $1, updated_at = $2"
         " FROM unnest($3::int8[], $4::text[], $5::float8[], $6::text[]) AS v(seq, id, lease_until, owner)"
@@ -465,12 +469,15 @@ async def _free_abandoned(conn: Conn, now: float, alive_within: float) -> list[s
     """Deliveries leased by no live relay (one not in ``relays``, or not seen for ``alive_within`` seconds of the
     database's clock), or whose lease ran out, are due again at once; their webhooks' ids, one per delivery. The
     relays found dead leave ``relays`` (one that was only cut off registers again with its next heartbeat, its
-    leases gone)."""
+    leases gone). Rows are locked in seq order, skipping any another transaction holds (its relay is recording,
+    releasing or renewing it right now: not abandoned; if it still is, the next take-over frees it), so this never
+    waits on, or deadlocks with, a relay at work."""
     alive = "seen_at >= extract(epoch FROM clock_timestamp()) - {}"
     rows = await conn.fetch(
         "UPDATE deliveries SET status = 'pending', due_at = $1, updated_at = $1, lease_owner = NULL"
-        " WHERE status = 'delivering' AND (due_at <= $1 OR lease_owner IS NULL"
-        f" OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive.format('$2')}))"
+        " WHERE seq IN (SELECT seq FROM deliveries WHERE status = 'delivering' AND (due_at <= $1"
+        f" OR lease_owner IS NULL OR lease_owner NOT IN (SELECT owner FROM relays WHERE {alive.format('$2')}))"
+        " ORDER BY seq FOR UPDATE SKIP LOCKED)"
         " RETURNING webhook_id",
         now,
         alive_within,

@@ -280,6 +280,29 @@ async def test_reclaim_takes_the_leases_of_a_relay_that_died(
     assert await b.reclaim_abandoned(T0 + 2) == 0
 
 
+async def test_take_over_skips_a_delivery_its_relay_is_writing_and_takes_it_next_time(
+    store_pair: list[PostgresStore], postgres_url: str
+) -> None:
+    """A ran-out lease whose row another transaction holds (its relay recording or renewing it right now) is
+    skipped, without waiting (no lock wait, no deadlock with that relay); the next take-over frees it if it is
+    still abandoned then."""
+    a, b = store_pair
+    await a.ingest([event("e1", "hook"), event("e2", "hook")], T0)
+    held, _ = await b.claim("hook", 2, T0, T0 + 20)
+    first = min(c.lease.ref for c in held)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT seq FROM deliveries WHERE seq = $1 FOR UPDATE", first)
+            assert await asyncio.wait_for(a.take_over(T0 + 20), 5) == ["hook"]
+            statuses = await status_of(a, "e1"), await status_of(a, "e2")
+            assert sorted(s["hook"] for s in statuses) == [S.DELIVERING, S.PENDING]
+        assert await a.take_over(T0 + 21) == ["hook"]
+    finally:
+        await conn.close()
+    assert await status_of(a, "e1") == await status_of(a, "e2") == {"hook": S.PENDING}
+
+
 async def test_take_over_makes_ran_out_leases_due_again_and_tells_the_other_relays(
     store_pair: list[PostgresStore],
 ) -> None:
