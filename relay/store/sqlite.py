@@ -55,7 +55,8 @@ class SqliteStore(SqliteTenants):
         self.path = path
         self.durability = durability
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # whose leases these are
-        self._writer = GroupWriter(path, self._connect_writer)
+        # "full": the writer's COMMITs go without an fsync, and its WAL syncer answers a group once one covers it
+        self._writer = GroupWriter(path, self._connect_writer, sync_wal=durability is Durability.FULL)
         self._reader: aiosqlite.Connection | None = None
         self._lock: IO[str] | None = None
 

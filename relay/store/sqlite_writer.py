@@ -1,10 +1,9 @@
 """The SQLite backend's group commit: one writer connection, fed by one writer task.
 
 Callers submit jobs and await them; the writer task drains whatever is queued at that moment into one group,
-committed as one transaction (one fsync with ``durability = "full"``, always on the writer's own thread), so
-concurrent ingest requests, claims and attempt results share commits. A job names the function that applies it;
-the jobs of a group that share a function are applied together, in one call (multi-row ``VALUES``): a handful of
-statements per group whatever its size.
+committed as one transaction, so concurrent ingest requests, claims and attempt results share commits. A job names
+the function that applies it; the jobs of a group that share a function are applied together, in one call
+(multi-row ``VALUES``): a handful of statements per group whatever its size.
 
 A group of bounded jobs (ingests, attempt results, claims) runs its statements on the event loop and hands only
 its COMMIT (the WAL write, the fsync, any checkpoint) to the writer thread. A group of open-ended jobs (prunes,
@@ -12,6 +11,10 @@ re-drives, anything else) runs whole on the thread, in one call, so the loop nev
 commit and one thread hand-off per group, however many jobs it holds. The GIL is why: a thread that runs the
 statements gives it up at every statement step and waits to take it back from the busy loop. Groups are of one
 kind, and stop growing at ``GROUP_ROWS``, which bounds how long the loop runs statements.
+
+With ``durability = "full"`` a group is answered only once its commit is on disk, but the writer does not wait for
+that: its COMMIT writes the WAL without an fsync, and the WAL syncer (``sqlite_syncer``, on its own thread) fsyncs
+it while the writer commits the next group, then answers every group that committed before the fsync began.
 
 A group is answered only if its commit landed in the store: after each COMMIT the writer checks that the path still
 names the files it opened (the database and its WAL). A file removed or replaced under the running relay makes the
@@ -34,6 +37,7 @@ import structlog
 
 from relay.errors import StoreUnavailable
 from relay.store.sqlite_schema import translate
+from relay.store.sqlite_syncer import WalSyncer
 
 log = structlog.get_logger()
 
@@ -52,8 +56,8 @@ class Job:
     now: float = 0.0
     on_loop: bool = True  # its statements may run on the event loop: bounded work (see the module docstring)
     rows: int = 1  # about how many rows it writes: what a group's size is counted in
-    # Called on the loop with the outcome the moment the group committed (None when it failed), before ``future``
-    # resolves, and even when nobody awaits ``future`` any more (its caller was cancelled).
+    # Called on the loop with the outcome the moment the group's commit is durable (None when it failed), before
+    # ``future`` resolves, and even when nobody awaits ``future`` any more (its caller was cancelled).
     on_commit: Callable[[Any], None] | None = None
     # Called on the loop with the outcome as soon as the group's statements ran, before its COMMIT is durable (or,
     # for a group run on the writer thread, once it committed); once. For work that may start early because a crash
@@ -67,9 +71,16 @@ def apply_each(conn: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
 
 
 class GroupWriter:
-    def __init__(self, path: Path, connect: Callable[[], sqlite3.Connection]) -> None:
+    """``sync_wal``: answer a group only once an fsync of the WAL covers its commit (``durability = "full"``), done
+    by the WAL syncer, not by the COMMIT (see ``sqlite_syncer``). Without it (or out of WAL mode) a group is
+    answered when its COMMIT returns, as durable as the connection's ``synchronous`` makes it."""
+
+    def __init__(self, path: Path, connect: Callable[[], sqlite3.Connection], *, sync_wal: bool = False) -> None:
         self.path = path
         self._connect = connect
+        self._sync_wal = sync_wal
+        self._syncer: WalSyncer | None = None
+        self._commit_number = 0  # the syncer's number for the last COMMIT (writer thread; read on the loop after)
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -87,6 +98,10 @@ class GroupWriter:
         conn = self._conn
         wal = await self.on_thread(lambda: conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal")
         self._files = _file_ids([str(self.path), f"{self.path}-wal"] if wal else [str(self.path)])
+        if self._sync_wal and f"{self.path}-wal" in self._files:  # WAL mode, and its file is there to fsync
+            self._syncer = WalSyncer(f"{self.path}-wal")
+            self._syncer.open()  # before the fsync leaves the COMMIT: nothing committed from here on goes unsynced
+            await self.on_thread(lambda: conn.execute("PRAGMA synchronous = NORMAL"))
         self._task = asyncio.create_task(self._write_loop(), name="store-writer")
 
     async def close(self) -> None:
@@ -96,6 +111,9 @@ class GroupWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._syncer is not None:
+            await self._syncer.close()  # the groups committed so far are answered once their fsync returns
+            self._syncer = None
         if self._conn is not None:
             conn = self._conn
             with contextlib.suppress(sqlite3.Error):
@@ -184,10 +202,19 @@ class GroupWriter:
             return
         self.commits += 1
         _applied(jobs, outcomes)  # a group run on the thread: now (each job's hook runs once)
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            _committed(job, outcome)
-            if not job.future.done():
-                job.future.set_result(outcome)
+        if self._syncer is None:
+            _answer(jobs, outcomes)
+            return
+
+        def durable(error: BaseException | None) -> None:
+            if error is None:
+                _answer(jobs, outcomes)
+                return
+            if self._lost is None:
+                self._lost = f"fsync of the store's WAL failed: {error}"
+            _fail(jobs, StoreUnavailable(self._lost))
+
+        self._syncer.when_durable(self._commit_number, durable)
 
     async def _run_on_loop(self, jobs: list[Job]) -> list[Any] | None:
         """The group's statements on the loop, and only its COMMIT on the writer thread. None when another
@@ -235,6 +262,8 @@ class GroupWriter:
         was removed or replaced meanwhile (sets ``_lost``; the loop fails the group). One stat per file opened,
         per group: a few microseconds against the commit's fsync, and none on the event loop."""
         conn.execute("COMMIT")
+        if self._syncer is not None:
+            self._commit_number = self._syncer.committed()
         for path, opened in self._files.items():
             try:
                 found = os.stat(path)
@@ -286,6 +315,13 @@ def _committed(job: Job, outcome: Any) -> None:
             job.on_commit(outcome)
         except Exception:
             log.exception("store_commit_hook_failed")
+
+
+def _answer(jobs: list[Job], outcomes: list[Any]) -> None:
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        _committed(job, outcome)
+        if not job.future.done():
+            job.future.set_result(outcome)
 
 
 def _fail(jobs: list[Job], error: BaseException) -> None:
