@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from relay.config import StorageConfig
 from relay.errors import StoreError, StoreUnavailable
@@ -22,7 +25,7 @@ from relay.store import sqlite_writer as writer_module
 from relay.store.sqlite import SqliteStore
 from relay.store.sqlite_schema import MIGRATIONS
 from tests.integration.store_contract import T0, StoreContract, event
-from tests.support.sqlite_raw import in_writer, sqlite_store, writer_alive
+from tests.support.sqlite_raw import in_writer, sqlite_store, wal_syncer, writer_alive
 
 
 class TestSqliteStore(StoreContract):
@@ -119,8 +122,10 @@ class TestSqliteStore(StoreContract):
             await SqliteStore(path).open()
 
 
-@pytest.mark.parametrize(("durability", "synchronous"), [(Durability.FULL, 2), (Durability.NORMAL, 1)])
-async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: Durability, synchronous: int) -> None:
+@pytest.mark.parametrize("durability", list(Durability))
+async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: Durability) -> None:
+    """Both run the writer's COMMITs with ``synchronous = NORMAL`` (1: the WAL written, not fsynced); "full" adds
+    the WAL syncer, which answers a group only once an fsync covers it."""
     store = open_store(StorageConfig(path=tmp_path / "relay.db", durability=durability))
     await store.open()
     try:
@@ -128,7 +133,80 @@ async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: Du
         def read(conn: sqlite3.Connection) -> int:
             return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
-        assert await in_writer(store, read) == synchronous  # FULL = 2: fsync at every commit; NORMAL = 1
+        assert await in_writer(store, read) == 1
+        syncer = wal_syncer(store)
+        assert (syncer is not None) is (durability is Durability.FULL)
+        if syncer is not None:
+            await store.ingest([event("e1", "a")], T0)
+            assert syncer.fsyncs >= 2  # the read's group and the ingest's
+    finally:
+        await store.close()
+
+
+async def test_an_ingest_is_answered_only_once_an_fsync_covers_it(tmp_path: Path) -> None:
+    """The writer goes on to the next group as soon as a COMMIT returns; the ingest's future and its commit hook
+    wait for the WAL fsync that began after its COMMIT."""
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        syncer = wal_syncer(store)
+        assert syncer is not None
+        fsyncing, release = threading.Event(), threading.Event()
+
+        def held(fd: int) -> None:
+            fsyncing.set()
+            release.wait(10)
+            os.fsync(fd)
+
+        syncer.fsync = held
+        committed: list[object] = []
+        ingest = store.submit_ingest([event("e1", "a")], T0, None, committed.append)
+        assert await asyncio.to_thread(fsyncing.wait, 10)  # the fsync that covers the ingest's COMMIT has begun
+
+        seen: list[int] = []
+
+        def count(conn: sqlite3.Connection) -> int:
+            seen.append(int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]))
+            return seen[-1]
+
+        later = asyncio.ensure_future(in_writer(store, count, bounded=True))
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.005)
+        assert seen == [1]  # a later group's statements ran, on top of the ingest's commit
+        await asyncio.sleep(0.05)
+        assert not ingest.done() and committed == []  # but the ingest is not answered: its fsync has not returned
+        assert not later.done()
+        release.set()
+        assert [r.created for r in await ingest] == [True]
+        assert len(committed) == 1 and committed[0] is not None
+        assert await later == 1  # the next fsync covers the later group
+    finally:
+        release.set()
+        await store.close()
+
+
+async def test_a_failed_fsync_fails_the_groups_it_covered_and_every_later_write(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        syncer = wal_syncer(store)
+        assert syncer is not None
+
+        def broken(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        syncer.fsync = broken
+        committed: list[object] = []
+        with capture_logs() as logs, pytest.raises(StoreUnavailable, match="fsync of the store's WAL failed"):
+            await store.submit_ingest([event("e1", "a")], T0, None, committed.append)
+        assert committed == [None]  # the commit hook hears of the failure too
+        assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["store_sync_failed"]
+        with pytest.raises(StoreUnavailable, match="fsync"):
+            await store.ingest([event("e2", "a")], T0)
+        with pytest.raises(StoreUnavailable, match="fsync"):
+            await store.check_writable()
     finally:
         await store.close()
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from relay.store.sqlite import SqliteStore
+from relay.store.sqlite_syncer import WalSyncer
 
 T = TypeVar("T")
 
@@ -30,3 +31,8 @@ def set_busy_timeout(store: Any, seconds: float) -> None:
 def writer_alive(store: Any) -> bool:
     task = sqlite_store(store)._writer._task
     return task is not None and not task.done()
+
+
+def wal_syncer(store: Any) -> WalSyncer | None:
+    """The thread that fsyncs the store's WAL and answers the groups it covers (``durability = "full"``)."""
+    return sqlite_store(store)._writer._syncer
