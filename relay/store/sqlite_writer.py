@@ -6,7 +6,7 @@ the function that applies it; the jobs of a group that share a function are appl
 (multi-row ``VALUES``): a handful of statements per group whatever its size.
 
 A group of bounded jobs (ingests, attempt results, claims) runs its statements on the event loop and hands only
-its COMMIT (the WAL write, the fsync, any checkpoint) to the writer thread. A group of open-ended jobs (prunes,
+its COMMIT (the WAL write, any checkpoint) to the writer thread. A group of open-ended jobs (prunes,
 re-drives, anything else) runs whole on the thread, in one call, so the loop never waits on it. Either way: one
 commit and one thread hand-off per group, however many jobs it holds. The GIL is why: a thread that runs the
 statements gives it up at every statement step and waits to take it back from the busy loop. Groups are of one
