@@ -70,6 +70,7 @@ def add_ui_routes(app: web.Application) -> None:
         ("GET", "/ui/events", page(pages.events)),
         ("GET", "/ui/events/{event_id}", page(pages.event)),
         ("POST", "/ui/events/{event_id}/replay", action(pages.replay)),
+        ("POST", "/ui/deliveries/{delivery_id}/cancel", action(pages.cancel)),
         ("GET", "/ui/static/{name}", static),
         ("*", "/ui/{tail:.*}", not_found),
     ]

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from relay import actions
 from relay.config import format_duration
-from relay.errors import NotFound, ValidationError
+from relay.errors import Conflict, NotFound, ValidationError
 from relay.models import EVENT_TOKEN, DeliveryStatus, Webhook, parse_datetime
 from relay.ui.format import hourly_chart
 from relay.ui.view import Done, Rendered, View, redirect
@@ -233,6 +233,16 @@ async def replay(view: View, form: Mapping[str, str]) -> Done:
     made = await actions.replay(view.services, event_id, None, scope=view.scope)
     noun = "delivery" if len(made) == 1 else "deliveries"
     return Done(f"/ui/events/{_quote(event_id)}", {"message": f"Replayed: {len(made)} new {noun}."})
+
+
+async def cancel(view: View, form: Mapping[str, str]) -> Done:
+    """A pending or parked delivery ends ``cancelled`` (an ordering key it holds moves on); back to its event."""
+    back = f"/ui/events/{_quote(form.get('event_id', ''))}" if form.get("event_id") else "/ui/events"
+    try:
+        cancelled = await actions.cancel(view.services, view.request.match_info["delivery_id"], scope=view.scope)
+    except Conflict as exc:
+        return Done(back, {"error": str(exc)})
+    return Done(f"/ui/events/{_quote(cancelled.event_id)}", {"message": f"Delivery {cancelled.id} cancelled."})
 
 
 def _webhook(view: View) -> Webhook:

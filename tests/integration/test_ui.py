@@ -131,7 +131,7 @@ async def test_every_post_needs_the_sessions_token_and_our_origin(tmp_path: Path
     async with world(tmp_path) as w, UiClient(w.relay) as ui:
         assert (await ui.sign_in(w.keys[A])).status == 303
         hook = w.hooks[A]["id"]
-        for path in _posts(w.relay, hook, w.events[A]):
+        for path in _posts(w, A):
             assert (await ui.post(path, csrf="")).status == 403, path
             assert (await ui.post(path, csrf="f" * 64)).status == 403, path
             assert (await ui.post(path, origin="http://evil.example")).status == 403, path
@@ -151,25 +151,29 @@ async def test_every_post_needs_the_sessions_token_and_our_origin(tmp_path: Path
             assert (await ui.post(f"/ui/webhooks/{hook}/pause", csrf=other.csrf)).status == 403
 
 
-def _posts(relay: RunningRelay, webhook_id: str, event_id: str) -> list[str]:
-    """Every post route of the dashboard but sign-in, with these ids filled in."""
-    paths = [p for p in _ui_routes(relay, "POST", webhook_id, event_id) if p != "/ui/sign-in"]
-    assert len(paths) >= 8, paths
+def _posts(w: World, tenant: str) -> list[str]:
+    """Every post route of the dashboard but sign-in, with ``tenant``'s ids filled in."""
+    paths = [p for p in _ui_routes(w, "POST", tenant) if p != "/ui/sign-in"]
+    assert len(paths) >= 9, paths
     return paths
 
 
-def _ui_routes(relay: RunningRelay, method: str, webhook_id: str, event_id: str) -> list[str]:
-    """The dashboard's routes of ``method`` as the router has them (a route added later is walked too), with these
-    ids filled in; the static files and the catch-all 404 left out."""
-    services = relay.daemon.services
+def _ui_routes(w: World, method: str, tenant: str) -> list[str]:
+    """The dashboard's routes of ``method`` as the router has them (a route added later is walked too), with
+    ``tenant``'s webhook, event and delivery ids filled in; the static files and the catch-all 404 left out."""
+    services = w.relay.daemon.services
     assert services is not None
+    ids = {"{webhook_id}": w.hook(tenant), "{event_id}": w.events[tenant], "{delivery_id}": w.deliveries[tenant]}
     paths = []
     for route in build_app(services, with_health=False).router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("formatter") or info.get("path") or ""
         if route.method != method or not path.startswith("/ui/") or "{name}" in path or "{tail}" in path:
             continue
-        paths.append(path.replace("{webhook_id}", webhook_id).replace("{event_id}", event_id))
+        for name, value in ids.items():
+            path = path.replace(name, value)
+        assert "{" not in path, f"a route with an id the walk does not fill: {path}"
+        paths.append(path)
     return paths
 
 
@@ -199,7 +203,7 @@ async def _tenant_walk(w: World, ui: UiClient, door: str) -> None:
         link = answer["data"]["url"].removeprefix(w.relay.url)
         assert (await ui.get(link)).location == "/ui/"
     theirs = [w.hooks[B]["id"], w.events[B], w.receiver.url("/b"), f"{B} "]
-    pages = [p for p in _ui_routes(w.relay, "GET", w.hooks[A]["id"], w.events[A]) if p != "/ui/sign-in"]
+    pages = [p for p in _ui_routes(w, "GET", A) if p != "/ui/sign-in"]
     assert len(pages) >= 5, pages
     for path in pages:
         page = await ui.get(path)
@@ -209,13 +213,13 @@ async def _tenant_walk(w: World, ui: UiClient, door: str) -> None:
     assert w.hooks[A]["id"] in (await ui.get("/ui/webhooks")).text
     assert w.events[A] in (await ui.get("/ui/events")).text
     # Another tenant's ids: not found on every page that takes one and every button, and nothing happens.
-    for path in _ui_routes(w.relay, "GET", w.hooks[B]["id"], w.events[B]):
+    for path in _ui_routes(w, "GET", B):
         if path not in pages and path != "/ui/sign-in":
             page = await ui.get(path)
             assert page.status == 404 and "Not found" in page.text, path
     assert (await ui.get(f"/ui/events?id={w.events[B]}")).status == 400
     before = len(w.receiver.requests_to("/b"))
-    for path in _posts(w.relay, w.hooks[B]["id"], w.events[B]):
+    for path in _posts(w, B):
         if path in ("/ui/sign-out", "/ui/view"):
             continue
         answer = await ui.post(path)
@@ -402,6 +406,22 @@ async def test_pause_resume_test_redrive_and_replay(tmp_path: Path) -> None:
         assert answer.location == f"/ui/events/{w.events[A]}"
         assert "Replayed: 1 new delivery." in (await ui.get(f"/ui/events/{w.events[A]}")).text
         assert len((await w.relay.event(w.events[A]))["deliveries"]) == 2
+
+
+async def test_cancel_a_parked_delivery_and_not_one_that_ended(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(w.keys[A])
+        page = await ui.get(f"/ui/events/{w.events[A]}")
+        assert "Cancel delivery" in page.text  # A's delivery is parked (failed)
+        answer = await ui.post(f"/ui/deliveries/{w.deliveries[A]}/cancel", {"event_id": w.events[A]})
+        assert answer.status == 303 and answer.location == f"/ui/events/{w.events[A]}"
+        page = await ui.get(f"/ui/events/{w.events[A]}")
+        assert f"Delivery {w.deliveries[A]} cancelled." in page.text and "Cancel delivery" not in page.text
+        assert await w.relay.statuses(w.events[A]) == ["cancelled"]
+        again = await ui.post(f"/ui/deliveries/{w.deliveries[A]}/cancel", {"event_id": w.events[A]})
+        assert again.location == f"/ui/events/{w.events[A]}"
+        assert 'class="flash error"' in (await ui.get(f"/ui/events/{w.events[A]}")).text
+        assert (await ui.post("/ui/deliveries/dlv_nope/cancel", {"event_id": w.events[A]})).status == 404
 
 
 async def _status_is(relay: RunningRelay, event_id: str, status: str) -> bool:

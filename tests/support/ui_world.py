@@ -28,6 +28,7 @@ class World:
     keys: dict[str, str]  # tenant -> its key
     hooks: dict[str, dict[str, Any]]  # tenant -> its webhook, as created (its secret included)
     events: dict[str, str]  # tenant -> the id of its event
+    deliveries: dict[str, str]  # tenant -> the id of its event's delivery
 
     def hook(self, tenant: str) -> str:
         webhook_id: str = self.hooks[tenant]["id"]
@@ -55,7 +56,10 @@ async def world(tmp_path: Path, **changes: Any) -> AsyncIterator[World]:
             events[tenant] = answer["data"]["id"]
         await poll_until(lambda: len(receiver.requests) >= 2)
         await poll_until(lambda: settled(relay, events.values()))
-        yield World(relay, receiver, keys, hooks, events)
+        deliveries = {
+            tenant: (await relay.event(event_id))["deliveries"][0]["id"] for tenant, event_id in events.items()
+        }
+        yield World(relay, receiver, keys, hooks, events, deliveries)
 
 
 async def settled(relay: RunningRelay, event_ids: Iterable[str]) -> bool:
