@@ -175,7 +175,9 @@ def set_sign_in_nonce(response: web.StreamResponse, request: web.Request, servic
 
 def sign_in_csrf_ok(request: web.Request, key: bytes, sent: str) -> bool:
     nonce = request.cookies.get(SIGN_IN_COOKIE)
-    return bool(nonce) and hmac.compare_digest(sent, csrf_token(key, "sign-in", nonce or ""))
+    expected = csrf_token(key, "sign-in", nonce or "")
+    # As bytes: compare_digest refuses a str with non-ASCII characters (a forged form may send any).
+    return bool(nonce) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
 # -- flash -------------------------------------------------------------------------------------------------------

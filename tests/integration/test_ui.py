@@ -77,6 +77,7 @@ async def test_the_sign_in_form_needs_its_own_token_and_our_origin(tmp_path: Pat
         await ui.get("/ui/sign-in")
         assert (await ui.post("/ui/sign-in", {"key": API_KEY}, csrf="")).status == 403
         assert (await ui.post("/ui/sign-in", {"key": API_KEY}, csrf="0" * 64)).status == 403
+        assert (await ui.post("/ui/sign-in", {"key": API_KEY}, csrf="é" * 64)).status == 403
         assert (await ui.post("/ui/sign-in", {"key": API_KEY}, origin="http://evil.example")).status == 403
         assert ui.cookie("relay_session") is None
         assert (await ui.post("/ui/sign-in", {"key": API_KEY})).status == 303
@@ -134,6 +135,7 @@ async def test_every_post_needs_the_sessions_token_and_our_origin(tmp_path: Path
         for path in _posts(w, A):
             assert (await ui.post(path, csrf="")).status == 403, path
             assert (await ui.post(path, csrf="f" * 64)).status == 403, path
+            assert (await ui.post(path, csrf="ü" * 64)).status == 403, path
             assert (await ui.post(path, origin="http://evil.example")).status == 403, path
             cross = await ui.http.post(
                 f"{w.relay.url}{path}",
@@ -320,6 +322,25 @@ async def test_a_store_outage_answers_with_a_page(tmp_path: Path, monkeypatch: p
         for answer in (await ui.get("/ui/webhooks"), await ui.post(f"/ui/webhooks/{w.hook(A)}/pause")):
             assert answer.status == 503 and "Unavailable" in answer.text
             assert "database is locked" not in answer.text and "Traceback" not in answer.text
+
+
+async def test_hostile_query_values_answer_pages_never_a_fault(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, UiClient(w.relay) as ui:
+        await ui.sign_in(API_KEY)
+        values = ["é", "\x00", "%", "'", "<x>", "9" * 400, "１２", "-1", " ", "2025-13-45T99:99"]
+        for value in values:
+            for path, name in (
+                (f"/ui/webhooks/{w.hook(A)}", "status"),
+                (f"/ui/webhooks/{w.hook(A)}", "after"),
+                ("/ui/events", "id"),
+                ("/ui/events", "type"),
+                ("/ui/events", "since"),
+                ("/ui/events", "until"),
+                ("/ui/events", "after"),
+            ):
+                async with ui.http.get(f"{w.relay.url}{path}", params={name: value}, allow_redirects=False) as got:
+                    assert got.status in (200, 303, 400), (path, name, value, got.status)
+                    assert got.headers["Content-Type"].startswith("text/html"), (path, name, value)
 
 
 async def test_the_event_search_finds_by_id_type_and_time(tmp_path: Path) -> None:
