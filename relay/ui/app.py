@@ -239,7 +239,7 @@ async def _open_portal_link(request: web.Request, services: Services, token: str
         log.info("portal_link_refused", reason="invalid, expired, or its tenant was deleted")
         return render("message.html", 401, {"heading": "This link does not open", "message": _EXPIRED})
     expires_at = min(link.expires_at, now + services.config.ui.session_ttl)
-    claims = new_session(key, Caller(link.tenant), now, expires_at, made_with="")
+    claims = new_session(Caller(link.tenant), now, expires_at, made_with="")
     response = redirect("/ui/")  # the token leaves the address bar, and never reaches a Referer
     set_session(response, request, services, sign(key, claims), expires_at - now)
     log.info("portal_link_opened", tenant=link.tenant)
@@ -280,7 +280,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     now = services.clock.now()
     ttl = services.config.ui.session_ttl
     made_with = caller.key_id if caller.key_id is not None else admin_fingerprint(key, raw)
-    claims = new_session(key, caller, now, now + ttl, made_with=made_with)
+    claims = new_session(caller, now, now + ttl, made_with=made_with)
     response = redirect("/ui/")
     set_session(response, request, services, sign(key, claims), ttl)
     response.del_cookie(SIGN_IN_COOKIE, path=PATH)

@@ -81,7 +81,9 @@ def admin_fingerprint(key: bytes, admin_key: bytes) -> str:
     return hmac.digest(key, b"admin-key:" + admin_key, hashlib.sha256).hex()[:32]
 
 
-def new_session(key: bytes, caller: Caller, now: float, expires_at: float, *, made_with: str) -> Claims:
+def new_session(caller: Caller, now: float, expires_at: float, *, made_with: str) -> Claims:
+    """The claims of a new session of ``caller``, with a nonce of its own (its CSRF token and its end derive from
+    it); ``made_with``: the tenant key's id, the admin key's fingerprint, or "" for a portal link."""
     return Claims(SESSION, caller.tenant, now, expires_at, secrets.token_urlsafe(16), made_with)
 
 
