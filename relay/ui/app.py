@@ -12,10 +12,10 @@ read once.
 
 from __future__ import annotations
 
-import hmac
 import importlib.resources
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -30,6 +30,7 @@ from relay.ui.session import (
     Session,
     admin_fingerprint,
     clear_flash,
+    csrf_ok,
     csrf_token,
     current,
     end_session,
@@ -87,12 +88,8 @@ def _as_html(handler: Handler) -> Handler:
             return await handler(request)
         except web.HTTPException:
             raise
-        except StoreUnavailable as exc:
-            log.error("store_unavailable", path=request.path, error=str(exc))
-            return render("message.html", 503, {"heading": "Unavailable", "message": _UNAVAILABLE})
         except Exception as exc:
-            log.error("ui_request_failed", path=request.path, method=request.method, exc_info=exc)
-            return render("message.html", 500, {"heading": "Something went wrong", "message": _FAILED})
+            return _problem_page(request, exc, {})
 
     return serve
 
@@ -134,7 +131,7 @@ def action(handler: ActionHandler) -> Handler:
             return redirect("/ui/sign-in")
         form = await request.post()
         fields = {name: value for name, value in form.items() if isinstance(value, str)}
-        if not _csrf_ok(fields.get("csrf", ""), session.csrf):
+        if not csrf_ok(fields.get("csrf", ""), session.csrf):
             log.warning("ui_post_refused", path=request.path, reason="no CSRF token, or not this session's")
             return _refused()
         view = View(request, services, session, services.clock.now())
@@ -159,20 +156,27 @@ def action(handler: ActionHandler) -> Handler:
 
 
 async def _error_page(view: View, exc: Exception) -> web.Response:
+    """``_problem_page`` inside the signed-in frame (the header with its picker and sign-out form)."""
+    try:
+        context = await view.context()
+    except Exception:  # the store that failed the page fails its frame too: the bare page
+        context = {}
+    return _problem_page(view.request, exc, context)
+
+
+def _problem_page(request: web.Request, exc: Exception, context: dict[str, Any]) -> web.Response:
+    """The page for an error: 404 for what is not there (or not the viewer's), 400 for what cannot be done, 503
+    while the store is unavailable, 500 (logged) for anything else; never a traceback."""
     if isinstance(exc, NotFound):
         status, heading, message = 404, "Not found", str(exc)
     elif isinstance(exc, ValidationError | Conflict):
         status, heading, message = 400, "Not possible", _message(exc)
     elif isinstance(exc, StoreUnavailable):
-        log.error("store_unavailable", path=view.request.path, error=str(exc))
+        log.error("store_unavailable", path=request.path, error=str(exc))
         status, heading, message = 503, "Unavailable", _UNAVAILABLE
     else:
-        log.error("ui_request_failed", path=view.request.path, method=view.request.method, exc_info=exc)
+        log.error("ui_request_failed", path=request.path, method=request.method, exc_info=exc)
         status, heading, message = 500, "Something went wrong", _FAILED
-    try:
-        context = await view.context()
-    except Exception:  # the store that failed the page fails its frame too: the bare page
-        context = {}
     return render("message.html", status, {**context, "heading": heading, "message": message})
 
 
@@ -180,10 +184,6 @@ def _message(exc: ValidationError | Conflict) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in exc.problems)
     return str(exc)
-
-
-def _csrf_ok(sent: str, expected: str) -> bool:
-    return bool(sent) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
 def _refused() -> web.Response:

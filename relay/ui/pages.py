@@ -17,9 +17,10 @@ from relay import actions
 from relay.config import format_duration
 from relay.errors import Conflict, NotFound, ValidationError
 from relay.models import EVENT_TOKEN, DeliveryStatus, Webhook, parse_datetime
+from relay.store import Page
 from relay.ui.format import hourly_chart
 from relay.ui.view import Done, Rendered, View, redirect
-from relay.views import delivery_view, webhook_view
+from relay.views import webhook_view
 from relay.webhook_specs import DEFAULT_OVERLAP
 
 HOUR = 3600.0
@@ -81,15 +82,17 @@ async def webhook(view: View) -> Rendered:
         errors["status"] = "Pick one of the statuses listed."
         status = None
     after = query.get("after") or None
-    try:
-        page = await view.services.store.list_deliveries(
-            webhook_id=found.id, status=status, since=None, until=None, cursor=after, limit=PAGE, scope=view.scope
+
+    async def listed(cursor: str | None) -> Page:
+        return await view.services.store.list_deliveries(
+            webhook_id=found.id, status=status, since=None, until=None, cursor=cursor, limit=PAGE, scope=view.scope
         )
+
+    try:
+        page = await listed(after)
     except ValidationError:
         errors["after"] = "That page is not one this list gave: showing the first."
-        page = await view.services.store.list_deliveries(
-            webhook_id=found.id, status=status, since=None, until=None, cursor=None, limit=PAGE, scope=view.scope
-        )
+        page = await listed(None)
     activity = await view.services.store.activity(_last_day(view), view.now, scope=view.scope)
     next_page = None
     if page.next_cursor is not None:
@@ -100,9 +103,7 @@ async def webhook(view: View) -> Rendered:
             "webhook": found,
             "settings": webhook_view(found),
             "activity": activity.webhooks.get(found.id),
-            "deliveries": [
-                delivery_view(d) | {"at": d.created_at, "next_at": d.next_attempt_at} for d in page.deliveries
-            ],
+            "deliveries": page.deliveries,
             "statuses": [s.value for s in DeliveryStatus],
             "status": status,
             "errors": errors,
@@ -203,17 +204,22 @@ async def send_test(view: View, form: Mapping[str, str]) -> Done:
 
 
 async def pause(view: View, form: Mapping[str, str]) -> Done:
-    found = await actions.patch_webhook(view.services, _webhook(view).id, {"is_active": False}, scope=view.scope)
-    return Done(_page_of(found), {"message": "Paused: deliveries wait until it is resumed."})
+    return await _set_active(view, False, "Paused: deliveries wait until it is resumed.")
 
 
 async def resume(view: View, form: Mapping[str, str]) -> Done:
-    found = await actions.patch_webhook(view.services, _webhook(view).id, {"is_active": True}, scope=view.scope)
-    return Done(_page_of(found), {"message": "Resumed: waiting deliveries go out now."})
+    return await _set_active(view, True, "Resumed: waiting deliveries go out now.")
+
+
+async def _set_active(view: View, active: bool, message: str) -> Done:
+    webhook_id = view.request.match_info["webhook_id"]  # the patch finds it inside the scope (404 otherwise)
+    found = await actions.patch_webhook(view.services, webhook_id, {"is_active": active}, scope=view.scope)
+    return Done(_page_of(found), {"message": message})
 
 
 async def rotate_secret(view: View, form: Mapping[str, str]) -> Done:
-    found = await view.services.webhooks.rotate_secret(_webhook(view).id, {}, scope=view.scope)
+    webhook_id = view.request.match_info["webhook_id"]  # found inside the scope by the rotation (404 otherwise)
+    found = await view.services.webhooks.rotate_secret(webhook_id, {}, scope=view.scope)
     secret = found.secret.reveal() if found.secret is not None else ""
     overlap = format_duration(DEFAULT_OVERLAP)
     message = f"A new secret signs from now on; the previous one also signs for {overlap}. It is shown this once:"

@@ -175,11 +175,15 @@ def set_sign_in_nonce(response: web.StreamResponse, request: web.Request, servic
     _set(response, request, services, SIGN_IN_COOKIE, nonce, SIGN_IN_TTL)
 
 
+def csrf_ok(sent: str, expected: str) -> bool:
+    """Whether a form's token is the one expected, in constant time. As bytes: ``compare_digest`` refuses a str
+    with non-ASCII characters, which a forged form may send."""
+    return bool(sent) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
 def sign_in_csrf_ok(request: web.Request, key: bytes, sent: str) -> bool:
     nonce = request.cookies.get(SIGN_IN_COOKIE)
-    expected = csrf_token(key, "sign-in", nonce or "")
-    # As bytes: compare_digest refuses a str with non-ASCII characters (a forged form may send any).
-    return bool(nonce) and hmac.compare_digest(sent.encode(), expected.encode())
+    return bool(nonce) and csrf_ok(sent, csrf_token(key, "sign-in", nonce or ""))
 
 
 # -- flash -------------------------------------------------------------------------------------------------------
