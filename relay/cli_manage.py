@@ -231,11 +231,7 @@ def webhooks_update(client: Client, args: argparse.Namespace) -> int:
 
 def webhooks_rm(client: Client, args: argparse.Namespace) -> int:
     client.call("DELETE", f"/v1/webhooks/{quoted(args.id)}")
-    if args.json:
-        _print_json({"success": True, "data": None})
-    else:
-        print(f"deleted webhook {args.id}; its pending deliveries are cancelled")
-    return EXIT_OK
+    return _deleted(args, f"deleted webhook {args.id}; its pending deliveries are cancelled")
 
 
 def webhooks_test(client: Client, args: argparse.Namespace) -> int:
@@ -338,6 +334,15 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_json(answer: Any) -> None:
     print(json.dumps(answer, indent=2, ensure_ascii=False))
+
+
+def _deleted(args: argparse.Namespace, message: str) -> int:
+    """What a command that removed something prints: the API's empty answer with --json, else ``message``."""
+    if args.json:
+        _print_json({"success": True, "data": None})
+    else:
+        print(message)
+    return EXIT_OK
 
 
 def _print_webhook(webhook: dict[str, Any]) -> None:

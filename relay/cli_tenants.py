@@ -12,7 +12,7 @@ import argparse
 from typing import Any
 
 from relay.cli_events import AddCommand
-from relay.cli_manage import COMMON_OPTIONS, _ok, _pairs, _print_json, _table
+from relay.cli_manage import COMMON_OPTIONS, _deleted, _ok, _pairs, _print_json, _table
 from relay.client import Client, quoted
 from relay.errors import EXIT_OK
 
@@ -74,11 +74,9 @@ def tenants_show(client: Client, args: argparse.Namespace) -> int:
 
 def tenants_rm(client: Client, args: argparse.Namespace) -> int:
     client.call("DELETE", f"/v1/tenants/{quoted(args.tenant)}")
-    if args.json:
-        _print_json({"success": True, "data": None})
-    else:
-        print(f"deleted tenant {args.tenant}: its API webhooks are gone (deliveries cancelled), its keys revoked")
-    return EXIT_OK
+    return _deleted(
+        args, f"deleted tenant {args.tenant}: its API webhooks are gone (deliveries cancelled), its keys revoked"
+    )
 
 
 def tenants_portal(client: Client, args: argparse.Namespace) -> int:
@@ -119,11 +117,7 @@ def keys_list(client: Client, args: argparse.Namespace) -> int:
 
 def keys_revoke(client: Client, args: argparse.Namespace) -> int:
     client.call("DELETE", f"/v1/tenants/{quoted(args.tenant)}/keys/{quoted(args.key_id)}")
-    if args.json:
-        _print_json({"success": True, "data": None})
-    else:
-        print(f"revoked key {args.key_id} of tenant {args.tenant}: it is refused from the next request on")
-    return EXIT_OK
+    return _deleted(args, f"revoked key {args.key_id} of tenant {args.tenant}: it is refused from the next request on")
 
 
 def _by_status(counts: dict[str, int]) -> str:
