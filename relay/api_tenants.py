@@ -121,7 +121,7 @@ async def create_portal_link(request: web.Request) -> web.Response:
         raise ApiError(409, "conflict", "the dashboard is off (ui.enabled = false): a portal link would open nothing")
     now = services.clock.now()
     expires_at = now + (ttl or DEFAULT_PORTAL_TTL)
-    token = sign(await services.store.signing_key(), Claims(PORTAL, tenant, now, expires_at))
+    token = sign(await services.signing_key(), Claims(PORTAL, tenant, now, expires_at))
     base = services.config.ui.public_url or f"{request.scheme}://{request.host}"
     log.info("portal_link_created", tenant=tenant, expires_at=format_time(expires_at))
     return ok({"url": f"{base}/ui/?token={token}", "expires_at": format_time(expires_at)}, status=201)

@@ -44,6 +44,7 @@ class Services:
     metrics: Metrics | None = None
     webhooks: WebhookService = field(init=False)
     _api_keys: tuple[object, list[bytes]] | None = field(default=None, init=False, repr=False)
+    _signing_key: bytes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.webhooks = WebhookService(self.store, self.registry, self.clock)
@@ -55,6 +56,13 @@ class Services:
         if self._api_keys is None or self._api_keys[0] is not keys:
             self._api_keys = (keys, [key.reveal().encode() for key in keys])
         return self._api_keys[1]
+
+    async def signing_key(self) -> bytes:
+        """The key of portal links and dashboard sessions (``Tenants.signing_key``): made once for the store, and
+        never changed, so read once per process instead of once per request."""
+        if self._signing_key is None:
+            self._signing_key = await self.store.signing_key()
+        return self._signing_key
 
 
 SERVICES = web.AppKey("services", Services)

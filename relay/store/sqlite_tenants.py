@@ -96,7 +96,7 @@ class SqliteTenants(SqliteReads):
         return float(rows[0][0]) if rows else None
 
     async def signing_key(self) -> bytes:
-        # Read first: made once, then every portal link and dashboard page only reads it (no write per request).
+        # Read first: made once, then only read (once per process: ``Services.signing_key`` keeps it).
         if rows := await self._read("SELECT value FROM settings WHERE name = 'signing_key'"):
             return bytes(rows[0][0])
 

@@ -260,7 +260,7 @@ class GroupWriter:
     def _commit(self, conn: sqlite3.Connection) -> None:
         """On the writer thread: COMMIT the group, then make sure it landed in the store and not in a file that
         was removed or replaced meanwhile (sets ``_lost``; the loop fails the group). One stat per file opened,
-        per group: a few microseconds against the commit's fsync, and none on the event loop."""
+        per group: a few microseconds against the COMMIT's WAL write, and none on the event loop."""
         conn.execute("COMMIT")
         if self._syncer is not None:
             self._commit_number = self._syncer.committed()

@@ -100,7 +100,7 @@ def _as_html(handler: Handler) -> Handler:
 def page(handler: PageHandler) -> Handler:
     async def serve(request: web.Request) -> web.StreamResponse:
         services = _enabled(request)
-        session = await current(request, services, await services.store.signing_key())
+        session = await current(request, services, await services.signing_key())
         if session is None:
             return redirect("/ui/sign-in")
         view = View(request, services, session, services.clock.now())
@@ -125,7 +125,7 @@ def action(handler: ActionHandler) -> Handler:
         if not same_origin(request, services):
             log.warning("ui_post_refused", path=request.path, reason="another origin")
             return _refused()
-        key = await services.store.signing_key()
+        key = await services.signing_key()
         session = await current(request, services, key)
         if session is None:
             return redirect("/ui/sign-in")
@@ -233,7 +233,7 @@ _overview = page(pages.overview)
 
 async def _open_portal_link(request: web.Request, services: Services, token: str) -> web.StreamResponse:
     now = services.clock.now()
-    key = await services.store.signing_key()
+    key = await services.signing_key()
     link = verify(key, token, PORTAL, now)
     if link is None or link.tenant is None or not await still_open(services, key, link):
         log.info("portal_link_refused", reason="invalid, expired, or its tenant was deleted")
@@ -248,7 +248,7 @@ async def _open_portal_link(request: web.Request, services: Services, token: str
 
 async def sign_in_form(request: web.Request) -> web.StreamResponse:
     services = _enabled(request)
-    key = await services.store.signing_key()
+    key = await services.signing_key()
     if await current(request, services, key) is not None:
         return redirect("/ui/")
     return _sign_in_page(request, services, key, 200, None)
@@ -267,7 +267,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     services = _enabled(request)
     if not same_origin(request, services):
         return _refused()
-    key = await services.store.signing_key()
+    key = await services.signing_key()
     form = await request.post()
     sent_csrf, presented = form.get("csrf"), form.get("key")
     if not isinstance(sent_csrf, str) or not sign_in_csrf_ok(request, key, sent_csrf):
