@@ -25,7 +25,7 @@ from relay.store import sqlite_writer as writer_module
 from relay.store.sqlite import SqliteStore
 from relay.store.sqlite_schema import MIGRATIONS
 from tests.integration.store_contract import T0, StoreContract, event
-from tests.support.sqlite_raw import in_writer, sqlite_store, wal_syncer, writer_alive
+from tests.support.sqlite_raw import checkpointer, in_writer, sqlite_store, wal_syncer, writer_alive
 
 
 class TestSqliteStore(StoreContract):
@@ -207,6 +207,91 @@ async def test_a_failed_fsync_fails_the_groups_it_covered_and_every_later_write(
             await store.ingest([event("e2", "a")], T0)
         with pytest.raises(StoreUnavailable, match="fsync"):
             await store.check_writable()
+    finally:
+        await store.close()
+
+
+async def test_small_groups_commit_on_the_loop_and_large_ones_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        hops: list[str] = []
+        on_thread = writer_module.GroupWriter.on_thread
+
+        async def counted(self: writer_module.GroupWriter, fn: Callable[[], Any]) -> Any:
+            hops.append(getattr(fn, "__name__", "?"))
+            return await on_thread(self, fn)
+
+        monkeypatch.setattr(writer_module.GroupWriter, "on_thread", counted)
+        await store.ingest([event("e1", "a")], T0)
+        assert hops == []  # statements and COMMIT on the loop: no hand-off to the thread
+        big = [event(f"b{i}", "a") for i in range(writer_module.LOOP_COMMIT_ROWS + 1)]
+        await store.ingest(big, T0)
+        assert hops == ["<lambda>"]  # only the COMMIT went to the thread
+    finally:
+        await store.close()
+
+
+async def test_the_writer_never_checkpoints_the_checkpointer_does_on_its_own_connection(tmp_path: Path) -> None:
+    """A COMMIT on the loop must not run SQLite's automatic checkpoint (it syncs and copies for milliseconds):
+    the writer's connection has it off, and the checkpointer moves the frames once the WAL passes its limit."""
+    path = tmp_path / "relay.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await in_writer(store, lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        found = checkpointer(store)
+        assert found is not None
+        await store.ingest([event("first", "a")], T0)
+        assert found.waiting() > 0  # the WAL-index header counts the frames the ingest wrote
+        found.limit = 16  # frames, so that this test's writes pass it
+        before = path.stat().st_size
+        for start in range(0, 400, 100):
+            await store.ingest([event(f"e{i}", "a") for i in range(start, start + 100)], T0)
+        for _ in range(500):
+            if found.checkpoints:
+                break
+            await asyncio.sleep(0.01)
+        assert found.checkpoints >= 1
+        for _ in range(500):  # the checkpoint under way has copied the WAL's pages into the database file
+            if path.stat().st_size > before:
+                break
+            await asyncio.sleep(0.01)
+        assert path.stat().st_size > before
+        assert [r.created for r in await store.ingest([event("after", "a")], T0)] == [True]
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # nothing was lost on the way
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 402
+
+
+async def test_a_failed_checkpoint_is_logged_and_the_writes_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        found = checkpointer(store)
+        assert found is not None
+        found.limit = 0  # every commit asks for one
+
+        def broken() -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(found, "_checkpoint", broken)
+        with capture_logs() as logs:
+            await store.ingest([event("e1", "a")], T0)
+            for _ in range(500):
+                if found.checkpoints:
+                    break
+                await asyncio.sleep(0.01)
+            await store.ingest([event("e2", "a")], T0)
+        assert found.checkpoints >= 1
+        failed = [entry for entry in logs if entry["event"] == "store_checkpoint_failed"]
+        assert failed and failed[0]["log_level"] == "warning" and "disk I/O error" in failed[0]["error"]
+        assert writer_alive(store)
     finally:
         await store.close()
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from relay.store.sqlite import SqliteStore
+from relay.store.sqlite_checkpointer import Checkpointer
 from relay.store.sqlite_syncer import WalSyncer
 
 T = TypeVar("T")
@@ -36,3 +37,8 @@ def writer_alive(store: Any) -> bool:
 def wal_syncer(store: Any) -> WalSyncer | None:
     """The thread that fsyncs the store's WAL and answers the groups it covers (``durability = "full"``)."""
     return sqlite_store(store)._writer._syncer
+
+
+def checkpointer(store: Any) -> Checkpointer | None:
+    """What moves the WAL's frames into the database file, on a connection of its own (WAL mode)."""
+    return sqlite_store(store)._writer._checkpointer
