@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
+import signal
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from structlog.testing import capture_logs
 from relay.config import StorageConfig
 from relay.errors import StoreError, StoreUnavailable
 from relay.models import EVERYTHING, Durability
-from relay.store import NewEvent, Store, open_store, sqlite_reads
+from relay.store import NewEvent, Store, open_store, sqlite_reads, sqlite_syncer
 from relay.store import sqlite_writer as writer_module
 from relay.store.sqlite import SqliteStore
 from relay.store.sqlite_schema import MIGRATIONS
@@ -145,24 +144,15 @@ async def test_durability_sets_sqlite_synchronous(tmp_path: Path, durability: Du
 
 async def test_an_ingest_is_answered_only_once_an_fsync_covers_it(tmp_path: Path) -> None:
     """The writer goes on to the next group as soon as a COMMIT returns; the ingest's future and its commit hook
-    wait for the WAL fsync that began after its COMMIT."""
+    wait for the WAL fsync the helper process does after it (held here by stopping the process)."""
     store = SqliteStore(tmp_path / "relay.db")
     await store.open()
+    syncer = wal_syncer(store)
+    assert syncer is not None and syncer.pid is not None
+    os.kill(syncer.pid, signal.SIGSTOP)
     try:
-        syncer = wal_syncer(store)
-        assert syncer is not None
-        fsyncing, release = threading.Event(), threading.Event()
-
-        def held(fd: int) -> None:
-            fsyncing.set()
-            release.wait(10)
-            os.fsync(fd)
-
-        syncer.fsync = held
         committed: list[object] = []
         ingest = store.submit_ingest([event("e1", "a")], T0, None, committed.append)
-        assert await asyncio.to_thread(fsyncing.wait, 10)  # the fsync that covers the ingest's COMMIT has begun
-
         seen: list[int] = []
 
         def count(conn: sqlite3.Connection) -> int:
@@ -176,39 +166,69 @@ async def test_an_ingest_is_answered_only_once_an_fsync_covers_it(tmp_path: Path
             await asyncio.sleep(0.005)
         assert seen == [1]  # a later group's statements ran, on top of the ingest's commit
         await asyncio.sleep(0.05)
-        assert not ingest.done() and committed == []  # but the ingest is not answered: its fsync has not returned
+        assert not ingest.done() and committed == []  # but the ingest is not answered: no fsync has returned
         assert not later.done()
-        release.set()
+        os.kill(syncer.pid, signal.SIGCONT)
         assert [r.created for r in await ingest] == [True]
         assert len(committed) == 1 and committed[0] is not None
-        assert await later == 1  # the next fsync covers the later group
+        assert await later == 1  # the same or the next fsync covers the later group
     finally:
-        release.set()
+        os.kill(syncer.pid, signal.SIGCONT)
         await store.close()
 
 
-async def test_a_failed_fsync_fails_the_groups_it_covered_and_every_later_write(tmp_path: Path) -> None:
+async def test_a_failed_fsync_fails_the_groups_it_covered_and_every_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = sqlite_syncer.HELPER.replace("os.fsync(wal)", "raise OSError(5, 'Input/output error')")
+    assert failing != sqlite_syncer.HELPER
+    monkeypatch.setattr(sqlite_syncer, "HELPER", failing)
     store = SqliteStore(tmp_path / "relay.db")
     await store.open()
     try:
-        syncer = wal_syncer(store)
-        assert syncer is not None
-
-        def broken(fd: int) -> None:
-            raise OSError(errno.EIO, "Input/output error")
-
-        syncer.fsync = broken
         committed: list[object] = []
         with capture_logs() as logs, pytest.raises(StoreUnavailable, match="fsync of the store's WAL failed"):
             await store.submit_ingest([event("e1", "a")], T0, None, committed.append)
         assert committed == [None]  # the commit hook hears of the failure too
-        assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["store_sync_failed"]
+        errors = [entry for entry in logs if entry["log_level"] == "error"]
+        assert [entry["event"] for entry in errors] == ["store_sync_failed"]
+        assert "Input/output error" in errors[0]["error"]
         with pytest.raises(StoreUnavailable, match="fsync"):
             await store.ingest([event("e2", "a")], T0)
         with pytest.raises(StoreUnavailable, match="fsync"):
             await store.check_writable()
     finally:
         await store.close()
+
+
+async def test_the_syncer_process_gone_makes_the_store_lost_and_it_ends_with_the_store(tmp_path: Path) -> None:
+    """Nothing the helper did not answer counts as durable: killed, it fails what waits and every later write.
+    And a store that closes ends its helper (as the relay's end does: the helper reads the end of its pipe)."""
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        syncer = wal_syncer(store)
+        assert syncer is not None and syncer.pid is not None
+        await store.ingest([event("e1", "a")], T0)
+        os.kill(syncer.pid, signal.SIGKILL)
+        with capture_logs() as logs, pytest.raises(StoreUnavailable, match="syncer process is gone"):
+            for _ in range(100):  # the first answers may still come from before the kill
+                await store.ingest([event(f"later{_}", "a")], T0)
+        assert [entry["event"] for entry in logs if entry["log_level"] == "error"][:1] == ["store_sync_failed"]
+        with pytest.raises(StoreUnavailable):
+            await store.ingest([event("e3", "a")], T0)
+    finally:
+        await store.close()
+
+    store = SqliteStore(tmp_path / "second.db")
+    await store.open()
+    syncer = wal_syncer(store)
+    assert syncer is not None and syncer.pid is not None
+    pid = syncer.pid
+    await store.ingest([event("e1", "a")], T0)
+    await store.close()
+    with pytest.raises(ProcessLookupError):  # exited, and reaped
+        os.kill(pid, 0)
 
 
 async def test_small_groups_commit_on_the_loop_and_large_ones_on_the_writer_thread(
