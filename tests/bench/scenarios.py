@@ -292,7 +292,8 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds a live process (all its threads) has used so far; 0.0 if unreadable."""
+    """User + system CPU seconds a live process (all its threads) and its live children (relay's WAL syncer) have
+    used so far; 0.0 if unreadable."""
     if pid is None:
         return 0.0
     try:
@@ -300,7 +301,16 @@ def cpu_seconds(pid: int | None) -> float:
             fields = stat.read().rpartition(")")[2].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return (int(fields[11]) + int(fields[12])) / _TICKS + sum(cpu_seconds(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(child) for child in children.read().split()]
+    return found
 
 
 class CpuMeter:
@@ -623,13 +633,16 @@ async def latency(settings: Settings) -> list[Figure]:
 
 
 def rss_mb(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of a live process, in MB."""
+    """VmRSS and VmHWM (peak) of a live process with its live children (relay's WAL syncer), in MB."""
     found: dict[str, float] = {}
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
         for line in status:
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 found[key] = int(value.split()[0]) / 1024
+    for child in _children(pid):
+        for key, value in rss_mb(child).items():
+            found[key] = found.get(key, 0.0) + value
     return found
 
 
