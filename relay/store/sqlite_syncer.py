@@ -47,17 +47,25 @@ log = structlog.get_logger()
 Durable = Callable[[BaseException | None], None]
 
 # The helper process: argv holds the WAL's descriptor and the two pipes'. For each request (a commit number) it
-# fsyncs and answers the number with 0, or with the errno of the failed fsync, and then exits.
+# fsyncs and answers the number with 0, or with the errno of the failed fsync, and then exits. It ends only when
+# its request pipe does: the signals that stop the relay (Ctrl-C reaches the terminal's whole process group,
+# systemd's stop every process of the unit) leave it running until the relay has stopped and its last groups are
+# answered.
 HELPER = """
-import os, struct, sys
+import os, signal, struct, sys
+for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
 wal, requests, answers = map(int, sys.argv[1:4])
-while len(request := os.read(requests, 8)) == 8:
-    try:
-        os.fsync(wal)
-    except OSError as exc:
-        os.write(answers, request + struct.pack("=i", exc.errno or -1))
-        break
-    os.write(answers, request + struct.pack("=i", 0))
+try:
+    while len(request := os.read(requests, 8)) == 8:
+        try:
+            os.fsync(wal)
+        except OSError as exc:
+            os.write(answers, request + struct.pack("=i", exc.errno or -1))
+            break
+        os.write(answers, request + struct.pack("=i", 0))
+except BrokenPipeError:
+    pass  # the relay is gone
 """
 _REQUEST, _ANSWER = struct.Struct("=q"), struct.Struct("=qi")
 
@@ -92,7 +100,10 @@ class WalSyncer:
         try:
             ends = (wal, their_requests, their_answers)
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", HELPER, *map(str, ends)], pass_fds=ends, stdin=subprocess.DEVNULL
+                [sys.executable, "-I", "-S", "-c", HELPER, *map(str, ends)],
+                pass_fds=ends,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal is the relay's to handle, not the helper's
             )
         except BaseException:
             os.close(self._requests)

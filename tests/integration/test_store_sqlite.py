@@ -222,11 +222,17 @@ async def test_the_syncer_process_gone_makes_the_store_lost_and_it_ends_with_the
 
     store = SqliteStore(tmp_path / "second.db")
     await store.open()
-    syncer = wal_syncer(store)
-    assert syncer is not None and syncer.pid is not None
-    pid = syncer.pid
-    await store.ingest([event("e1", "a")], T0)
-    await store.close()
+    try:
+        syncer = wal_syncer(store)
+        assert syncer is not None and syncer.pid is not None
+        pid = syncer.pid
+        await store.ingest([event("e0", "a")], T0)  # answered: the helper is past its start, signals set aside
+        for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a stop by systemd reaches it too
+            os.kill(pid, stop)
+        await asyncio.sleep(0.1)
+        assert [r.created for r in await store.ingest([event("e1", "a")], T0)] == [True]  # it lives on, until:
+    finally:
+        await store.close()
     with pytest.raises(ProcessLookupError):  # exited, and reaped
         os.kill(pid, 0)
 
