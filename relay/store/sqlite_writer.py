@@ -239,12 +239,13 @@ class GroupWriter:
         runs on the thread, where waiting for it holds up no one."""
         conn = self._conn
         assert conn is not None
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 outside _run_group: this never waits
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return None
-            raise
+        # Our checkpointer's restarting step holds writers off for a millisecond or two: wait for it here and try
+        # again, rather than on the thread, whose busy handler sleeps 1, 2, 5 … ms between tries (latency p99 at
+        # 1,000 events/s 6.5-9.3 -> 5.1-5.7 ms in three alternated pairs).
+        if not _begin(conn) and (
+            self._checkpointer is None or not await self._checkpointer.finished() or not _begin(conn)
+        ):
+            return None
         try:
             outcomes = _statements(conn, jobs)
             _applied(jobs, outcomes)
@@ -306,6 +307,18 @@ def _statements(conn: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
         for index, outcome in zip(indexes, apply(conn, [jobs[i] for i in indexes]), strict=True):
             outcomes[index] = outcome
     return outcomes
+
+
+def _begin(conn: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE without waiting (busy_timeout is 0 outside _run_group): False when another connection holds
+    the write lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False
+        raise
+    return True
 
 
 def _file_ids(paths: list[str]) -> dict[str, tuple[int, int]]:

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,7 +272,8 @@ async def test_the_writer_never_checkpoints_the_checkpointer_does_on_its_own_con
         found = checkpointer(store)
         assert found is not None
         await store.ingest([event("first", "a")], T0)
-        assert found.waiting() > 0  # the WAL-index header counts the frames the ingest wrote
+        frames, moved = found.frames()
+        assert frames > moved  # the WAL-index header counts the frames the ingest wrote, none moved yet
         found.limit = 16  # frames, so that this test's writes pass it
         before = path.stat().st_size
         for start in range(0, 400, 100):
@@ -293,6 +295,71 @@ async def test_the_writer_never_checkpoints_the_checkpointer_does_on_its_own_con
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 402
 
 
+async def test_the_wal_starts_over_once_it_holds_restart_at_frames(tmp_path: Path) -> None:
+    """Passive checkpoints alone never let a busy WAL start over; past ``restart_at`` frames one restarts it, so
+    the WAL file stays bounded while the writes go on."""
+    path = tmp_path / "relay.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        found = checkpointer(store)
+        assert found is not None
+        found.limit, found.restart_at = 16, 64
+        most = 0
+        for i in range(300):
+            await store.ingest([event(f"e{i}", "a")], T0)
+            most = max(most, found.frames()[0])
+        await found.finished()
+        assert found.checkpoints >= 2
+        # The WAL went back to its start each time it passed 64 frames (give or take the commits made while the
+        # checkpoint ran): never near the 3,700 frames these 300 commits write without a restart.
+        assert most < 400
+        assert os.stat(f"{path}-wal").st_size < 400 * (4096 + 24) + 32
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 300
+
+
+async def test_a_group_waits_on_the_loop_for_a_restarting_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the checkpointer holds the write lock, the next group waits for it on the loop and then runs there,
+    not on the writer thread (whose busy handler would sleep between tries)."""
+    path = tmp_path / "relay.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        found = checkpointer(store)
+        assert found is not None
+        holding = threading.Event()
+
+        def hold_the_lock(restart: bool) -> None:  # what a RESTART checkpoint does to writers, for 0.2 s
+            with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                holding.set()
+                threading.Event().wait(0.2)
+                conn.execute("COMMIT")
+
+        monkeypatch.setattr(found, "_checkpoint", hold_the_lock)
+        found.limit = 0
+        await store.ingest([event("e0", "a")], T0)  # its commit starts the "checkpoint"
+        assert await asyncio.to_thread(holding.wait, 5)
+        hops: list[object] = []
+        on_thread = writer_module.GroupWriter.on_thread
+
+        async def counted(self: writer_module.GroupWriter, fn: Callable[[], Any]) -> Any:
+            hops.append(fn)
+            return await on_thread(self, fn)
+
+        monkeypatch.setattr(writer_module.GroupWriter, "on_thread", counted)
+        found.limit = 1_000_000
+        assert [r.created for r in await store.ingest([event("e1", "a")], T0)] == [True]
+        assert hops == []
+    finally:
+        await store.close()
+
+
 async def test_a_failed_checkpoint_is_logged_and_the_writes_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,7 +370,7 @@ async def test_a_failed_checkpoint_is_logged_and_the_writes_go_on(
         assert found is not None
         found.limit = 0  # every commit asks for one
 
-        def broken() -> None:
+        def broken(restart: bool) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
         monkeypatch.setattr(found, "_checkpoint", broken)
