@@ -238,20 +238,26 @@ async def test_the_syncer_process_gone_makes_the_store_lost_and_it_ends_with_the
         os.kill(pid, 0)
 
 
+def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the name of each function the writer hands to its thread."""
+    hops: list[str] = []
+    on_thread = writer_module.GroupWriter.on_thread
+
+    async def counted(self: writer_module.GroupWriter, fn: Callable[[], Any]) -> Any:
+        hops.append(getattr(fn, "__name__", "?"))
+        return await on_thread(self, fn)
+
+    monkeypatch.setattr(writer_module.GroupWriter, "on_thread", counted)
+    return hops
+
+
 async def test_small_groups_commit_on_the_loop_and_large_ones_on_the_writer_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = SqliteStore(tmp_path / "relay.db")
     await store.open()
     try:
-        hops: list[str] = []
-        on_thread = writer_module.GroupWriter.on_thread
-
-        async def counted(self: writer_module.GroupWriter, fn: Callable[[], Any]) -> Any:
-            hops.append(getattr(fn, "__name__", "?"))
-            return await on_thread(self, fn)
-
-        monkeypatch.setattr(writer_module.GroupWriter, "on_thread", counted)
+        hops = thread_hops(monkeypatch)
         await store.ingest([event("e1", "a")], T0)
         assert hops == []  # statements and COMMIT on the loop: no hand-off to the thread
         big = [event(f"b{i}", "a") for i in range(writer_module.LOOP_COMMIT_ROWS + 1)]
@@ -345,14 +351,7 @@ async def test_a_group_waits_on_the_loop_for_a_restarting_checkpoint(
         found.limit = 0
         await store.ingest([event("e0", "a")], T0)  # its commit starts the "checkpoint"
         assert await asyncio.to_thread(holding.wait, 5)
-        hops: list[object] = []
-        on_thread = writer_module.GroupWriter.on_thread
-
-        async def counted(self: writer_module.GroupWriter, fn: Callable[[], Any]) -> Any:
-            hops.append(fn)
-            return await on_thread(self, fn)
-
-        monkeypatch.setattr(writer_module.GroupWriter, "on_thread", counted)
+        hops = thread_hops(monkeypatch)
         found.limit = 1_000_000
         assert [r.created for r in await store.ingest([event("e1", "a")], T0)] == [True]
         assert hops == []
