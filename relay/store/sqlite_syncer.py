@@ -174,8 +174,6 @@ class WalSyncer:
         else:
             failure = "it exited"
         if len(answer) != _ANSWER.size:
-            assert self._loop is not None
-            self._loop.remove_reader(self._answers)
             self._sync_failed(OSError(errno.EPIPE, f"the WAL syncer process is gone: {failure}"))
             return
         covered, error = _ANSWER.unpack(answer)
@@ -188,13 +186,23 @@ class WalSyncer:
         while self._waiting and self._waiting[0][0] <= covered:
             self._waiting.popleft()[1](None)
         self._ask()
-        if self._drained is not None and self._synced >= self._commits and not self._drained.done():
-            self._drained.set_result(None)
+        self._wake_close()
 
     def _sync_failed(self, error: BaseException) -> None:
+        """Once: fail what waits, and stop listening to the helper (after a failed fsync it exits, and its end must
+        not be reported as a second failure)."""
+        if self._error is not None:
+            return
         self._error = error
+        assert self._loop is not None
+        self._loop.remove_reader(self._answers)
         log.error("store_sync_failed", path=self.wal_path, error=str(error), groups=len(self._waiting))
         while self._waiting:
             self._waiting.popleft()[1](error)
-        if self._drained is not None and not self._drained.done():
+        self._wake_close()
+
+    def _wake_close(self) -> None:
+        """Let ``close()`` go on once nothing is left to answer: every commit synced, or the syncer failed."""
+        done = self._error is not None or self._synced >= self._commits
+        if done and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)

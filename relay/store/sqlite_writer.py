@@ -108,10 +108,11 @@ class GroupWriter:
         conn = self._conn
         wal = await self.on_thread(lambda: conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal")
         self._files = _file_ids([str(self.path), f"{self.path}-wal"] if wal else [str(self.path)])
-        if f"{self.path}-wal" in self._files and _file_ids([f"{self.path}-shm"]):  # its header counts the frames
+        wal_file = f"{self.path}-wal" in self._files  # WAL mode, and its file is there to fsync
+        if wal_file and _file_ids([f"{self.path}-shm"]):  # and the WAL-index whose header counts the frames
             self._checkpointer = Checkpointer(self.path)
             await self.on_thread(lambda: conn.execute("PRAGMA wal_autocheckpoint = 0"))
-        if self._sync_wal and f"{self.path}-wal" in self._files:  # WAL mode, and its file is there to fsync
+        if self._sync_wal and wal_file:
             self._syncer = WalSyncer(f"{self.path}-wal")
             self._syncer.open()  # before the fsync leaves the COMMIT: nothing committed from here on goes unsynced
             await self.on_thread(lambda: conn.execute("PRAGMA synchronous = NORMAL"))

@@ -198,6 +198,12 @@ async def test_a_failed_fsync_fails_the_groups_it_covered_and_every_later_write(
             await store.ingest([event("e2", "a")], T0)
         with pytest.raises(StoreUnavailable, match="fsync"):
             await store.check_writable()
+        syncer = wal_syncer(store)
+        assert syncer is not None and syncer.pid is not None
+        with capture_logs() as later:  # the helper exits after the failed fsync: its end is no second failure
+            await asyncio.wait_for(asyncio.to_thread(os.waitpid, syncer.pid, 0), 10)
+            await asyncio.sleep(0.05)  # its pipe's end, readable by now, has been seen
+        assert [entry["event"] for entry in later if entry["log_level"] == "error"] == []
     finally:
         await store.close()
 
